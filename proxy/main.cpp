@@ -1,0 +1,2 @@
+// tokengate entry point (placeholder until the relay lands).
+int main() { return 0; }
