@@ -1,0 +1,521 @@
+# Integration-test fixtures: a throwaway PostgreSQL 15 cluster, the tokengate binary in front of it, and twin helpers.
+#
+# Run with Debian's interpreter:  /usr/bin/python3 -m pytest tests/integration -q
+#   -k direct                      only the direct-to-PostgreSQL variants (no binary needed)
+#   TOKENGATE_BIN=/path            use another binary than build/tokengate
+#   TOKENGATE_REQUIRE=1            a missing or broken binary is an error, not a skip (./dev test sets it)
+#   TOKENGATE_EXTRA_ARGS="..."     extra flags appended to `tokengate serve ...`
+#   TG_KEEP_TMP=1                  keep the cluster and logs after the session (paths are printed)
+#
+# Fixtures:
+#   pg         session: PgCluster (host/port, socket_dir, log_path, admin_conn(), log_mark()/log_since())
+#   tokengate  session: TokengateProcess (host/port, log_path, log_tail()); skipped or failed when unusable
+#   direct     Target for PostgreSQL itself;  proxy  Target through tokengate
+#   target     parametrized over ["direct", "proxy"]: one test body, two runs (ids end in [direct]/[proxy])
+#   twin       parametrized like target; twin.run(fn) runs fn(target) and, for proxy, also fn(direct)
+#              and asserts both answers are identical (the twin requirement), returning the answer
+# A Target has .conninfo(), .connect() (psycopg 3), .psql(...), .wire() (raw pgwire.WireConnection).
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import difflib
+import os
+import pwd
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import psycopg
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import pgwire  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+PSQL = shutil.which("psql", path="/usr/bin") or str(PG_BIN / "psql")
+
+# Fixed test roles (user -> password). Only these passwords ever appear in test output.
+ROLES = {
+    "admin": "admin",
+    "analyst": "analyst",
+    "md5user": "md5user",
+    "plainuser": "plainuser",
+    "nologin_role": "nologin_role",
+}
+
+TOKENGATE_START_TIMEOUT = 10.0  # seconds until the listen port must accept connections
+TOKENGATE_STOP_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
+
+
+def require_tokengate() -> bool:
+    return os.environ.get("TOKENGATE_REQUIRE", "") not in ("", "0")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        return f"(cannot read {path}: {e})"
+    text = data[-64 * 1024 :].decode("utf-8", "replace")
+    if not text.strip():
+        return f"({path} is empty)"
+    out = [ln if len(ln) <= 400 else ln[:400] + f"… ({len(ln)} chars)" for ln in text.splitlines()[-lines:]]
+    return "\n".join(out)
+
+
+def _cleanup_tmp(path: Path) -> None:
+    if os.environ.get("TG_KEEP_TMP"):
+        print(f"[integration] kept {path}", file=sys.stderr)
+        return
+    shutil.rmtree(path, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- PostgreSQL
+
+
+class PgCluster:
+    """A PostgreSQL 15 cluster in a temp dir, listening on 127.0.0.1:<port> and a Unix socket in the same dir."""
+
+    HBA = "\n".join(
+        [
+            "# written by tests/integration/conftest.py",
+            "local all postgres trust",  # the harness itself
+            "local all all scram-sha-256",
+            "host all md5user 127.0.0.1/32 md5",  # md5user has an MD5 verifier: upstream asks MD5
+            "host all plainuser 127.0.0.1/32 password",  # upstream asks cleartext
+            "host all all 127.0.0.1/32 scram-sha-256",
+            "",
+        ]
+    )
+
+    def __init__(self) -> None:
+        self.tmp = Path(tempfile.mkdtemp(prefix="tg-pg-"))
+        self.datadir = self.tmp / "data"
+        self.socket_dir = self.tmp
+        self.log_path = self.tmp / "postgresql.log"
+        self.host = "127.0.0.1"
+        self.port = 0
+        self.as_root = os.geteuid() == 0
+        self.started = False
+        self._stopped = False
+        if self.as_root:
+            pw = pwd.getpwnam("postgres")
+            os.chown(self.tmp, pw.pw_uid, pw.pw_gid)
+
+    def _run(self, args: list[str], **kw: Any) -> subprocess.CompletedProcess:
+        if self.as_root:
+            args = ["runuser", "-u", "postgres", "--"] + args
+        p = subprocess.run(args, cwd=self.tmp, capture_output=True, text=True, **kw)
+        if p.returncode != 0:
+            raise RuntimeError(
+                f"{shlex.join(args)} failed (rc={p.returncode})\nstdout:\n{p.stdout}\nstderr:\n{p.stderr}\n"
+                f"server log tail:\n{tail(self.log_path)}"
+            )
+        return p
+
+    def start(self) -> None:
+        self._run(
+            [str(PG_BIN / "initdb"), "-D", str(self.datadir), "-U", "postgres", "--auth=trust",
+             "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"]
+        )
+        (self.datadir / "pg_hba.conf").write_text(self.HBA)
+        last_error: Exception | None = None
+        for _attempt in range(3):  # the free port may be taken between probe and bind
+            self.port = free_port()
+            conf = {
+                "port": str(self.port),
+                "listen_addresses": "'127.0.0.1'",
+                "unix_socket_directories": f"'{self.socket_dir}'",
+                "password_encryption": "'scram-sha-256'",
+                "log_statement": "'all'",
+                "log_connections": "on",
+                "log_line_prefix": "'%m [%p] %q%u@%d %a: '",
+                "logging_collector": "off",  # stderr goes to pg_ctl -l <log_path>
+                "fsync": "off",
+                "synchronous_commit": "off",
+                "full_page_writes": "off",
+                "max_connections": "200",
+                "lc_messages": "'C'",
+            }
+            with open(self.datadir / "postgresql.auto.conf", "w") as f:
+                f.write("# written by tests/integration/conftest.py\n")
+                for k, v in conf.items():
+                    f.write(f"{k} = {v}\n")
+            try:
+                self._run(
+                    [str(PG_BIN / "pg_ctl"), "-D", str(self.datadir), "-l", str(self.log_path),
+                     "-w", "-t", "30", "start"]
+                )
+                self.started = True
+                break
+            except RuntimeError as e:
+                last_error = e
+        if not self.started:
+            raise RuntimeError(f"PostgreSQL did not start: {last_error}")
+        self._create_roles()
+
+    def _create_roles(self) -> None:
+        with self.admin_conn() as c:
+            c.execute("CREATE ROLE admin LOGIN SUPERUSER PASSWORD 'admin'")
+            c.execute("CREATE ROLE analyst LOGIN PASSWORD 'analyst'")
+            c.execute("CREATE ROLE service_accounts NOLOGIN")
+            c.execute("GRANT service_accounts TO analyst")
+            c.execute("SET password_encryption = 'md5'")
+            c.execute("CREATE ROLE md5user LOGIN PASSWORD 'md5user'")
+            c.execute("RESET password_encryption")
+            c.execute("CREATE ROLE plainuser LOGIN PASSWORD 'plainuser'")
+            c.execute("CREATE ROLE nologin_role NOLOGIN PASSWORD 'nologin_role'")
+            verifier = c.execute("SELECT rolpassword FROM pg_authid WHERE rolname = 'md5user'").fetchone()[0]
+            assert verifier.startswith("md5"), "md5user should have an MD5 verifier"
+
+    def admin_conn(self, dbname: str = "postgres") -> psycopg.Connection:
+        """Superuser connection over the Unix socket (trust); for the harness, never through tokengate."""
+        return psycopg.connect(
+            host=str(self.socket_dir), port=self.port, user="postgres", dbname=dbname, autocommit=True,
+            connect_timeout=10,
+        )
+
+    def log_mark(self) -> int:
+        try:
+            return self.log_path.stat().st_size
+        except OSError:
+            return 0
+
+    def log_since(self, mark: int) -> str:
+        with open(self.log_path, "rb") as f:
+            f.seek(mark)
+            return f.read().decode("utf-8", "replace")
+
+    def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        if self.started:
+            try:
+                self._run([str(PG_BIN / "pg_ctl"), "-D", str(self.datadir), "-m", "immediate", "-w", "stop"])
+            except Exception as e:  # noqa: BLE001 - cleanup must go on
+                print(f"[integration] pg_ctl stop failed: {e}", file=sys.stderr)
+        _cleanup_tmp(self.tmp)
+
+
+# ---------------------------------------------------------------- tokengate
+
+
+class TokengateUnavailable(Exception):
+    pass
+
+
+class TokengateProcess:
+    """build/tokengate serve in front of the cluster; stderr to <tmp>/tokengate.log."""
+
+    def __init__(self, binary: Path, pg: PgCluster) -> None:
+        self.binary = binary
+        self.pg = pg
+        self.tmp = Path(tempfile.mkdtemp(prefix="tg-proxy-"))
+        self.data_dir = self.tmp / "tg-data"
+        self.log_path = self.tmp / "tokengate.log"
+        self.host = "127.0.0.1"
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+        self._stopped = False
+
+    @property
+    def argv(self) -> list[str]:
+        argv = [
+            str(self.binary), "serve",
+            "--listen", f"{self.host}:{self.port}",
+            "--upstream", f"{self.pg.host}:{self.pg.port}",
+            "--data-dir", str(self.data_dir),
+        ]
+        argv += shlex.split(os.environ.get("TOKENGATE_EXTRA_ARGS", ""))
+        return argv
+
+    def start(self) -> None:
+        log = open(self.log_path, "wb")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        self.proc = subprocess.Popen(
+            self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=self.tmp, env=env,
+            start_new_session=True,
+        )
+        log.close()
+        deadline = time.monotonic() + TOKENGATE_START_TIMEOUT
+        while time.monotonic() < deadline:
+            rc = self.proc.poll()
+            if rc is not None:
+                raise TokengateUnavailable(
+                    f"{shlex.join(self.argv)} exited with rc={rc} before accepting connections; "
+                    f"log tail:\n{self.log_tail()}"
+                )
+            try:
+                socket.create_connection((self.host, self.port), timeout=0.5).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise TokengateUnavailable(
+            f"{shlex.join(self.argv)} did not accept connections on {self.host}:{self.port} "
+            f"within {TOKENGATE_START_TIMEOUT:.0f} s; log tail:\n{self.log_tail()}"
+        )
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, lines: int = 40) -> str:
+        return tail(self.log_path, lines)
+
+    def log_mark(self) -> int:
+        try:
+            return self.log_path.stat().st_size
+        except OSError:
+            return 0
+
+    def log_since(self, mark: int) -> str:
+        with open(self.log_path, "rb") as f:
+            f.seek(mark)
+            return f.read().decode("utf-8", "replace")
+
+    def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(TOKENGATE_STOP_GRACE)
+            except subprocess.TimeoutExpired:
+                print("[integration] tokengate ignored SIGTERM for 5 s; sending SIGKILL", file=sys.stderr)
+                self.proc.kill()
+                self.proc.wait()
+        _cleanup_tmp(self.tmp)
+
+
+# ---------------------------------------------------------------- targets
+
+
+@dataclasses.dataclass
+class PsqlResult:
+    args: list[str]
+    rc: int
+    stdout: str
+    stderr: str
+
+    def check(self) -> "PsqlResult":
+        assert self.rc == 0, f"psql failed (rc={self.rc}): {shlex.join(self.args)}\nstderr:\n{self.stderr[-4000:]}"
+        return self
+
+    def __repr__(self) -> str:
+        out = self.stdout if len(self.stdout) < 2000 else self.stdout[:2000] + f"… ({len(self.stdout)} chars)"
+        return f"PsqlResult(rc={self.rc}, stdout={out!r}, stderr={self.stderr[-2000:]!r})"
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """Environment for client programs: no inherited PG* settings, C messages, fixed passwords only."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env.update({"LC_ALL": "C.UTF-8", "LC_MESSAGES": "C", "PGCONNECT_TIMEOUT": "10"})
+    env.update(extra)
+    return env
+
+
+@dataclasses.dataclass
+class Target:
+    """Where a client connects: PostgreSQL directly ("direct") or tokengate ("proxy")."""
+
+    name: str
+    host: str
+    port: int
+
+    def conninfo(self, user: str = "admin", password: str | None = None, dbname: str = "postgres", **kw: Any) -> str:
+        if password is None:
+            password = ROLES.get(user, "")
+        return psycopg.conninfo.make_conninfo(
+            host=self.host, port=self.port, user=user, password=password, dbname=dbname, connect_timeout=10, **kw
+        )
+
+    def connect(self, user: str = "admin", password: str | None = None, dbname: str = "postgres",
+                autocommit: bool = True, **kw: Any) -> psycopg.Connection:
+        return psycopg.connect(self.conninfo(user, password, dbname, **kw), autocommit=autocommit)
+
+    def psql(self, *args: str, user: str = "admin", password: str | None = None, dbname: str = "postgres",
+             input: str | None = None, timeout: float = 120, env: dict[str, str] | None = None,
+             cwd: str | Path | None = None) -> PsqlResult:
+        """Run psql -X -v ON_ERROR_STOP=1 against this target; never raises on a non-zero rc."""
+        if password is None:
+            password = ROLES.get(user, "")
+        argv = [PSQL, "-X", "-v", "ON_ERROR_STOP=1", "-h", self.host, "-p", str(self.port), "-U", user,
+                "-d", dbname, *args]
+        p = subprocess.run(
+            argv, input=input, capture_output=True, text=True, timeout=timeout, cwd=cwd,
+            env=clean_env(PGPASSWORD=password, **(env or {})),
+        )
+        return PsqlResult(argv, p.returncode, p.stdout, p.stderr)
+
+    def wire(self, timeout: float = 10.0) -> pgwire.WireConnection:
+        return pgwire.WireConnection(self.host, self.port, timeout=timeout)
+
+    def normalize(self, text: str) -> str:
+        """Replace this target's port with a placeholder so that texts of both targets compare."""
+        return text.replace(str(self.port), "<port>")
+
+
+def assert_twin_equal(got: Any, want: Any, what: str = "answer") -> None:
+    """Proxy answer must equal the direct one; on mismatch show a unified diff of the two."""
+    if got == want:
+        return
+    g = got if isinstance(got, str) else repr(got)
+    w = want if isinstance(want, str) else repr(want)
+    if len(g) > 200 or len(w) > 200 or "\n" in g or "\n" in w:
+        gl = g.splitlines(keepends=True) if "\n" in g else [g[i:i + 100] + "\n" for i in range(0, len(g), 100)]
+        wl = w.splitlines(keepends=True) if "\n" in w else [w[i:i + 100] + "\n" for i in range(0, len(w), 100)]
+        diff = "".join(list(difflib.unified_diff(wl, gl, "direct", "proxy", n=2))[:80])
+        raise AssertionError(f"{what} through tokengate differs from direct PostgreSQL:\n{diff}")
+    raise AssertionError(f"{what} through tokengate differs from direct PostgreSQL:\n  direct: {w}\n  proxy:  {g}")
+
+
+class Twin:
+    """One test body, run against `target`; for the proxy, the direct answer is computed too and must match."""
+
+    def __init__(self, target: Target, direct: Target) -> None:
+        self.target = target
+        self.direct = direct
+
+    @property
+    def is_proxy(self) -> bool:
+        return self.target.name == "proxy"
+
+    def run(self, fn: Callable[[Target], Any], what: str = "answer") -> Any:
+        got = fn(self.target)
+        if self.is_proxy:
+            want = fn(self.direct)
+            assert_twin_equal(got, want, what)
+        return got
+
+
+# ---------------------------------------------------------------- fixtures
+
+
+class _Session:
+    """The session's processes, for teardown checks and failure reports (fixtures may be requested lazily)."""
+
+    pg: PgCluster | None = None
+    tokengate: TokengateProcess | None = None
+    death_reported = False
+
+
+_cleanups: list[Callable[[], None]] = []
+
+
+def _run_cleanups() -> None:
+    while _cleanups:
+        fn = _cleanups.pop()
+        try:
+            fn()
+        except Exception as e:  # noqa: BLE001
+            print(f"[integration] cleanup failed: {e}", file=sys.stderr)
+
+
+atexit.register(_run_cleanups)  # also when pytest is interrupted before fixture teardown
+
+
+@pytest.fixture(scope="session")
+def pg() -> PgCluster:
+    cluster = PgCluster()
+    _cleanups.append(cluster.stop)
+    _Session.pg = cluster
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def tokengate(pg: PgCluster) -> TokengateProcess:
+    binary = Path(os.environ.get("TOKENGATE_BIN", REPO / "build" / "tokengate"))
+    if not binary.exists():
+        msg = f"tokengate binary {binary} does not exist (build it, or set TOKENGATE_BIN)"
+        if require_tokengate():
+            pytest.fail(msg + "; TOKENGATE_REQUIRE=1 makes this an error", pytrace=False)
+        pytest.skip(msg)
+    proc = TokengateProcess(binary, pg)
+    _cleanups.append(proc.stop)
+    try:
+        error = None
+        try:
+            proc.start()
+        except TokengateUnavailable as e:
+            error = str(e)
+        if error is not None:
+            # A binary that exists but cannot serve is a bug of the relay, not an unbuilt tree: fail, never skip.
+            pytest.fail(error, pytrace=False)
+        _Session.tokengate = proc
+        yield proc
+    finally:
+        proc.stop()
+        _Session.tokengate = None
+
+
+@pytest.fixture(scope="session")
+def direct(pg: PgCluster) -> Target:
+    return Target("direct", pg.host, pg.port)
+
+
+@pytest.fixture
+def proxy(tokengate: TokengateProcess) -> Target:
+    if not tokengate.alive():
+        pytest.fail(f"tokengate is no longer running (rc={tokengate.proc.returncode}); log tail:\n"
+                    f"{tokengate.log_tail()}", pytrace=False)
+    return Target("proxy", tokengate.host, tokengate.port)
+
+
+@pytest.fixture(params=["direct", "proxy"])
+def target(request: pytest.FixtureRequest) -> Target:
+    return request.getfixturevalue(request.param)
+
+
+@pytest.fixture
+def twin(target: Target, direct: Target) -> Twin:
+    return Twin(target, direct)
+
+
+@pytest.fixture(autouse=True)
+def _tokengate_survives():
+    """A test that crashes tokengate fails (in teardown), with the log tail; later tests then fail fast."""
+    yield
+    tg = _Session.tokengate
+    if tg is not None and not tg.alive() and not _Session.death_reported:
+        _Session.death_reported = True
+        pytest.fail(f"tokengate exited (rc={tg.proc.returncode}) during this test; log tail:\n{tg.log_tail()}",
+                    pytrace=False)
+
+
+def _uses_proxy(item: pytest.Item) -> bool:
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None and callspec.params.get("target") == "proxy":
+        return True
+    return bool({"proxy", "tokengate"} & set(getattr(item, "fixturenames", ())))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    outcome = yield
+    report = outcome.get_result()
+    if not report.failed or report.when == "setup" and _Session.pg is None:
+        return
+    if _Session.tokengate is not None and _uses_proxy(item):
+        report.sections.append(("tokengate log tail", _Session.tokengate.log_tail()))
+    if _Session.pg is not None:
+        report.sections.append(("postgresql log tail", tail(_Session.pg.log_path, 15)))
