@@ -55,7 +55,8 @@ def test_auth_methods(target: Target, user: str):
         assert r.auth_requests[0] == UPSTREAM_METHOD[user], r.messages
     else:
         # tokengate asks the client for a cleartext password whatever the upstream asks (SPEC §4 step 2).
-        assert r.auth_requests == ["CleartextPassword", "Ok"], r.messages
+        assert r.auth_requests == ["CleartextPassword", "Ok"], (
+            f"tokengate should ask for a cleartext password and then say Ok; got {r.auth_requests}: {r.messages}")
     assert r.backend_key is not None, f"no BackendKeyData: {r.messages}"
     assert r.ready_status == "I"
 
