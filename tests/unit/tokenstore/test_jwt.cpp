@@ -1,0 +1,210 @@
+// Token form (SPEC §5.1): base64url, minting, and every stateless rejection reason.
+#include <sys/stat.h>
+
+#include <chrono>
+#include <fstream>
+#include <thread>
+
+#include "tests/unit/tokenstore/test_helpers.hpp"
+#include "tokenstore/jwt.hpp"
+#include "tokenstore/keys.hpp"
+
+using namespace tokengate::tokenstore;
+using tokengate::tokenstore::test::t0;
+using tokengate::tokenstore::test::temp_dir;
+
+namespace {
+
+std::string b64(std::string_view s)
+{
+    return base64url_encode(std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(s.data()), s.size()));
+}
+
+std::string decode(std::string_view s)
+{
+    std::string out;
+    REQUIRE(base64url_decode(s, out));
+    return out;
+}
+
+std::vector<std::string> split(const std::string& token)
+{
+    std::vector<std::string> parts;
+    std::size_t start = 0;
+    for (;;) {
+        auto dot = token.find('.', start);
+        parts.push_back(token.substr(start, dot - start));
+        if (dot == std::string::npos) break;
+        start = dot + 1;
+    }
+    return parts;
+}
+
+token_claims claims_for(std::string user, std::int64_t exp)
+{
+    return token_claims{std::move(user), random_tid(), t0, exp};
+}
+
+}  // namespace
+
+TEST_CASE("base64url round-trips every length and rejects padding and foreign characters", "[jwt]")
+{
+    std::string data;
+    for (int n = 0; n < 40; ++n) {
+        std::string enc = b64(data);
+        CHECK(enc.find('=') == std::string::npos);
+        CHECK(decode(enc) == data);
+        data += static_cast<char>(n * 37 + 200);
+    }
+    std::string out;
+    CHECK_FALSE(base64url_decode("ab==", out));
+    CHECK_FALSE(base64url_decode("a+b/", out));
+    CHECK_FALSE(base64url_decode("a", out));
+    CHECK_FALSE(base64url_decode("AB", out));  // non-zero trailing bits: not canonical
+}
+
+TEST_CASE("tid hex round-trip", "[jwt]")
+{
+    tid_t t = random_tid();
+    auto hex = tid_to_hex(t);
+    CHECK(hex.size() == 32u);
+    CHECK(tid_from_hex(hex) == std::optional<tid_t>(t));
+    CHECK(tid_from_hex("XYZ") == std::nullopt);
+    CHECK(tid_from_hex(std::string(32, 'G')) == std::nullopt);
+}
+
+TEST_CASE("a minted token has the JWT form of SPEC 5.1", "[jwt]")
+{
+    temp_dir dir;
+    keyring keys(dir.path());
+    token_claims c = claims_for("alice \"the\" admin", t0 + 3600);
+    std::string token = mint_token(keys.newest(), c);
+    auto parts = split(token);
+    REQUIRE(parts.size() == 3u);
+    CHECK(decode(parts[0]) == R"({"alg":"HS256","typ":"JWT","kid":")" + keys.newest().kid + R"("})");
+    CHECK(decode(parts[1]) == R"({"user":"alice \"the\" admin","tid":")" + tid_to_hex(c.tid) + R"(","iat":)" +
+                                  std::to_string(t0) + R"(,"exp":)" + std::to_string(t0 + 3600) + "}");
+    CHECK(decode(parts[2]).size() == 32u);
+    CHECK(looks_like_token(token));
+    CHECK_FALSE(looks_like_token("hunter2"));
+    CHECK_FALSE(looks_like_token("eyJ.a"));
+
+    token_claims got;
+    CHECK(check_token(token, keys, t0, got) == verify_status::ok);
+    CHECK(got.user == c.user);
+    CHECK(got.tid == c.tid);
+    CHECK(got.iat == c.iat);
+    CHECK(got.exp == c.exp);
+}
+
+TEST_CASE("check_token rejects each malformed or forged form with its own reason", "[jwt]")
+{
+    temp_dir dir;
+    keyring keys(dir.path());
+    const signing_key& key = keys.newest();
+    token_claims c = claims_for("alice", t0 + 3600);
+    std::string good = mint_token(key, c);
+    auto parts = split(good);
+    token_claims out;
+
+    SECTION("bad format")
+    {
+        CHECK(check_token("", keys, t0, out) == verify_status::bad_format);
+        CHECK(check_token("a.b", keys, t0, out) == verify_status::bad_format);
+        CHECK(check_token(good + ".x", keys, t0, out) == verify_status::bad_format);
+        CHECK(check_token(parts[0] + ".!!." + parts[2], keys, t0, out) == verify_status::bad_format);
+        CHECK(check_token(b64("not json") + "." + parts[1] + "." + parts[2], keys, t0, out) ==
+              verify_status::bad_format);
+        CHECK(check_token(std::string(max_token_length + 1, 'a'), keys, t0, out) == verify_status::bad_format);
+    }
+    SECTION("alg none and other algorithms")
+    {
+        for (std::string alg : {"none", "HS512", "RS256", "hs256"}) {
+            INFO("alg " << alg);
+            std::string header = R"({"alg":")" + alg + R"(","typ":"JWT","kid":")" + key.kid + R"("})";
+            CHECK(check_token(b64(header) + "." + parts[1] + "." + parts[2], keys, t0, out) == verify_status::bad_alg);
+            CHECK(check_token(b64(header) + "." + parts[1] + ".", keys, t0, out) != verify_status::ok);
+        }
+    }
+    SECTION("unknown kid")
+    {
+        std::string header = R"({"alg":"HS256","typ":"JWT","kid":"0000000000000000"})";
+        CHECK(check_token(b64(header) + "." + parts[1] + "." + parts[2], keys, t0, out) == verify_status::unknown_kid);
+    }
+    SECTION("bad signature: payload changed, signature from another key")
+    {
+        std::string payload = decode(parts[1]);
+        payload.replace(payload.find("alice"), 5, "admin");
+        CHECK(check_token(parts[0] + "." + b64(payload) + "." + parts[2], keys, t0, out) ==
+              verify_status::bad_signature);
+        temp_dir other;
+        keyring stolen_store_attacker(other.path());
+        signing_key forged = stolen_store_attacker.newest();
+        forged.kid = key.kid;  // right kid, wrong secret
+        CHECK(check_token(mint_token(forged, c), keys, t0, out) == verify_status::bad_signature);
+    }
+    SECTION("expired, with the claims available")
+    {
+        CHECK(check_token(good, keys, t0 + 3600, out) == verify_status::expired);
+        CHECK(out.exp == t0 + 3600);
+        CHECK(check_token(good, keys, t0 + 3599, out) == verify_status::ok);
+    }
+}
+
+TEST_CASE("signing key file is created 0600 and refused when group/other can access it", "[keys]")
+{
+    temp_dir dir;
+    std::string kid;
+    {
+        keyring keys(dir.path());
+        kid = keys.newest().kid;
+    }
+    auto file = dir.path() / keyring::file_name;
+    struct stat st {};
+    REQUIRE(::stat(file.c_str(), &st) == 0);
+    CHECK((st.st_mode & 0777) == 0600u);
+
+    keyring again(dir.path());
+    CHECK(again.newest().kid == kid);
+
+    for (mode_t bad : {0640, 0604, 0660, 0610}) {
+        INFO("mode " << std::oct << bad);
+        REQUIRE(::chmod(file.c_str(), bad) == 0);
+        CHECK_THROWS_AS(keyring(dir.path()), keyring_error);
+    }
+    REQUIRE(::chmod(file.c_str(), 0600) == 0);
+    {
+        std::ofstream f(file, std::ios::app);
+        f << "garbage line\n";
+    }
+    CHECK_THROWS_AS(keyring(dir.path()), keyring_error);
+}
+
+TEST_CASE("rotation: new tokens use the newest key, old ones keep verifying, other processes see it", "[keys]")
+{
+    temp_dir dir;
+    keyring keys(dir.path());
+    keyring other_process(dir.path());  // stands in for the CLI's copy
+    const signing_key& first = keys.newest();
+    std::string old_token = mint_token(first, claims_for("bob", t0 + 100));
+
+    const signing_key& second = other_process.rotate();
+    CHECK(second.kid != first.kid);
+    CHECK(other_process.list().size() == 2u);
+    CHECK(other_process.list().back().newest);
+
+    // The server learns about the new key on an unknown kid (at most one
+    // stat() of the key file per 200 ms, so wait that long first).
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+    std::string new_token = mint_token(other_process.newest(), claims_for("bob", t0 + 100));
+    token_claims out;
+    CHECK(check_token(new_token, keys, t0, out) == verify_status::ok);
+    CHECK(keys.newest().kid == second.kid);
+    CHECK(check_token(old_token, keys, t0, out) == verify_status::ok);
+    CHECK(check_token(old_token, other_process, t0, out) == verify_status::ok);
+
+    // Key file stays private after rotation.
+    struct stat st {};
+    REQUIRE(::stat((dir.path() / keyring::file_name).c_str(), &st) == 0);
+    CHECK((st.st_mode & 0777) == 0600u);
+}

@@ -1,0 +1,228 @@
+// The token service: the operations of SPEC §3 with their permission rules, plus login verification.
+//
+// UI-agnostic: the SQL front end and the HTTP API call the same functions and
+// turn `error`s into ErrorResponses/JSON with sqlstate(). Nothing here touches
+// sockets, SQL text or the upstream: facts about roles (existence, transitive
+// memberships, admin status) are looked up by the caller beforehand and passed
+// in as plain values.
+//
+// Times are unix seconds (UTC). Every function is thread-safe.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <stop_token>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "tokenstore/duration.hpp"
+#include "tokenstore/jwt.hpp"
+#include "tokenstore/keys.hpp"
+#include "tokenstore/result.hpp"
+#include "tokenstore/store.hpp"
+
+namespace tokengate::tokenstore {
+
+using namespace std::chrono_literals;
+
+// Who runs an operation: the session's user and whether the upstream says
+// they are an administrator (SPEC §1, §5.3).
+struct actor {
+    std::string user;
+    bool is_admin = false;
+};
+
+// What the caller learned upstream about a role (the token owner, or the
+// target of ALTER ROLE … SET API TOKEN MAX DURATION).
+struct role_facts {
+    bool exists = true;
+    bool can_login = true;                // policy kind: user (LOGIN) or role
+    std::vector<std::string> member_of;   // every role it belongs to, directly or not
+};
+
+struct service_config {
+    std::chrono::seconds default_duration = 365 * 24h;      // without MAX DURATION (SPEC §3.1)
+    std::chrono::seconds max_duration_default = 365 * 24h;  // with no policy (SPEC §3.2)
+    std::chrono::seconds retention = 30 * 24h;              // listing/purge of ended tokens
+    std::chrono::seconds last_used_interval = 60s;          // at most one write per token per interval
+};
+
+// Longest token name (PostgreSQL's NAMEDATALEN - 1).
+inline constexpr std::size_t max_name_bytes = 63;
+// Longest comment; a named limit so one row cannot bloat the store.
+inline constexpr std::size_t max_comment_bytes = 4096;
+
+enum class token_status { active, expired, revoked };
+[[nodiscard]] std::string_view to_string(token_status s) noexcept;
+
+struct create_request {
+    std::optional<std::string> name;          // nullopt: generated
+    std::optional<std::string> for_user;      // nullopt: the actor
+    std::optional<std::string> max_duration;  // duration text, parsed here
+    std::optional<std::string> comment;
+};
+
+struct created_token {
+    std::string name;
+    std::string token;  // the only copy of the token text: show once, never log
+    std::int64_t expires_at = 0;
+    std::string owner;
+    tid_t tid{};
+};
+
+// One row of SHOW API TOKENS.
+struct token_row {
+    std::string name;
+    std::string user;
+    std::int64_t created_at = 0;
+    std::int64_t expires_at = 0;
+    std::optional<std::int64_t> last_used_at;
+    token_status status = token_status::active;
+    std::optional<std::string> comment;
+    std::string created_by;
+    tid_t tid{};  // for the audit log; not a column
+};
+
+struct revoke_outcome {
+    bool revoked = false;     // false only with IF EXISTS and no such token
+    std::optional<tid_t> tid;
+    std::string notice;       // with IF EXISTS and no token: the NOTICE text to send
+};
+
+struct revoke_all_outcome {
+    std::size_t count = 0;
+    std::vector<tid_t> tids;
+};
+
+struct effective_max {
+    std::chrono::seconds max{};
+    std::optional<std::string> policy_role;  // nullopt: the default applies
+};
+
+struct policy_row {
+    std::string role;
+    role_kind kind = role_kind::user;
+    std::chrono::seconds max_duration{};
+};
+
+struct policy_listing {
+    std::vector<policy_row> policies;
+    std::optional<effective_max> effective;  // with FOR USER only
+};
+
+struct verify_result {
+    verify_status status = verify_status::bad_format;
+    tid_t tid{};
+    std::string name;           // set on ok and on the store-checked failures
+    std::string owner;          // the token's user claim
+    std::int64_t expires_at = 0;
+};
+
+class token_service {
+public:
+    // Both must outlive the service.
+    token_service(store& st, keyring& keys, service_config cfg = {});
+
+    // CREATE API TOKEN. `owner` describes the token owner (for_user, or the
+    // actor): its existence and memberships for policy resolution.
+    [[nodiscard]] result<created_token> create(const actor& who, const create_request& req, const role_facts& owner,
+                                               std::int64_t now);
+
+    // SHOW API TOKENS [FOR USER u | FOR ALL USERS]; oldest first.
+    [[nodiscard]] result<std::vector<token_row>> list(const actor& who, const std::optional<std::string>& for_user,
+                                                      bool all_users, std::int64_t now);
+
+    // ALTER API TOKEN name [FOR USER u] SET COMMENT {'text' | NULL}.
+    [[nodiscard]] result<void> set_comment(const actor& who, std::string_view name,
+                                           const std::optional<std::string>& for_user,
+                                           const std::optional<std::string>& comment, std::int64_t now);
+
+    // DROP API TOKEN [IF EXISTS] name [FOR USER u].
+    [[nodiscard]] result<revoke_outcome> revoke(const actor& who, std::string_view name,
+                                                const std::optional<std::string>& for_user, bool if_exists,
+                                                std::int64_t now);
+
+    // DROP ALL API TOKENS [FOR USER u].
+    [[nodiscard]] result<revoke_all_outcome> revoke_all(const actor& who, const std::optional<std::string>& for_user,
+                                                        std::int64_t now);
+
+    // ALTER USER|ROLE role SET API TOKEN MAX DURATION 'd' (admins only; role must exist).
+    [[nodiscard]] result<void> set_policy(const actor& who, std::string_view role, const role_facts& facts,
+                                          std::string_view duration, std::int64_t now);
+    // ALTER USER|ROLE role RESET API TOKEN MAX DURATION (no policy: success).
+    [[nodiscard]] result<void> reset_policy(const actor& who, std::string_view role, const role_facts& facts);
+
+    // SHOW API TOKEN POLICIES [FOR USER u]: all policies, or with for_user the
+    // ones applying to u (`user_facts` = u's memberships) and the effective maximum.
+    [[nodiscard]] result<policy_listing> list_policies(const actor& who, const std::optional<std::string>& for_user,
+                                                       const role_facts& user_facts);
+
+    // §3.2: the longest of the policies on `user` and on every role in
+    // `member_of`; the configured default when there is none.
+    [[nodiscard]] result<effective_max> effective_maximum(std::string_view user,
+                                                          std::span<const std::string> member_of);
+
+    // Login check (SPEC §5.1 order). Read-only transaction; on ok queues a
+    // last_used_at update (written by flush_last_used, at most once per
+    // last_used_interval per token). Never logs the token.
+    [[nodiscard]] verify_result verify(std::string_view token, std::string_view expected_user, std::int64_t now);
+
+    // Revocations by any process since `seq`; start from revocation_seq() at
+    // startup and poll (about every second) to end sessions of revoked tokens.
+    [[nodiscard]] store::revocations revocations_since(std::uint64_t seq);
+    [[nodiscard]] std::uint64_t revocation_seq();
+
+    // Called synchronously after each revocation made through this service
+    // instance (same process: no need to wait for the poll). Set once before use.
+    void on_revoked(std::function<void(std::span<const tid_t>)> listener);
+
+    // Writes queued last_used_at values in one transaction. Returns how many.
+    std::size_t flush_last_used();
+    // Deletes tokens ended more than `retention` ago. Returns how many.
+    std::size_t purge(std::int64_t now);
+
+    [[nodiscard]] const service_config& config() const noexcept { return cfg_; }
+
+private:
+    result<std::string> owner_for(const actor& who, const std::optional<std::string>& for_user,
+                                  std::string_view what) const;
+    void notify(std::span<const tid_t> tids);
+
+    store& store_;
+    keyring& keys_;
+    service_config cfg_;
+    std::mutex used_mu_;
+    std::unordered_map<std::string, std::int64_t> pending_used_;  // tid bytes -> time
+    std::function<void(std::span<const tid_t>)> listener_;
+};
+
+// Generated name: "token_" + 8 random lower-case base32 characters.
+[[nodiscard]] std::string generate_token_name();
+// errc::ok, invalid_name or name_too_long.
+[[nodiscard]] result<void> check_token_name(std::string_view name);
+
+// Runs flush_last_used() every `flush_every` and purge() every `purge_every`
+// on its own thread, off the login path. Stops (after a final flush) when destroyed.
+class maintenance_thread {
+public:
+    explicit maintenance_thread(token_service& svc, std::chrono::milliseconds flush_every = 5s,
+                                std::chrono::seconds purge_every = 1h);
+    ~maintenance_thread();
+    maintenance_thread(const maintenance_thread&) = delete;
+    maintenance_thread& operator=(const maintenance_thread&) = delete;
+
+private:
+    std::mutex mu_;
+    std::condition_variable_any cv_;
+    std::jthread thread_;
+};
+
+}  // namespace tokengate::tokenstore

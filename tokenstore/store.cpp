@@ -1,0 +1,637 @@
+// LMDB token store: record encoding, indexes, map growth, revocation log, purge.
+#include "tokenstore/store.hpp"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+namespace tokengate::tokenstore {
+
+namespace {
+
+// Named databases (SPEC §5.2).
+constexpr const char* db_tokens = "tokens";      // tid(16) -> token record
+constexpr const char* db_names = "names";        // owner_key + name -> tid, active tokens only
+constexpr const char* db_owners = "owners";      // owner_key + be64(created_at) + tid -> "" (listing order)
+constexpr const char* db_policies = "policies";  // role -> policy record
+constexpr const char* db_meta = "meta";          // "schema_version" -> u32 LE; "revocation_seq" -> be64
+constexpr const char* db_revlog = "revocations"; // be64(seq) -> tid(16) + be64(time)
+
+constexpr std::string_view meta_schema = "schema_version";
+constexpr std::string_view meta_revseq = "revocation_seq";
+
+// Readers: server worker threads + CLI + tests; LMDB's default is 126.
+constexpr unsigned max_readers = 1024;
+
+// ---- byte encoding -------------------------------------------------------
+
+void put_be64(std::string& out, std::uint64_t v)
+{
+    for (int i = 7; i >= 0; --i) out += static_cast<char>((v >> (8 * i)) & 0xff);
+}
+
+std::uint64_t get_be64(const char* p)
+{
+    std::uint64_t v = 0;
+    for (int i = 0; i < 8; ++i) v = v << 8 | static_cast<unsigned char>(p[i]);
+    return v;
+}
+
+void put_i64(std::string& out, std::int64_t v) { put_be64(out, static_cast<std::uint64_t>(v)); }
+
+void put_str16(std::string& out, std::string_view s)
+{
+    auto n = static_cast<std::uint16_t>(std::min<std::size_t>(s.size(), 0xffff));
+    out += static_cast<char>(n >> 8);
+    out += static_cast<char>(n & 0xff);
+    out.append(s.data(), n);
+}
+
+class reader {
+public:
+    explicit reader(std::string_view s) : s_(s) {}
+    bool u8(std::uint8_t& v)
+    {
+        if (s_.size() < 1) return false;
+        v = static_cast<std::uint8_t>(s_[0]);
+        s_.remove_prefix(1);
+        return true;
+    }
+    bool i64(std::int64_t& v)
+    {
+        if (s_.size() < 8) return false;
+        v = static_cast<std::int64_t>(get_be64(s_.data()));
+        s_.remove_prefix(8);
+        return true;
+    }
+    bool bytes(std::size_t n, std::string_view& v)
+    {
+        if (s_.size() < n) return false;
+        v = s_.substr(0, n);
+        s_.remove_prefix(n);
+        return true;
+    }
+    bool str16(std::string_view& v)
+    {
+        if (s_.size() < 2) return false;
+        std::size_t n = static_cast<unsigned char>(s_[0]) << 8 | static_cast<unsigned char>(s_[1]);
+        s_.remove_prefix(2);
+        return bytes(n, v);
+    }
+
+private:
+    std::string_view s_;
+};
+
+// Token record, version 1:
+//   u8 version | u8 flags (1 = has comment) | i64 created_at | i64 expires_at |
+//   i64 revoked_at | i64 last_used_at | hash[32] | str16 owner | str16 name |
+//   str16 kid | str16 created_by | str16 comment
+constexpr std::uint8_t flag_has_comment = 1;
+constexpr std::size_t off_last_used = 2 + 3 * 8;
+
+std::string encode(const token_record& r)
+{
+    std::string out;
+    out.reserve(80 + r.owner.size() + r.name.size() + r.kid.size() + r.created_by.size() +
+                (r.comment ? r.comment->size() : 0));
+    out += static_cast<char>(record_version);
+    out += static_cast<char>(r.comment ? flag_has_comment : 0);
+    put_i64(out, r.created_at);
+    put_i64(out, r.expires_at);
+    put_i64(out, r.revoked_at);
+    put_i64(out, r.last_used_at);
+    out.append(reinterpret_cast<const char*>(r.hash.data()), r.hash.size());
+    put_str16(out, r.owner);
+    put_str16(out, r.name);
+    put_str16(out, r.kid);
+    put_str16(out, r.created_by);
+    put_str16(out, r.comment ? *r.comment : std::string_view{});
+    return out;
+}
+
+token_record decode(std::string_view key, std::string_view raw)
+{
+    token_record r;
+    reader in(raw);
+    std::uint8_t ver = 0, flags = 0;
+    std::string_view hash, owner, name, kid, created_by, comment;
+    if (!in.u8(ver) || ver != record_version || !in.u8(flags) || !in.i64(r.created_at) ||
+        !in.i64(r.expires_at) || !in.i64(r.revoked_at) || !in.i64(r.last_used_at) || !in.bytes(32, hash) ||
+        !in.str16(owner) || !in.str16(name) || !in.str16(kid) || !in.str16(created_by) || !in.str16(comment) ||
+        key.size() != r.tid.size())
+        throw lmdb::error("decode token record", MDB_CORRUPTED);
+    std::memcpy(r.tid.data(), key.data(), r.tid.size());
+    std::memcpy(r.hash.data(), hash.data(), r.hash.size());
+    r.owner = owner;
+    r.name = name;
+    r.kid = kid;
+    r.created_by = created_by;
+    if (flags & flag_has_comment) r.comment = std::string(comment);
+    return r;
+}
+
+// Policy record, version 1: u8 version | u8 kind | i64 max_seconds | i64 set_at | str16 set_by
+std::string encode(const policy_record& p)
+{
+    std::string out;
+    out += static_cast<char>(record_version);
+    out += static_cast<char>(p.kind);
+    put_i64(out, p.max_seconds);
+    put_i64(out, p.set_at);
+    put_str16(out, p.set_by);
+    return out;
+}
+
+policy_record decode_policy(std::string_view key, std::string_view raw)
+{
+    policy_record p;
+    reader in(raw);
+    std::uint8_t ver = 0, kind = 0;
+    std::string_view set_by;
+    if (!in.u8(ver) || ver != record_version || !in.u8(kind) || !in.i64(p.max_seconds) || !in.i64(p.set_at) ||
+        !in.str16(set_by))
+        throw lmdb::error("decode policy record", MDB_CORRUPTED);
+    p.role = key;
+    p.kind = kind == static_cast<std::uint8_t>(role_kind::role) ? role_kind::role : role_kind::user;
+    p.set_by = set_by;
+    return p;
+}
+
+std::string_view tid_key(const tid_t& tid)
+{
+    return {reinterpret_cast<const char*>(tid.data()), tid.size()};
+}
+
+// Owner prefix: one length byte then the name, so "ab"+"c" never collides with "a"+"bc".
+std::string owner_prefix(std::string_view owner)
+{
+    std::string k;
+    k += static_cast<char>(std::min<std::size_t>(owner.size(), 255));
+    k.append(owner.data(), std::min<std::size_t>(owner.size(), 255));
+    return k;
+}
+
+std::string name_key(std::string_view owner, std::string_view name)
+{
+    std::string k = owner_prefix(owner);
+    k.append(name);
+    return k;
+}
+
+std::string owner_key(std::string_view owner, std::int64_t created_at, const tid_t& tid)
+{
+    std::string k = owner_prefix(owner);
+    put_i64(k, created_at);
+    k.append(tid_key(tid));
+    return k;
+}
+
+std::string seq_key(std::uint64_t seq)
+{
+    std::string k;
+    put_be64(k, seq);
+    return k;
+}
+
+}  // namespace
+
+namespace detail {
+
+bool decode_view(std::string_view raw, token_view& out) noexcept
+{
+    reader in(raw);
+    std::uint8_t ver = 0, flags = 0;
+    std::int64_t created = 0;
+    std::string_view hash;
+    if (!in.u8(ver) || ver != record_version || !in.u8(flags) || !in.i64(created) || !in.i64(out.expires_at) ||
+        !in.i64(out.revoked_at) || !in.i64(out.last_used_at) || !in.bytes(32, hash) || !in.str16(out.owner) ||
+        !in.str16(out.name))
+        return false;
+    out.hash = reinterpret_cast<const std::uint8_t*>(hash.data());
+    return true;
+}
+
+}  // namespace detail
+
+store::store(const std::filesystem::path& data_dir) : store(data_dir, options{}) {}
+
+store::store(const std::filesystem::path& data_dir, options opts)
+{
+    std::error_code ec;
+    if (!std::filesystem::exists(data_dir, ec)) {
+        if (::mkdir(data_dir.c_str(), 0700) != 0 && errno != EEXIST)
+            throw store_error("cannot create data directory " + data_dir.string() + ": " + std::strerror(errno));
+    }
+    env_ = lmdb::env::create();
+    env_.set_max_dbs(8);
+    env_.set_max_readers(max_readers);
+    env_.set_mapsize(opts.initial_map_size);
+    // MDB_NOTLS: read transactions are not tied to threads (coroutines may hop).
+    unsigned flags = MDB_NOTLS | (opts.durable ? 0u : MDB_NOSYNC);
+    try {
+        env_.open(data_dir.string(), flags, 0600);
+    } catch (const lmdb::error& e) {
+        throw store_error("cannot open token store in " + data_dir.string() + ": " + e.what());
+    }
+    // If another process grew the map beyond our initial size, LMDB already
+    // adopted the larger size at open.
+
+    write([&](MDB_txn* txn) {
+        tokens_ = lmdb::dbi::open(txn, db_tokens, MDB_CREATE);
+        names_ = lmdb::dbi::open(txn, db_names, MDB_CREATE);
+        owners_ = lmdb::dbi::open(txn, db_owners, MDB_CREATE);
+        policies_ = lmdb::dbi::open(txn, db_policies, MDB_CREATE);
+        meta_ = lmdb::dbi::open(txn, db_meta, MDB_CREATE);
+        revlog_ = lmdb::dbi::open(txn, db_revlog, MDB_CREATE);
+        std::string_view v;
+        if (meta_.get(txn, meta_schema, v)) {
+            if (v.size() != 4) throw store_error("token store in " + data_dir.string() + " has a corrupt schema version");
+            std::uint32_t found = 0;
+            for (int i = 3; i >= 0; --i) found = found << 8 | static_cast<unsigned char>(v[static_cast<std::size_t>(i)]);
+            if (found > schema_version)
+                throw store_error("token store in " + data_dir.string() + " has schema version " +
+                                  std::to_string(found) + ", newer than this tokengate supports (" +
+                                  std::to_string(schema_version) + "); upgrade tokengate");
+        } else {
+            std::string le;
+            for (int i = 0; i < 4; ++i) le += static_cast<char>((schema_version >> (8 * i)) & 0xff);
+            meta_.put(txn, meta_schema, le);
+        }
+    });
+}
+
+bool store::try_begin(unsigned flags, lmdb::txn& out)
+{
+    // Caller holds resize_mu_ shared. MDB_MAP_RESIZED means another process
+    // grew the map; adopting the new size needs no live transaction in this
+    // process, so the caller drops its lock, calls grow(0) and retries.
+    MDB_txn* h = nullptr;
+    int rc = mdb_txn_begin(env_.handle(), nullptr, flags, &h);
+    if (rc == MDB_MAP_RESIZED) return false;
+    if (rc != 0) lmdb::throw_error("mdb_txn_begin", rc);
+    out = lmdb::txn::adopt(h);
+    return true;
+}
+
+void store::grow(std::size_t at_least)
+{
+    std::unique_lock lk(resize_mu_);
+    std::size_t cur = env_.mapsize();
+    if (at_least == 0) {
+        env_.set_mapsize(0);  // adopt the size another process set
+    } else if (cur < at_least) {
+        env_.set_mapsize(at_least);
+    }
+}
+
+void store::write(const std::function<void(MDB_txn*)>& fn)
+{
+    for (int attempt = 0;; ++attempt) {
+        std::size_t size_before = 0;
+        try {
+            std::shared_lock lk(resize_mu_);
+            size_before = env_.mapsize();
+            lmdb::txn t;
+            if (!try_begin(0, t)) throw lmdb::error("mdb_txn_begin", MDB_MAP_RESIZED);
+            fn(t.handle());
+            t.commit();
+            return;
+        } catch (const lmdb::error& e) {
+            if (attempt >= 40) throw;
+            if (e.code() == MDB_MAP_FULL) {
+                grow(size_before * 2);
+            } else if (e.code() == MDB_MAP_RESIZED) {
+                grow(0);
+            } else {
+                throw;
+            }
+        }
+    }
+}
+
+std::size_t store::map_size() const { return env_.mapsize(); }
+
+store::insert_outcome store::insert(const token_record& rec, std::int64_t now)
+{
+    insert_outcome outcome = insert_outcome::inserted;
+    write([&](MDB_txn* txn) {
+        outcome = insert_outcome::inserted;
+        std::string nk = name_key(rec.owner, rec.name);
+        std::string_view holder;
+        if (names_.get(txn, nk, holder)) {
+            std::string_view raw;
+            if (holder.size() == 16 && tokens_.get(txn, holder, raw)) {
+                token_view v;
+                if (detail::decode_view(raw, v) && v.revoked_at == 0 && v.expires_at > now) {
+                    outcome = insert_outcome::name_in_use;
+                    return;  // nothing written; commit is a no-op
+                }
+            }
+        }
+        tokens_.put(txn, tid_key(rec.tid), encode(rec), MDB_NOOVERWRITE);
+        names_.put(txn, nk, tid_key(rec.tid));
+        owners_.put(txn, owner_key(rec.owner, rec.created_at, rec.tid), {});
+    });
+    return outcome;
+}
+
+void store::insert_many(std::span<const token_record> recs)
+{
+    write([&](MDB_txn* txn) {
+        for (const auto& rec : recs) {
+            tokens_.put(txn, tid_key(rec.tid), encode(rec));
+            names_.put(txn, name_key(rec.owner, rec.name), tid_key(rec.tid));
+            owners_.put(txn, owner_key(rec.owner, rec.created_at, rec.tid), {});
+        }
+    });
+}
+
+std::optional<token_record> store::get(const tid_t& tid)
+{
+    return read([&](MDB_txn* txn) -> std::optional<token_record> {
+        std::string_view raw;
+        if (!tokens_.get(txn, tid_key(tid), raw)) return std::nullopt;
+        return decode(tid_key(tid), raw);
+    });
+}
+
+std::optional<token_record> store::find_active(std::string_view owner, std::string_view name, std::int64_t now)
+{
+    return read([&](MDB_txn* txn) -> std::optional<token_record> {
+        std::string_view tid;
+        if (!names_.get(txn, name_key(owner, name), tid)) return std::nullopt;
+        std::string_view raw;
+        if (!tokens_.get(txn, tid, raw)) return std::nullopt;
+        token_record r = decode(tid, raw);
+        if (!r.active(now)) return std::nullopt;
+        return r;
+    });
+}
+
+bool store::set_comment(std::string_view owner, std::string_view name, const std::optional<std::string>& comment,
+                        std::int64_t now)
+{
+    bool found = false;
+    write([&](MDB_txn* txn) {
+        found = false;
+        std::string_view tid;
+        if (!names_.get(txn, name_key(owner, name), tid)) return;
+        std::string_view raw;
+        if (!tokens_.get(txn, tid, raw)) return;
+        std::string tid_copy(tid);
+        token_record r = decode(tid_copy, raw);
+        if (!r.active(now)) return;
+        r.comment = comment;
+        tokens_.put(txn, tid_copy, encode(r));
+        found = true;
+    });
+    return found;
+}
+
+void store::append_revocation(MDB_txn* txn, const tid_t& tid, std::int64_t now)
+{
+    std::uint64_t seq = 0;
+    std::string_view v;
+    if (meta_.get(txn, meta_revseq, v) && v.size() == 8) seq = get_be64(v.data());
+    ++seq;
+    std::string val(tid_key(tid));
+    put_i64(val, now);
+    revlog_.put(txn, seq_key(seq), val);
+    meta_.put(txn, meta_revseq, seq_key(seq));
+}
+
+// Marks tid revoked and drops its name entry; false if absent or already revoked.
+bool store::revoke_in_txn(MDB_txn* txn, const tid_t& tid, std::int64_t now)
+{
+    std::string_view raw;
+    if (!tokens_.get(txn, tid_key(tid), raw)) return false;
+    token_record r = decode(tid_key(tid), raw);
+    if (r.revoked()) return false;
+    r.revoked_at = now;
+    tokens_.put(txn, tid_key(tid), encode(r));
+    std::string nk = name_key(r.owner, r.name);
+    std::string_view holder;
+    if (names_.get(txn, nk, holder) && holder == tid_key(tid)) names_.del(txn, nk);
+    append_revocation(txn, tid, now);
+    return true;
+}
+
+std::optional<tid_t> store::revoke(std::string_view owner, std::string_view name, std::int64_t now)
+{
+    std::optional<tid_t> out;
+    write([&](MDB_txn* txn) {
+        out.reset();
+        std::string_view tidv;
+        if (!names_.get(txn, name_key(owner, name), tidv) || tidv.size() != 16) return;
+        tid_t tid;
+        std::memcpy(tid.data(), tidv.data(), tid.size());
+        std::string_view raw;
+        if (!tokens_.get(txn, tidv, raw)) return;
+        token_record r = decode(tidv, raw);
+        if (!r.active(now)) return;
+        if (revoke_in_txn(txn, tid, now)) out = tid;
+    });
+    return out;
+}
+
+std::vector<tid_t> store::revoke_all(std::string_view owner, std::int64_t now)
+{
+    std::vector<tid_t> out;
+    write([&](MDB_txn* txn) {
+        out.clear();
+        std::vector<tid_t> candidates;
+        {
+            auto c = lmdb::cursor::open(txn, owners_);
+            std::string prefix = owner_prefix(owner);
+            std::string_view k = prefix, v;
+            for (bool ok = c.get(k, v, MDB_SET_RANGE); ok && k.substr(0, prefix.size()) == prefix;
+                 ok = c.get(k, v, MDB_NEXT)) {
+                tid_t tid;
+                std::memcpy(tid.data(), k.data() + k.size() - 16, 16);
+                candidates.push_back(tid);
+            }
+        }
+        for (const auto& tid : candidates) {
+            std::string_view raw;
+            if (!tokens_.get(txn, tid_key(tid), raw)) continue;
+            token_view v;
+            if (!detail::decode_view(raw, v) || v.revoked_at != 0 || v.expires_at <= now) continue;
+            if (revoke_in_txn(txn, tid, now)) out.push_back(tid);
+        }
+    });
+    return out;
+}
+
+std::vector<token_record> store::list(const std::optional<std::string>& owner, std::int64_t now,
+                                      std::int64_t retention_seconds)
+{
+    auto visible = [&](const token_record& r) {
+        if (r.revoked()) return r.revoked_at + retention_seconds > now;
+        if (r.expires_at <= now) return r.expires_at + retention_seconds > now;
+        return true;
+    };
+    return read([&](MDB_txn* txn) {
+        std::vector<token_record> out;
+        auto c = lmdb::cursor::open(txn, owners_);
+        std::string prefix = owner ? owner_prefix(*owner) : std::string();
+        std::string_view k = prefix, v;
+        bool ok = owner ? c.get(k, v, MDB_SET_RANGE) : c.get(k, v, MDB_FIRST);
+        for (; ok && k.substr(0, prefix.size()) == prefix; ok = c.get(k, v, MDB_NEXT)) {
+            std::string_view tid = k.substr(k.size() - 16);
+            std::string_view raw;
+            if (!tokens_.get(txn, tid, raw)) continue;
+            token_record r = decode(tid, raw);
+            if (visible(r)) out.push_back(std::move(r));
+        }
+        if (!owner) {
+            std::stable_sort(out.begin(), out.end(), [](const token_record& a, const token_record& b) {
+                return a.created_at < b.created_at;
+            });
+        }
+        return out;
+    });
+}
+
+void store::record_last_used(std::span<const std::pair<tid_t, std::int64_t>> uses)
+{
+    if (uses.empty()) return;
+    write([&](MDB_txn* txn) {
+        for (const auto& [tid, at] : uses) {
+            std::string_view raw;
+            if (!tokens_.get(txn, tid_key(tid), raw)) continue;
+            if (raw.size() < off_last_used + 8) continue;
+            std::int64_t prev = static_cast<std::int64_t>(get_be64(raw.data() + off_last_used));
+            if (prev >= at) continue;
+            // Patch the field in a copy: the record is otherwise unchanged.
+            std::string rec(raw);
+            std::string be;
+            put_i64(be, at);
+            rec.replace(off_last_used, 8, be);
+            tokens_.put(txn, tid_key(tid), rec);
+        }
+    });
+}
+
+std::size_t store::purge(std::int64_t now, std::int64_t retention_seconds)
+{
+    std::size_t deleted = 0;
+    write([&](MDB_txn* txn) {
+        deleted = 0;
+        std::vector<token_record> doomed;
+        {
+            auto c = lmdb::cursor::open(txn, tokens_);
+            std::string_view k, v;
+            for (bool ok = c.get(k, v, MDB_FIRST); ok; ok = c.get(k, v, MDB_NEXT)) {
+                token_view tv;
+                if (!detail::decode_view(v, tv)) continue;
+                std::int64_t ended = tv.revoked_at != 0 ? tv.revoked_at
+                                     : tv.expires_at <= now ? tv.expires_at
+                                                            : 0;
+                if (ended != 0 && ended + retention_seconds <= now) doomed.push_back(decode(k, v));
+            }
+        }
+        for (const auto& r : doomed) {
+            tokens_.del(txn, tid_key(r.tid));
+            owners_.del(txn, owner_key(r.owner, r.created_at, r.tid));
+            std::string nk = name_key(r.owner, r.name);
+            std::string_view holder;
+            if (names_.get(txn, nk, holder) && holder == tid_key(r.tid)) names_.del(txn, nk);
+            ++deleted;
+        }
+        // Revocation log entries older than retention: servers poll every
+        // second or so, so anything this old has long been seen.
+        auto c = lmdb::cursor::open(txn, revlog_);
+        std::string_view k, v;
+        for (bool ok = c.get(k, v, MDB_FIRST); ok; ok = c.get(k, v, MDB_NEXT)) {
+            if (v.size() != 24) continue;
+            auto at = static_cast<std::int64_t>(get_be64(v.data() + 16));
+            if (at + retention_seconds > now) break;  // seq order is time order
+            c.del();
+        }
+    });
+    return deleted;
+}
+
+store::revocations store::revocations_since(std::uint64_t since)
+{
+    return read([&](MDB_txn* txn) {
+        revocations out;
+        out.seq = since;
+        std::string_view v;
+        std::uint64_t cur = 0;
+        if (meta_.get(txn, meta_revseq, v) && v.size() == 8) cur = get_be64(v.data());
+        if (cur <= since) {
+            out.seq = cur < since ? cur : since;
+            return out;
+        }
+        auto c = lmdb::cursor::open(txn, revlog_);
+        std::string start = seq_key(since + 1);
+        std::string_view k = start;
+        for (bool ok = c.get(k, v, MDB_SET_RANGE); ok; ok = c.get(k, v, MDB_NEXT)) {
+            if (v.size() < 16) continue;
+            tid_t tid;
+            std::memcpy(tid.data(), v.data(), 16);
+            out.tids.push_back(tid);
+        }
+        out.seq = cur;
+        return out;
+    });
+}
+
+std::uint64_t store::revocation_seq()
+{
+    return read([&](MDB_txn* txn) -> std::uint64_t {
+        std::string_view v;
+        return meta_.get(txn, meta_revseq, v) && v.size() == 8 ? get_be64(v.data()) : 0;
+    });
+}
+
+void store::put_policy(const policy_record& p)
+{
+    write([&](MDB_txn* txn) { policies_.put(txn, p.role, encode(p)); });
+}
+
+bool store::delete_policy(std::string_view role)
+{
+    bool found = false;
+    write([&](MDB_txn* txn) { found = policies_.del(txn, role); });
+    return found;
+}
+
+std::vector<policy_record> store::list_policies()
+{
+    return read([&](MDB_txn* txn) {
+        std::vector<policy_record> out;
+        auto c = lmdb::cursor::open(txn, policies_);
+        std::string_view k, v;
+        for (bool ok = c.get(k, v, MDB_FIRST); ok; ok = c.get(k, v, MDB_NEXT))
+            out.push_back(decode_policy(k, v));
+        return out;
+    });
+}
+
+std::vector<policy_record> store::policies_for(std::span<const std::string> roles)
+{
+    return read([&](MDB_txn* txn) {
+        std::vector<policy_record> out;
+        for (const auto& role : roles) {
+            std::string_view v;
+            if (policies_.get(txn, role, v)) out.push_back(decode_policy(role, v));
+        }
+        return out;
+    });
+}
+
+std::size_t store::token_count()
+{
+    return read([&](MDB_txn* txn) {
+        MDB_stat st{};
+        if (int rc = mdb_stat(txn, tokens_.handle(), &st); rc != 0) lmdb::throw_error("mdb_stat", rc);
+        return static_cast<std::size_t>(st.ms_entries);
+    });
+}
+
+}  // namespace tokengate::tokenstore
