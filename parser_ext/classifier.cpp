@@ -1,0 +1,104 @@
+// Leading-keyword classifier and whole-query pre-filter for API TOKEN statements.
+#include "parser_ext/classifier.hpp"
+
+#include "parser_ext/lexical.hpp"
+
+namespace tokengate::parser_ext {
+
+namespace {
+
+using lexical::equals_keyword;
+using lexical::npos;
+using lexical::skip_space_and_comments;
+using lexical::word_at;
+
+// The next word after skipping whitespace/comments from i; `next` gets the index
+// just past it. Empty if there is no word there.
+std::string_view next_word(std::string_view s, std::size_t i, std::size_t& next) noexcept {
+  i = skip_space_and_comments(s, i);
+  if (i == npos) return {};
+  const std::string_view w = word_at(s, i);
+  next = i + w.size();
+  return w;
+}
+
+// Skips one role name token: a word, "quoted" or U&"quoted". npos if none.
+std::size_t skip_role(std::string_view s, std::size_t i) noexcept {
+  i = skip_space_and_comments(s, i);
+  if (i == npos || i >= s.size()) return npos;
+  std::size_t q = npos;
+  if (s[i] == '"') {
+    q = i;
+  } else if ((s[i] == 'u' || s[i] == 'U') && i + 2 < s.size() && s[i + 1] == '&' &&
+             s[i + 2] == '"') {
+    q = i + 2;
+  }
+  if (q == npos) {
+    const std::string_view w = word_at(s, i);
+    return w.empty() ? npos : i + w.size();
+  }
+  for (std::size_t k = q + 1; k < s.size(); ++k) {
+    if (s[k] == '"') {
+      if (k + 1 < s.size() && s[k + 1] == '"') {
+        ++k;
+        continue;
+      }
+      return k + 1;
+    }
+  }
+  return npos;
+}
+
+}  // namespace
+
+bool could_be_api_token_statement(std::string_view s) noexcept {
+  std::size_t i = 0;
+  const std::string_view first = next_word(s, 0, i);
+  // Every candidate starts with one of four keywords of 4-6 letters.
+  if (first.size() < 4 || first.size() > 6) return false;
+  const char c0 = static_cast<char>(first[0] | 0x20);
+  if (c0 == 'c') {
+    if (!equals_keyword(first, "create")) return false;
+    return equals_keyword(next_word(s, i, i), "api");
+  }
+  if (c0 == 'd') {
+    if (!equals_keyword(first, "drop")) return false;
+    const std::string_view w = next_word(s, i, i);
+    if (equals_keyword(w, "api")) return true;
+    return equals_keyword(w, "all") && equals_keyword(next_word(s, i, i), "api");
+  }
+  if (c0 == 's') {
+    if (!equals_keyword(first, "show")) return false;
+    if (!equals_keyword(next_word(s, i, i), "api")) return false;
+    // `SHOW api` and `SHOW api.setting` are ordinary (custom GUCs).
+    i = skip_space_and_comments(s, i);
+    return i != npos && i < s.size() && s[i] != ';' && s[i] != '.';
+  }
+  if (c0 == 'a') {
+    if (!equals_keyword(first, "alter")) return false;
+    const std::string_view w = next_word(s, i, i);
+    if (equals_keyword(w, "api")) return true;
+    if (!equals_keyword(w, "user") && !equals_keyword(w, "role")) return false;
+    i = skip_role(s, i);
+    if (i == npos) return false;
+    const std::string_view verb = next_word(s, i, i);
+    if (!equals_keyword(verb, "set") && !equals_keyword(verb, "reset")) return false;
+    return equals_keyword(next_word(s, i, i), "api");
+  }
+  return false;
+}
+
+bool query_may_contain_api_token_statement(std::string_view s) noexcept {
+  const std::size_t n = s.size();
+  // Look for the middle letter 'p' and check around it: 'p' is rarer than 'a'.
+  for (std::size_t i = 1; i + 1 < n; ++i) {
+    if ((s[i] | 0x20) != 'p') continue;
+    if ((s[i - 1] | 0x20) != 'a' || (s[i + 1] | 0x20) != 'i') continue;
+    if (i >= 2 && lexical::is_ident_cont(s[i - 2])) continue;
+    if (i + 2 < n && lexical::is_ident_cont(s[i + 2])) continue;
+    return true;
+  }
+  return false;
+}
+
+}  // namespace tokengate::parser_ext
