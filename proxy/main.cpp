@@ -1,2 +1,4 @@
-// tokengate entry point (placeholder until the relay lands).
-int main() { return 0; }
+// tokengate's main(): everything is in run_cli().
+#include "proxy/cli.hpp"
+
+int main(int argc, char** argv) { return tokengate::run_cli(argc, argv); }

@@ -1,0 +1,174 @@
+// SCRAM-SHA-256 client, verifier check and MD5 password hashing (see scram.hpp).
+#include "proxy/auth/scram.hpp"
+
+#include <botan/base64.h>
+#include <botan/hash.h>
+#include <botan/hex.h>
+#include <botan/mac.h>
+#include <botan/mem_ops.h>
+#include <botan/pwdhash.h>
+#include <botan/system_rng.h>
+
+#include <charconv>
+#include <vector>
+
+namespace tokengate::auth {
+namespace {
+
+using Key = std::array<std::uint8_t, 32>;
+
+Key hmac(const std::uint8_t* key, std::size_t key_len, std::string_view msg) {
+  auto mac = Botan::MessageAuthenticationCode::create_or_throw("HMAC(SHA-256)");
+  mac->set_key(key, key_len);
+  mac->update(reinterpret_cast<const std::uint8_t*>(msg.data()), msg.size());
+  Key out;
+  mac->final(out.data());
+  return out;
+}
+
+Key sha256(const Key& in) {
+  auto h = Botan::HashFunction::create_or_throw("SHA-256");
+  h->update(in.data(), in.size());
+  Key out;
+  h->final(out.data());
+  return out;
+}
+
+Key salted_password(std::string_view password, const std::vector<std::uint8_t>& salt,
+                    std::size_t iterations) {
+  auto family = Botan::PasswordHashFamily::create_or_throw("PBKDF2(SHA-256)");
+  auto pbkdf = family->from_params(iterations);
+  Key out;
+  pbkdf->derive_key(out.data(), out.size(), password.data(), password.size(), salt.data(),
+                    salt.size());
+  return out;
+}
+
+std::optional<std::vector<std::uint8_t>> b64decode(std::string_view s) {
+  try {
+    auto v = Botan::base64_decode(s.data(), s.size());
+    return std::vector<std::uint8_t>(v.begin(), v.end());
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+}
+
+std::string b64encode(const std::uint8_t* p, std::size_t n) { return Botan::base64_encode(p, n); }
+
+// Finds "k=value" among comma-separated attributes.
+std::optional<std::string_view> attribute(std::string_view msg, char k) {
+  while (!msg.empty()) {
+    auto comma = msg.find(',');
+    auto part = msg.substr(0, comma);
+    if (part.size() >= 2 && part[0] == k && part[1] == '=') return part.substr(2);
+    if (comma == std::string_view::npos) break;
+    msg.remove_prefix(comma + 1);
+  }
+  return std::nullopt;
+}
+
+std::string md5_hex(std::string_view a, std::string_view b) {
+  auto h = Botan::HashFunction::create_or_throw("MD5");
+  h->update(reinterpret_cast<const std::uint8_t*>(a.data()), a.size());
+  h->update(reinterpret_cast<const std::uint8_t*>(b.data()), b.size());
+  auto d = h->final();
+  return Botan::hex_encode(d.data(), d.size(), false);
+}
+
+bool equal_ct(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  return Botan::constant_time_compare(reinterpret_cast<const std::uint8_t*>(a.data()),
+                                      reinterpret_cast<const std::uint8_t*>(b.data()), a.size());
+}
+
+}  // namespace
+
+ScramClient::ScramClient(std::string password, std::string nonce)
+    : password_(std::move(password)), client_nonce_(std::move(nonce)) {
+  if (client_nonce_.empty()) {
+    std::uint8_t raw[18];
+    Botan::system_rng().randomize(raw, sizeof raw);
+    client_nonce_ = b64encode(raw, sizeof raw);
+  }
+}
+
+std::string ScramClient::client_first() const { return "n,,n=,r=" + client_nonce_; }
+
+std::optional<std::string> ScramClient::client_final(std::string_view server_first) {
+  auto nonce = attribute(server_first, 'r');
+  auto salt_b64 = attribute(server_first, 's');
+  auto iter_s = attribute(server_first, 'i');
+  if (!nonce || !salt_b64 || !iter_s) return std::nullopt;
+  if (nonce->size() <= client_nonce_.size() || nonce->substr(0, client_nonce_.size()) != client_nonce_)
+    return std::nullopt;
+  std::size_t iterations = 0;
+  auto [p, ec] = std::from_chars(iter_s->data(), iter_s->data() + iter_s->size(), iterations);
+  // PostgreSQL uses 4096; refuse absurd counts that would pin a thread.
+  if (ec != std::errc{} || p != iter_s->data() + iter_s->size() || iterations == 0 ||
+      iterations > 10'000'000)
+    return std::nullopt;
+  auto salt = b64decode(*salt_b64);
+  if (!salt || salt->empty()) return std::nullopt;
+
+  Key salted = salted_password(password_, *salt, iterations);
+  Key client_key = hmac(salted.data(), salted.size(), "Client Key");
+  Key stored_key = sha256(client_key);
+  std::string without_proof = "c=biws,r=" + std::string(*nonce);  // biws = base64("n,,")
+  auth_message_ = "n=,r=" + client_nonce_ + "," + std::string(server_first) + "," + without_proof;
+  Key signature = hmac(stored_key.data(), stored_key.size(), auth_message_);
+  Key proof;
+  for (std::size_t i = 0; i < proof.size(); ++i) proof[i] = client_key[i] ^ signature[i];
+  server_key_ = hmac(salted.data(), salted.size(), "Server Key");
+  have_keys_ = true;
+  return without_proof + ",p=" + b64encode(proof.data(), proof.size());
+}
+
+bool ScramClient::verify_server_final(std::string_view server_final) const {
+  if (!have_keys_) return false;
+  auto v = attribute(server_final, 'v');
+  if (!v) return false;
+  auto got = b64decode(*v);
+  if (!got || got->size() != 32) return false;
+  Key expected = hmac(server_key_.data(), server_key_.size(), auth_message_);
+  return Botan::constant_time_compare(got->data(), expected.data(), expected.size());
+}
+
+std::string md5_password_response(std::string_view user, std::string_view password,
+                                  const std::array<std::uint8_t, 4>& salt) {
+  std::string inner = md5_hex(password, user);
+  return "md5" + md5_hex(inner, std::string_view(reinterpret_cast<const char*>(salt.data()), 4));
+}
+
+VerifierCheck check_password_verifier(std::string_view verifier, std::string_view user,
+                                      std::string_view password) {
+  if (verifier.size() == 35 && verifier.substr(0, 3) == "md5")
+    return equal_ct(verifier.substr(3), md5_hex(password, user)) ? VerifierCheck::match
+                                                                   : VerifierCheck::mismatch;
+  constexpr std::string_view prefix = "SCRAM-SHA-256$";
+  if (verifier.substr(0, prefix.size()) != prefix) return VerifierCheck::unsupported;
+  auto rest = verifier.substr(prefix.size());
+  auto colon = rest.find(':');
+  auto dollar = rest.find('$');
+  if (colon == std::string_view::npos || dollar == std::string_view::npos || dollar < colon)
+    return VerifierCheck::unsupported;
+  auto iter_s = rest.substr(0, colon);
+  auto salt_b64 = rest.substr(colon + 1, dollar - colon - 1);
+  auto keys = rest.substr(dollar + 1);
+  auto colon2 = keys.find(':');
+  if (colon2 == std::string_view::npos) return VerifierCheck::unsupported;
+  std::size_t iterations = 0;
+  auto [p, ec] = std::from_chars(iter_s.data(), iter_s.data() + iter_s.size(), iterations);
+  if (ec != std::errc{} || iterations == 0 || iterations > 10'000'000)
+    return VerifierCheck::unsupported;
+  auto salt = b64decode(salt_b64);
+  auto stored = b64decode(keys.substr(0, colon2));
+  if (!salt || !stored || stored->size() != 32) return VerifierCheck::unsupported;
+  Key salted = salted_password(password, *salt, iterations);
+  Key client_key = hmac(salted.data(), salted.size(), "Client Key");
+  Key stored_key = sha256(client_key);
+  return Botan::constant_time_compare(stored_key.data(), stored->data(), 32)
+             ? VerifierCheck::match
+             : VerifierCheck::mismatch;
+}
+
+}  // namespace tokengate::auth

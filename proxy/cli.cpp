@@ -1,0 +1,177 @@
+// Command line and configuration loading (see cli.hpp, config.hpp).
+#include "proxy/cli.hpp"
+
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <CLI/CLI.hpp>
+#include <charconv>
+#include <cstdlib>
+#include <iostream>
+#include <map>
+#include <string>
+#include <toml++/toml.h>
+
+#include "proxy/config.hpp"
+#include "proxy/net/server.hpp"
+
+namespace tokengate {
+namespace {
+
+// One row per setting: its TOML key, flag and environment variable. Values
+// are kept as text until every source has been applied, then validated once.
+struct Setting {
+  const char* key;
+  const char* flag;
+  const char* env;
+  const char* help;
+  std::string value;  // built-in default, replaced by file, env, flag in turn
+};
+
+std::vector<Setting> settings_table() {
+  const char* pghost = std::getenv("PGHOST");
+  const char* pgport = std::getenv("PGPORT");
+  std::string upstream = std::string(pghost && *pghost ? pghost : "127.0.0.1") + ":" +
+                         (pgport && *pgport ? pgport : "5432");
+  return {
+      {"listen", "--listen", "TOKENGATE_LISTEN",
+       "HOST:PORT[,HOST:PORT…] to accept clients on; HOST may be a socket directory",
+       "127.0.0.1:6432"},
+      {"upstream.address", "--upstream", "TOKENGATE_UPSTREAM",
+       "HOST:PORT of the PostgreSQL server; HOST may be a socket directory", upstream},
+      {"data_dir", "--data-dir", "TOKENGATE_DATA_DIR", "directory of the token store",
+       "./tokengate-data"},
+      {"threads", "--threads", "TOKENGATE_THREADS", "I/O threads (0: one per core)", "0"},
+      {"log_level", "--log-level", "TOKENGATE_LOG_LEVEL",
+       "trace, debug, info, warn, error or off", "info"},
+      {"auth_timeout", "--auth-timeout", "TOKENGATE_AUTH_TIMEOUT",
+       "seconds a client has to log in", "30"},
+      {"shutdown_timeout", "--shutdown-timeout", "TOKENGATE_SHUTDOWN_TIMEOUT",
+       "seconds sessions get to finish after SIGTERM", "30"},
+  };
+}
+
+// Flattens a TOML table into dotted keys; non-scalar values are an error.
+void flatten(const toml::table& table, const std::string& prefix,
+             std::map<std::string, std::string>& out) {
+  for (const auto& [k, node] : table) {
+    std::string key = prefix.empty() ? std::string(k.str()) : prefix + "." + std::string(k.str());
+    if (const auto* t = node.as_table()) {
+      flatten(*t, key, out);
+    } else if (auto s = node.value<std::string>(); s && node.is_string()) {
+      out[key] = *s;
+    } else if (auto i = node.value<std::int64_t>(); i && node.is_integer()) {
+      out[key] = std::to_string(*i);
+    } else if (auto b = node.value<bool>(); b && node.is_boolean()) {
+      out[key] = *b ? "true" : "false";
+    } else {
+      throw ConfigError{"configuration key '" + key + "' must be a string, integer or boolean"};
+    }
+  }
+}
+
+std::string find_config_path(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    std::string_view a = argv[i];
+    if (a == "--config" && i + 1 < argc) return argv[i + 1];
+    if (a.rfind("--config=", 0) == 0) return std::string(a.substr(9));
+  }
+  const char* env = std::getenv("TOKENGATE_CONFIG");
+  return env ? env : "";
+}
+
+void apply_file(std::vector<Setting>& table, const std::string& path) {
+  if (path.empty()) return;
+  toml::table doc;
+  try {
+    doc = toml::parse_file(path);
+  } catch (const toml::parse_error& e) {
+    throw ConfigError{"cannot read configuration file " + path + ": " +
+                      std::string(e.description())};
+  }
+  std::map<std::string, std::string> flat;
+  flatten(doc, "", flat);
+  for (auto& [key, value] : flat) {
+    auto it = std::find_if(table.begin(), table.end(), [&](const Setting& s) { return key == s.key; });
+    if (it == table.end()) throw ConfigError{"unknown configuration key '" + key + "' in " + path};
+    it->value = value;
+  }
+}
+
+unsigned parse_unsigned(const Setting& s, unsigned max) {
+  unsigned v = 0;
+  auto [p, ec] = std::from_chars(s.value.data(), s.value.data() + s.value.size(), v);
+  if (ec != std::errc{} || p != s.value.data() + s.value.size() || v > max)
+    throw ConfigError{std::string(s.key) + ": expected a whole number up to " +
+                      std::to_string(max) + ", got '" + s.value + "'"};
+  return v;
+}
+
+Config build_config(const std::vector<Setting>& table) {
+  Config c;
+  auto get = [&](std::string_view key) -> const Setting& {
+    return *std::find_if(table.begin(), table.end(), [&](const Setting& s) { return key == s.key; });
+  };
+  auto listen = net::parse_endpoint_list(get("listen").value, 6432);
+  if (!listen) throw ConfigError{"listen: expected HOST:PORT[,HOST:PORT…], got '" + get("listen").value + "'"};
+  c.listen = std::move(*listen);
+  auto upstream = net::parse_endpoint(get("upstream.address").value, 5432);
+  if (!upstream)
+    throw ConfigError{"upstream.address: expected HOST:PORT, got '" + get("upstream.address").value + "'"};
+  c.upstream = std::move(*upstream);
+  c.data_dir = get("data_dir").value;
+  c.threads = parse_unsigned(get("threads"), 256);
+  c.log_level = get("log_level").value;
+  if (spdlog::level::from_str(c.log_level) == spdlog::level::off && c.log_level != "off")
+    throw ConfigError{"log_level: unknown level '" + c.log_level + "'"};
+  c.auth_timeout = std::chrono::seconds(parse_unsigned(get("auth_timeout"), 3600));
+  c.shutdown_timeout = std::chrono::seconds(parse_unsigned(get("shutdown_timeout"), 86400));
+  return c;
+}
+
+}  // namespace
+
+int run_cli(int argc, char** argv) {
+  std::vector<Setting> table = settings_table();
+  CLI::App app{"tokengate: API tokens for any PostgreSQL server"};
+  app.set_version_flag("--version", TOKENGATE_VERSION);
+  std::string config_path;
+  app.add_option("--config", config_path, "TOML configuration file")->envname("TOKENGATE_CONFIG");
+  try {
+    apply_file(table, find_config_path(argc, argv));
+  } catch (const ConfigError& e) {
+    std::cerr << "tokengate: " << e.message << "\n";
+    return 2;
+  }
+  for (auto& s : table) app.add_option(s.flag, s.value, s.help)->envname(s.env);
+
+  auto* serve = app.add_subcommand("serve", "Run the proxy (the default)");
+  serve->fallthrough();
+  auto* version = app.add_subcommand("version", "Print the version");
+  app.require_subcommand(0, 1);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  if (version->parsed()) {
+    std::cout << "tokengate " << TOKENGATE_VERSION << "\n";
+    return 0;
+  }
+
+  Config config;
+  try {
+    config = build_config(table);
+  } catch (const ConfigError& e) {
+    std::cerr << "tokengate: " << e.message << "\n";
+    return 2;
+  }
+  // Logs go to stderr; stdout is for what a subcommand prints.
+  spdlog::set_default_logger(spdlog::stderr_color_mt("tokengate"));
+  spdlog::set_level(spdlog::level::from_str(config.log_level));
+  spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e %^%l%$ %v");
+  return net::Server(std::move(config)).run();
+}
+
+}  // namespace tokengate

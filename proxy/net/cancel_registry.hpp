@@ -1,0 +1,40 @@
+// Maps the BackendKeyData tokengate gives each client to the upstream
+// connection and the upstream's real key, so a CancelRequest can be forwarded.
+#pragma once
+
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <unordered_map>
+
+#include "proxy/net/endpoint.hpp"
+#include "proxy/protocol/messages.hpp"
+
+namespace tokengate::net {
+
+class CancelRegistry {
+ public:
+  struct Target {
+    Endpoint upstream;
+    protocol::BackendKeyData upstream_key;
+  };
+
+  // Issues a fresh random key (never one in use) for a new client session.
+  protocol::BackendKeyData issue();
+  // Records where the key's session runs upstream, once logged in.
+  void bind(const protocol::BackendKeyData& client_key, Target target);
+  // Forgets the key when the session ends, so a late cancel cannot hit a
+  // query of whoever uses that upstream connection next.
+  void release(const protocol::BackendKeyData& client_key);
+  // Looks up a key sent in a CancelRequest; nullopt for a key we did not issue.
+  std::optional<Target> find(const protocol::BackendKeyData& client_key) const;
+
+ private:
+  static std::uint64_t pack(const protocol::BackendKeyData& k) noexcept {
+    return (std::uint64_t(std::uint32_t(k.process_id)) << 32) | std::uint32_t(k.secret_key);
+  }
+  mutable std::mutex mutex_;
+  std::unordered_map<std::uint64_t, std::optional<Target>> entries_;
+};
+
+}  // namespace tokengate::net

@@ -1,0 +1,59 @@
+// The client side of the startup phase as a sans-io state machine: SSL/GSSENC
+// negotiation, the StartupMessage, CancelRequest, and the password exchange.
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <variant>
+
+#include "proxy/protocol/messages.hpp"
+
+namespace tokengate::session {
+
+// Passwords (and tokens) are short; PostgreSQL caps authentication messages
+// at PG_MAX_AUTH_TOKEN_LENGTH (65535) too.
+inline constexpr std::size_t kMaxPasswordMessageLength = 65535;
+
+class ClientHandshake {
+ public:
+  // What the driver must do next.
+  struct NeedMore {};  // read more bytes, then call next() again
+  struct Reply {       // write these bytes, then call next() again
+    protocol::Bytes bytes;
+  };
+  struct Reject {      // write these bytes (an ErrorResponse), then close
+    protocol::Bytes bytes;
+    std::string reason;  // for the log
+  };
+  struct Cancel {      // forward this cancel if the key is ours, then close
+    protocol::CancelRequest request;
+  };
+  struct Closed {};    // the client went away before logging in: close quietly
+  struct LoggedIn {    // startup and password received
+    protocol::StartupMessage startup;
+    std::string password;
+  };
+  using Action = std::variant<NeedMore, Reply, Reject, Cancel, Closed, LoggedIn>;
+
+  // Looks at the bytes received so far (the driver keeps them; `consumed` says
+  // how many from the front this call used, to be dropped before the next).
+  Action next(protocol::ByteView received, std::size_t& consumed);
+
+  // The peer closed its side; returns what to do about bytes still pending.
+  Action on_eof(protocol::ByteView received);
+
+  const protocol::StartupMessage& startup() const noexcept { return startup_; }
+
+ private:
+  enum class State {
+    await_startup,   // waiting for SSLRequest/GSSENCRequest/CancelRequest/StartupMessage
+    await_password,  // sent AuthenticationCleartextPassword, waiting for 'p'
+    done,            // LoggedIn, Reject, Cancel or Closed was returned
+  };
+  Action reject(std::string sqlstate, std::string message);
+
+  State state_ = State::await_startup;
+  protocol::StartupMessage startup_;
+};
+
+}  // namespace tokengate::session
