@@ -333,6 +333,25 @@ class WireConnection:
                     return msgs, False
                 raise
 
+    def read_raw_until_closed(self, timeout: float = 5.0) -> tuple[bytes, bool]:
+        """All bytes until the peer closes, unparsed. Returns (bytes, closed); closed is False on timeout."""
+        deadline = time.monotonic() + timeout
+        data, self.buf = self.buf, b""
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return data, False
+            self.sock.settimeout(remaining)
+            try:
+                chunk = self.sock.recv(65536)
+            except ConnectionResetError:
+                return data, True
+            except socket.timeout:
+                return data, False
+            if not chunk:
+                return data, True
+            data += chunk
+
     def read_until_ready(self) -> list[Message]:
         """Messages up to and including ReadyForQuery; raises if the connection closes first."""
         msgs = []
@@ -345,6 +364,25 @@ class WireConnection:
     def simple_query(self, sql: str) -> list[Message]:
         self.send(query_message(sql))
         return self.read_until_ready()
+
+
+def parse_messages(data: bytes) -> list[Message]:
+    """Split raw backend bytes into v3 messages; anything that does not frame exactly is a ProtocolViolation."""
+    msgs = []
+    i = 0
+    while i < len(data):
+        if len(data) - i < 5:
+            raise ProtocolViolation(f"{len(data) - i} stray bytes after {msgs}: {data[i:]!r}")
+        tag = data[i : i + 1]
+        (length,) = struct.unpack("!i", data[i + 1 : i + 5])
+        if length < 4 or i + 1 + length > len(data):
+            raise ProtocolViolation(
+                f"not a v3 message at offset {i}: tag {tag!r} length {length}, {len(data) - i} bytes left: "
+                f"{data[i:i + 80]!r}"
+            )
+        msgs.append(Message(tag, data[i + 5 : i + 1 + length]))
+        i += 1 + length
+    return msgs
 
 
 # ---------------------------------------------------------------- login
