@@ -60,6 +60,9 @@ result<std::chrono::seconds> parse_duration(std::string_view text)
             ++i;
         }
         skip_spaces();
+        if (i < text.size() && !std::isalpha(static_cast<unsigned char>(text[i])))
+            return bad(text, "Unexpected character \"" + std::string(1, text[i]) + "\" at position " +
+                                 std::to_string(i + 1) + "; use whole numbers with units, as in '1d12h'.");
         std::size_t start = i;
         std::string name;
         while (i < text.size() && std::isalpha(static_cast<unsigned char>(text[i])))

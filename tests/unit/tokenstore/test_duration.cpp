@@ -1,0 +1,66 @@
+// Duration strings (SPEC §3.1): accepted forms, precise errors, formatting.
+#include "tests/unit/tokenstore/test_helpers.hpp"
+#include "tokenstore/duration.hpp"
+
+using namespace tokengate::tokenstore;
+
+namespace {
+std::int64_t secs(std::string_view text)
+{
+    auto r = parse_duration(text);
+    INFO("duration '" << text << "': " << (r ? std::string("ok") : r.error_value().detail));
+    REQUIRE(r.code() == errc::ok);
+    return r->count();
+}
+std::string detail_of(std::string_view text)
+{
+    auto r = parse_duration(text);
+    REQUIRE(r.code() == errc::bad_duration);
+    CHECK(r.error_value().sqlstate() == "22023");
+    CHECK(r.error_value().message == "invalid duration \"" + std::string(text) + "\"");
+    return r.error_value().detail;
+}
+}  // namespace
+
+TEST_CASE("durations of SPEC 3.1 parse to seconds", "[duration]")
+{
+    CHECK(secs("30d") == 30 * 86400);
+    CHECK(secs("24h") == 86400);
+    CHECK(secs("90m") == 5400);
+    CHECK(secs("45s") == 45);
+    CHECK(secs("2w") == 14 * 86400);
+    CHECK(secs("1d12h") == 36 * 3600);
+    CHECK(secs("1d 12h 30m 5s") == 86400 + 12 * 3600 + 1800 + 5);
+    CHECK(secs("30 days") == 30 * 86400);
+    CHECK(secs("12 hours") == 12 * 3600);
+    CHECK(secs("1 year") == 365 * 86400);
+    CHECK(secs("1 month") == 30 * 86400);
+    CHECK(secs("2 Months") == 60 * 86400);
+    CHECK(secs("1 DAY") == 86400);
+    CHECK(secs(" 5 minutes ") == 300);
+    CHECK(secs("100 years") == 100LL * 365 * 86400);
+}
+
+TEST_CASE("bad durations say exactly what is wrong", "[duration]")
+{
+    CHECK(detail_of("") == "A duration such as '30d', '12h' or '1 year' is required.");
+    CHECK(detail_of("   ") == "A duration such as '30d', '12h' or '1 year' is required.");
+    CHECK(detail_of("30") == "Missing unit after 30; use s, m, h, d, w, month or year.");
+    CHECK(detail_of("3 fortnights") == "Unknown unit \"fortnights\"; use s, m, h, d, w, month or year.");
+    CHECK(detail_of("d30") == "Expected a number at position 1.");
+    CHECK(detail_of("-5d") == "Expected a number at position 1.");
+    CHECK(detail_of("1.5d") == "Unexpected character \".\" at position 2; use whole numbers with units, as in '1d12h'.");
+    CHECK(detail_of("0d") == "The duration must be positive.");
+    CHECK(detail_of("0s 0m") == "The duration must be positive.");
+    CHECK(detail_of("101 years") == "The duration must be at most 100 years.");
+    CHECK(detail_of("100y1s") == "The duration must be at most 100 years.");
+    CHECK(detail_of("99999999999999999999999s") == "The duration must be at most 100 years.");
+}
+
+TEST_CASE("durations format compactly", "[duration]")
+{
+    CHECK(format_duration(std::chrono::seconds(365 * 86400)) == "365d");
+    CHECK(format_duration(std::chrono::seconds(36 * 3600)) == "1d12h");
+    CHECK(format_duration(std::chrono::seconds(5400)) == "1h30m");
+    CHECK(format_duration(std::chrono::seconds(45)) == "45s");
+}
