@@ -1,0 +1,186 @@
+# Session life cycle through the relay: disconnects both ways, asynchronous ParameterStatus/Notice, transaction status, keys.
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+import time
+import uuid
+
+import psycopg
+import pytest
+
+import pgwire
+from conftest import PgCluster, Target, Twin
+
+
+def upstream_sessions(pg: PgCluster, app: str) -> int:
+    with pg.admin_conn() as c:
+        return c.execute("select count(*) from pg_stat_activity where application_name = %s", (app,)).fetchone()[0]
+
+
+def wait_for_sessions(pg: PgCluster, app: str, want: int, timeout: float = 3.0) -> int:
+    deadline = time.monotonic() + timeout
+    while True:
+        n = upstream_sessions(pg, app)
+        if n == want or time.monotonic() > deadline:
+            return n
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("how", ["terminate", "close", "reset"])
+def test_client_disconnect_ends_upstream_session(target: Target, pg: PgCluster, how: str):
+    app = f"tg-disc-{uuid.uuid4().hex[:8]}"
+    w = target.wire()
+    r = pgwire.login(w, "analyst", "analyst", extra={"application_name": app})
+    assert r.ok, r.error
+    assert wait_for_sessions(pg, app, 1) == 1
+    if how == "terminate":
+        w.send(pgwire.terminate_message())
+    elif how == "reset":
+        w.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST on close
+    w.close()
+    left = wait_for_sessions(pg, app, 0)
+    assert left == 0, f"upstream session still there 3 s after the client's {how}"
+
+
+def test_client_disconnect_mid_query_ends_upstream_session(target: Target, pg: PgCluster):
+    app = f"tg-midq-{uuid.uuid4().hex[:8]}"
+    w = target.wire()
+    assert pgwire.login(w, "analyst", "analyst", extra={"application_name": app}).ok
+    w.send(pgwire.query_message("select pg_sleep(0.5); select g from generate_series(1, 3000000) g"))
+    time.sleep(0.1)
+    w.close()
+    # PostgreSQL notices the dead client when it next writes; the relay must close its upstream side.
+    assert wait_for_sessions(pg, app, 0, timeout=10) == 0, "upstream session outlived its client"
+
+
+def test_upstream_termination_reaches_client(twin: Twin, pg: PgCluster):
+    """pg_terminate_backend: the FATAL ErrorResponse is passed on, then the client connection is closed."""
+
+    def run(t: Target):
+        app = f"tg-term-{uuid.uuid4().hex[:8]}"
+        with t.wire() as w:
+            assert pgwire.login(w, "analyst", "analyst", extra={"application_name": app}).ok
+            assert wait_for_sessions(pg, app, 1) == 1
+            with pg.admin_conn() as c:
+                c.execute("select pg_terminate_backend(pid) from pg_stat_activity where application_name = %s",
+                          (app,))
+            msgs, closed = w.read_until_closed(timeout=5)
+            assert closed, f"client connection still open 5 s after the upstream closed; got {msgs}"
+            return [(m.name, m.error().visible() if m.tag in (b"E", b"N") else m.body) for m in msgs]
+
+    msgs = twin.run(run, "messages after pg_terminate_backend")
+    assert msgs and msgs[-1][0] == "ErrorResponse" and msgs[-1][1]["sqlstate"] == "57P01", msgs
+
+
+def test_parameter_status_after_set(twin: Twin):
+    def run(t: Target):
+        with t.connect() as conn:
+            conn.execute("set application_name = 'changed by set'")
+            conn.execute("set timezone = 'Asia/Tokyo'")
+            conn.execute("set datestyle = 'German'")
+            info = conn.info
+            return (info.parameter_status("application_name"), info.parameter_status("TimeZone"),
+                    info.parameter_status("DateStyle"), conn.execute("select date '2026-07-20'").fetchone())
+
+    assert twin.run(run)[:3] == ("changed by set", "Asia/Tokyo", "German, DMY")
+
+
+def test_notices_relayed(twin: Twin):
+    def run(t: Target):
+        notices = []
+        with t.connect() as conn:
+            conn.add_notice_handler(lambda d: notices.append((d.severity_nonlocalized, d.sqlstate, d.message_primary)))
+            conn.execute("create temp table if not exists nt(a int)")
+            conn.execute("create temp table if not exists nt(a int)")
+            conn.execute("do $$ begin raise notice 'n1'; raise warning 'w1'; raise info 'i1'; end $$")
+            conn.execute("set client_min_messages = debug1")
+            conn.execute("do $$ begin raise debug 'd1'; end $$")
+        return notices
+
+    notices = twin.run(run, "notices")
+    assert ("NOTICE", "42P07", 'relation "nt" already exists, skipping') in notices
+    assert [n[2] for n in notices if n[2] in ("n1", "w1", "i1", "d1")] == ["n1", "w1", "i1", "d1"]
+
+
+def test_transaction_status(twin: Twin):
+    def run(t: Target):
+        seen = []
+        with t.connect(autocommit=False) as conn:
+            seen.append(conn.info.transaction_status.name)
+            conn.execute("select 1")
+            seen.append(conn.info.transaction_status.name)
+            try:
+                conn.execute("select 1/0")
+            except psycopg.errors.DivisionByZero:
+                pass
+            seen.append(conn.info.transaction_status.name)
+            conn.rollback()
+            seen.append(conn.info.transaction_status.name)
+        return seen
+
+    assert twin.run(run) == ["IDLE", "INTRANS", "INERROR", "IDLE"]
+
+
+def test_client_encoding(twin: Twin):
+    def run(t: Target):
+        with t.connect(client_encoding="LATIN1") as conn:
+            cur = conn.execute("select 'café ü', convert_to('café', 'UTF8')")
+            return cur.fetchone(), conn.info.encoding
+
+    (text, utf8_bytes), enc = twin.run(run)
+    assert text == "café ü" and utf8_bytes == "café".encode() and enc == "iso8859-1"
+
+
+def test_backend_keys_are_distinct(target: Target):
+    keys = set()
+    for _ in range(10):
+        with target.wire() as w:
+            r = pgwire.login(w, "analyst", "analyst")
+            assert r.ok and r.backend_key is not None, r.messages
+            keys.add(r.backend_key)
+            w.send(pgwire.terminate_message())
+    assert len(keys) == 10
+
+
+def test_proxy_ignores_upstream_keys(proxy: Target, direct: Target):
+    """tokengate forwards only keys it issued: a real upstream key sent to tokengate cancels nothing."""
+    with direct.wire() as w:
+        r = pgwire.login(w, "analyst", "analyst")
+        assert r.ok and r.backend_key, r.messages
+        w.send(pgwire.query_message("select pg_sleep(1), 'finished'"))
+        time.sleep(0.2)
+        with proxy.wire() as c:
+            c.send(pgwire.cancel_request(*r.backend_key))
+            c.read_raw_until_closed(3)
+        msgs = w.read_until_ready()
+    errors = [m for m in msgs if m.tag == b"E"]
+    assert not errors, f"an upstream key sent to tokengate cancelled a direct session: {errors}"
+    assert pgwire.data_rows_text(msgs) == [("", "finished")]
+
+
+def test_concurrent_sessions_are_isolated(target: Target):
+    """Several threads, each with its own session state, interleaving queries."""
+    errors: list[str] = []
+
+    def worker(i: int):
+        try:
+            with target.connect(user="analyst", autocommit=False) as conn:
+                conn.execute("create temp table iso(v int)")
+                conn.execute(f"set application_name = 'worker {i}'")
+                for j in range(50):
+                    conn.execute("insert into iso values (%s)", (i * 1000 + j,))
+                total = conn.execute("select sum(v), current_setting('application_name') from iso").fetchone()
+                if total != (sum(i * 1000 + j for j in range(50)), f"worker {i}"):
+                    errors.append(f"worker {i}: {total}")
+                conn.rollback()
+        except Exception as e:  # noqa: BLE001 - collected and reported below
+            errors.append(f"worker {i}: {e!r}")
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    assert not errors, errors
