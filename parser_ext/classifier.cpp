@@ -83,7 +83,9 @@ bool could_be_api_token_statement(std::string_view s) noexcept {
     if (i == npos) return false;
     const std::string_view verb = next_word(s, i, i);
     if (!equals_keyword(verb, "set") && !equals_keyword(verb, "reset")) return false;
-    return equals_keyword(next_word(s, i, i), "api");
+    // `SET api.x = …`, `RESET api` are ordinary: require API TOKEN.
+    return equals_keyword(next_word(s, i, i), "api") &&
+           equals_keyword(next_word(s, i, i), "token");
   }
   return false;
 }

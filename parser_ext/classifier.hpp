@@ -8,11 +8,11 @@ namespace tokengate::parser_ext {
 // True if the statement starting at the beginning of `sql` (after whitespace and
 // comments) could be an API TOKEN statement, judged by its leading keywords:
 //   CREATE API …, ALTER API …, DROP API …, DROP ALL API …, SHOW API <word> …,
-//   ALTER {USER|ROLE} <role> {SET|RESET} API …
+//   ALTER {USER|ROLE} <role> {SET|RESET} API TOKEN …
 // Never false for a statement that parse_statement would accept or reject as an
-// API TOKEN statement; may be true for one it then reports as ordinary (e.g.
-// `ALTER ROLE x SET api = 1`). Looks only at `sql` during the call; no
-// allocation. Ordinary statements are rejected after the first keyword or two.
+// API TOKEN statement (the parser is the authority; a true here only means
+// "scan and parse it"). Looks only at `sql` during the call; no allocation.
+// Ordinary statements are rejected after the first keyword or two.
 [[nodiscard]] bool could_be_api_token_statement(std::string_view sql) noexcept;
 
 // True if any statement of a multi-statement Query string could be an API

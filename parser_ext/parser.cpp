@@ -432,16 +432,33 @@ ParseResult parse_statement(std::string_view query, std::size_t begin, std::size
     err.position = char_position(query, err.byte_offset);
     return err;
   }
+  const auto raw = scan.tokens();
   std::vector<Tok> toks;
-  toks.reserve(scan.tokens().size());
-  for (const PgQuery__ScanToken* t : scan.tokens()) {
+  toks.reserve(raw.size());
+  for (std::size_t r = 0; r < raw.size(); ++r) {
+    const PgQuery__ScanToken* t = raw[r];
     if (t->token == PG_QUERY__TOKEN__SQL_COMMENT || t->token == PG_QUERY__TOKEN__C_COMMENT)
       continue;
-    Tok k{static_cast<int>(t->token), static_cast<int>(t->keyword_kind),
-          begin + static_cast<std::size_t>(t->start), begin + static_cast<std::size_t>(t->end)};
+    auto rel_end = static_cast<std::size_t>(t->end);
     if (t->token == PG_QUERY__TOKEN__UIDENT || t->token == PG_QUERY__TOKEN__USCONST)
-      k.end = begin + end_of_unicode_quoted(stmt, static_cast<std::size_t>(t->start));
-    toks.push_back(k);
+      rel_end = end_of_unicode_quoted(stmt, static_cast<std::size_t>(t->start));
+    // PostgreSQL continues a quoted string across `--` comments on the way to
+    // the next line ('a' -- c\n 'b' is 'ab'), but libpg_query's scanner emits
+    // the comment as a token and ends the string: glue the pieces back.
+    if ((t->token == PG_QUERY__TOKEN__SCONST || t->token == PG_QUERY__TOKEN__USCONST) &&
+        stmt[static_cast<std::size_t>(t->start)] != '$') {
+      while (true) {
+        std::size_t k = r + 1;
+        while (k < raw.size() && raw[k]->token == PG_QUERY__TOKEN__SQL_COMMENT) ++k;
+        if (k == r + 1 || k >= raw.size() || raw[k]->token != PG_QUERY__TOKEN__SCONST) break;
+        if (lexical::quote_continuation(stmt, rel_end) != static_cast<std::size_t>(raw[k]->start))
+          break;
+        r = k;
+        rel_end = static_cast<std::size_t>(raw[r]->end);
+      }
+    }
+    toks.push_back(Tok{static_cast<int>(t->token), static_cast<int>(t->keyword_kind),
+                       begin + static_cast<std::size_t>(t->start), begin + rel_end});
   }
   return Parser(query, end, std::move(toks)).run();
 }

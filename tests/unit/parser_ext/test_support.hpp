@@ -5,6 +5,8 @@
 
 #include <string>
 #include <string_view>
+#include <variant>
+#include <vector>
 
 #include "parser_ext/ast.hpp"
 #include "parser_ext/parser.hpp"
@@ -50,6 +52,11 @@ inline std::string error_summary(const ParseResult& r) {
     return std::string(sqlstate(e->code)) + " " + e->message + " @" +
            std::to_string(e->position);
   return "not an error: " + to_string(r);
+}
+inline std::string error_summary(const std::variant<std::vector<QueryPart>, ParseError>& p) {
+  if (const auto* e = std::get_if<ParseError>(&p)) return error_summary(ParseResult{*e});
+  return "not an error: a plan of " +
+         std::to_string(std::get<std::vector<QueryPart>>(p).size()) + " part(s)";
 }
 inline std::string error_summary(const ExpectedError& e) {
   return e.sqlstate + " " + e.message + " @" + std::to_string(e.position);
