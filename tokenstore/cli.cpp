@@ -1,0 +1,199 @@
+// `tokengate tokens` / `tokengate keys`: CLI11 front end over the token service.
+#include "tokenstore/cli.hpp"
+
+#include <CLI/CLI.hpp>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <iostream>
+#include <memory>
+
+#include "tokenstore/service.hpp"
+
+namespace tokengate::tokenstore {
+
+namespace {
+
+constexpr const char* cli_actor_name = "(command line)";
+
+std::int64_t unix_now()
+{
+    using namespace std::chrono;
+    return duration_cast<seconds>(system_clock::now().time_since_epoch()).count();
+}
+
+std::string format_time(std::int64_t t)
+{
+    std::time_t tt = static_cast<std::time_t>(t);
+    std::tm tm{};
+    ::gmtime_r(&tt, &tm);
+    char buf[32];
+    std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S+00", &tm);
+    return buf;
+}
+
+std::string default_data_dir()
+{
+    const char* env = std::getenv("TOKENGATE_DATA_DIR");
+    return env && *env ? env : "./tokengate-data";
+}
+
+void print_table(const std::vector<std::string>& header, const std::vector<std::vector<std::string>>& rows)
+{
+    std::vector<std::size_t> width(header.size());
+    for (std::size_t i = 0; i < header.size(); ++i) width[i] = header[i].size();
+    for (const auto& r : rows)
+        for (std::size_t i = 0; i < r.size(); ++i) width[i] = std::max(width[i], r[i].size());
+    auto line = [&](const std::vector<std::string>& cells) {
+        std::string out;
+        for (std::size_t i = 0; i < cells.size(); ++i) {
+            out += cells[i];
+            if (i + 1 < cells.size()) out += std::string(width[i] - cells[i].size() + 2, ' ');
+        }
+        std::cout << out << '\n';
+    };
+    line(header);
+    std::vector<std::string> rule;
+    for (auto w : width) rule.push_back(std::string(w, '-'));
+    line(rule);
+    for (const auto& r : rows) line(r);
+    std::cout << "(" << rows.size() << (rows.size() == 1 ? " row)" : " rows)") << '\n';
+}
+
+int report(const error& e)
+{
+    std::cerr << "ERROR:  " << e.message << " (SQLSTATE " << e.sqlstate() << ")\n";
+    if (!e.detail.empty()) std::cerr << "DETAIL:  " << e.detail << '\n';
+    return 1;
+}
+
+// Opened lazily so `--help` needs no data directory.
+struct context {
+    std::string data_dir;
+    std::unique_ptr<keyring> keys;
+    std::unique_ptr<store> st;
+    std::unique_ptr<token_service> svc;
+
+    void open_keys() { keys = std::make_unique<keyring>(data_dir); }
+    void open_all()
+    {
+        open_keys();
+        st = std::make_unique<store>(data_dir);
+        svc = std::make_unique<token_service>(*st, *keys);
+    }
+};
+
+}  // namespace
+
+int cli_main(int argc, char** argv)
+{
+    CLI::App app{"tokengate token store administration"};
+    app.name(argc > 0 ? std::string(argv[0]) : "tokengate");
+    app.require_subcommand(1, 1);
+    context ctx;
+    ctx.data_dir = default_data_dir();
+    auto add_data_dir = [&](CLI::App* cmd) {
+        cmd->add_option("--data-dir", ctx.data_dir, "data directory (env TOKENGATE_DATA_DIR)")
+            ->capture_default_str();
+    };
+
+    auto* tokens = app.add_subcommand("tokens", "list, create and revoke API tokens");
+    tokens->require_subcommand(1, 1);
+    auto* keys = app.add_subcommand("keys", "list and rotate signing keys");
+    keys->require_subcommand(1, 1);
+
+    std::string user, name, duration, comment;
+    bool all = false;
+
+    auto* list = tokens->add_subcommand("list", "list tokens (never their values)");
+    add_data_dir(list);
+    auto* list_user = list->add_option("--user", user, "only this user's tokens");
+    list->add_flag("--all", all, "every user's tokens (the default)")->excludes(list_user);
+
+    auto* create = tokens->add_subcommand("create", "create a token and print it once on stdout");
+    add_data_dir(create);
+    create->add_option("name", name, "token name")->required();
+    create->add_option("--user", user, "owner")->required();
+    auto* create_duration = create->add_option("--duration", duration, "validity, e.g. 30d, 1d12h, '1 year'");
+    auto* create_comment = create->add_option("--comment", comment, "comment");
+
+    auto* revoke = tokens->add_subcommand("revoke", "revoke a token at once");
+    add_data_dir(revoke);
+    revoke->add_option("name", name, "token name")->required();
+    revoke->add_option("--user", user, "owner")->required();
+
+    auto* klist = keys->add_subcommand("list", "list signing keys (ids only)");
+    add_data_dir(klist);
+    auto* krotate = keys->add_subcommand("rotate", "add a new signing key; old ones keep verifying");
+    add_data_dir(krotate);
+
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        return app.exit(e) == 0 ? 0 : 2;
+    }
+
+    const actor operator_actor{cli_actor_name, true};
+    const std::int64_t now = unix_now();
+    try {
+        if (*list) {
+            ctx.open_all();
+            std::optional<std::string> for_user;
+            if (!user.empty()) for_user = user;
+            auto rows = ctx.svc->list(operator_actor, for_user, !for_user, now);
+            if (!rows) return report(rows.error_value());
+            std::vector<std::vector<std::string>> out;
+            for (const auto& r : *rows)
+                out.push_back({r.name, r.user, format_time(r.created_at), format_time(r.expires_at),
+                               r.last_used_at ? format_time(*r.last_used_at) : "", std::string(to_string(r.status)),
+                               r.comment.value_or(""), r.created_by});
+            print_table({"name", "user", "created_at", "expires_at", "last_used_at", "status", "comment", "created_by"},
+                        out);
+            return 0;
+        }
+        if (*create) {
+            ctx.open_all();
+            create_request req;
+            req.name = name;
+            req.for_user = user;
+            if (*create_duration) req.max_duration = duration;
+            if (*create_comment) req.comment = comment;
+            auto c = ctx.svc->create(operator_actor, req, role_facts{}, now);
+            if (!c) return report(c.error_value());
+            std::cout << c->token << std::endl;
+            std::cerr << "created API token \"" << c->name << "\" for user \"" << c->owner << "\", expires "
+                      << format_time(c->expires_at) << '\n';
+            return 0;
+        }
+        if (*revoke) {
+            ctx.open_all();
+            auto r = ctx.svc->revoke(operator_actor, name, user, false, now);
+            if (!r) return report(r.error_value());
+            std::cerr << "revoked API token \"" << name << "\" of user \"" << user << "\"\n";
+            return 0;
+        }
+        if (*klist) {
+            ctx.open_keys();
+            std::vector<std::vector<std::string>> out;
+            for (const auto& k : ctx.keys->list())
+                out.push_back({k.kid, format_time(k.created_at), k.newest ? "yes" : ""});
+            print_table({"kid", "created_at", "newest"}, out);
+            return 0;
+        }
+        if (*krotate) {
+            ctx.open_keys();
+            const auto& k = ctx.keys->rotate();
+            std::cout << "new signing key " << k.kid << "; new tokens use it, older keys keep verifying\n";
+            return 0;
+        }
+    } catch (const std::exception& e) {
+        // keyring_error, store_error, lmdb::error: messages name files and calls, never secrets.
+        std::cerr << "ERROR:  " << e.what() << '\n';
+        return 1;
+    }
+    return 2;
+}
+
+}  // namespace tokengate::tokenstore
