@@ -83,8 +83,8 @@ bool equal_ct(std::string_view a, std::string_view b) {
 
 }  // namespace
 
-ScramClient::ScramClient(std::string password, std::string nonce)
-    : password_(std::move(password)), client_nonce_(std::move(nonce)) {
+ScramClient::ScramClient(std::string password, std::string nonce, std::string user)
+    : password_(std::move(password)), client_nonce_(std::move(nonce)), user_(std::move(user)) {
   if (client_nonce_.empty()) {
     std::uint8_t raw[18];
     Botan::system_rng().randomize(raw, sizeof raw);
@@ -92,7 +92,7 @@ ScramClient::ScramClient(std::string password, std::string nonce)
   }
 }
 
-std::string ScramClient::client_first() const { return "n,,n=,r=" + client_nonce_; }
+std::string ScramClient::client_first() const { return "n,,n=" + user_ + ",r=" + client_nonce_; }
 
 std::optional<std::string> ScramClient::client_final(std::string_view server_first) {
   auto nonce = attribute(server_first, 'r');
@@ -114,7 +114,7 @@ std::optional<std::string> ScramClient::client_final(std::string_view server_fir
   Key client_key = hmac(salted.data(), salted.size(), "Client Key");
   Key stored_key = sha256(client_key);
   std::string without_proof = "c=biws,r=" + std::string(*nonce);  // biws = base64("n,,")
-  auth_message_ = "n=,r=" + client_nonce_ + "," + std::string(server_first) + "," + without_proof;
+  auth_message_ = "n=" + user_ + ",r=" + client_nonce_ + "," + std::string(server_first) + "," + without_proof;
   Key signature = hmac(stored_key.data(), stored_key.size(), auth_message_);
   Key proof;
   for (std::size_t i = 0; i < proof.size(); ++i) proof[i] = client_key[i] ^ signature[i];

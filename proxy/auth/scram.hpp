@@ -18,9 +18,11 @@ namespace tokengate::auth {
 class ScramClient {
  public:
   // `nonce` may be given for tests; otherwise 18 random bytes, base64.
-  explicit ScramClient(std::string password, std::string nonce = {});
+  // `user` goes into n=; PostgreSQL ignores it (it uses the startup user),
+  // so libpq and tokengate send it empty. Tests set it for RFC 7677's vector.
+  explicit ScramClient(std::string password, std::string nonce = {}, std::string user = {});
 
-  // SASLInitialResponse data: "n,,n=,r=<client nonce>".
+  // SASLInitialResponse data: "n,,n=<user>,r=<client nonce>".
   std::string client_first() const;
 
   // Takes the server-first-message; returns the client-final-message, or
@@ -34,6 +36,7 @@ class ScramClient {
  private:
   std::string password_;
   std::string client_nonce_;
+  std::string user_;
   std::string auth_message_;
   std::array<std::uint8_t, 32> server_key_{};
   bool have_keys_ = false;

@@ -1,0 +1,59 @@
+// SCRAM-SHA-256 client and verifier checks against RFC 7677's test vector,
+// and MD5 password hashing.
+#include <catch2/catch.hpp>
+
+#include "proxy/auth/scram.hpp"
+
+using namespace tokengate::auth;
+
+namespace {
+// RFC 7677 section 3.
+constexpr const char* kServerFirst =
+    "r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096";
+constexpr const char* kClientFinal =
+    "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=";
+constexpr const char* kServerFinal = "v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=";
+}  // namespace
+
+TEST_CASE("ScramClient reproduces RFC 7677's exchange") {
+  ScramClient c("pencil", "rOprNGfwEbeRWgbNEkqO", "user");
+  CHECK(c.client_first() == "n,,n=user,r=rOprNGfwEbeRWgbNEkqO");
+  auto final_msg = c.client_final(kServerFirst);
+  REQUIRE(final_msg);
+  CHECK(*final_msg == kClientFinal);
+  CHECK(c.verify_server_final(kServerFinal));
+  CHECK_FALSE(c.verify_server_final("v=AAAATRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="));
+  CHECK_FALSE(c.verify_server_final("e=invalid-proof"));
+}
+
+TEST_CASE("ScramClient refuses a server nonce that does not extend its own") {
+  ScramClient c("pencil", "abc");
+  CHECK_FALSE(c.client_final("r=xyzdef,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096"));
+  CHECK_FALSE(c.client_final("r=abc,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096"));  // nothing added
+  CHECK_FALSE(c.client_final("r=abcdef,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=0"));
+  CHECK_FALSE(c.client_final("r=abcdef,s=!!!,i=4096"));
+  CHECK_FALSE(c.client_final("r=abcdef,i=4096"));
+  CHECK_FALSE(c.verify_server_final(kServerFinal));  // no exchange happened
+}
+
+TEST_CASE("a random nonce is used when none is given, and never reused") {
+  ScramClient a("pw"), b("pw");
+  CHECK(a.client_first().rfind("n,,n=,r=", 0) == 0);
+  CHECK(a.client_first() != b.client_first());
+}
+
+TEST_CASE("passwords are checked against SCRAM and MD5 verifiers") {
+  const char* scram =
+      "SCRAM-SHA-256$4096:W22ZaJ0SNY7soEsUEjb6gQ==$WG5d8oPm3OtcPnkdi4Uo7BkeZkBFzpcXkuLmtbsT4qY=:"
+      "wfPLwcE6nTWhTAmQ7tl2KeoiWGPlZqQxSrmfPwDl2dU=";
+  CHECK(check_password_verifier(scram, "anyone", "pencil") == VerifierCheck::match);
+  CHECK(check_password_verifier(scram, "anyone", "pencil2") == VerifierCheck::mismatch);
+  CHECK(check_password_verifier("md54a0a68b43b6cd5cf266fa02f196e2371", "alice", "secret") == VerifierCheck::match);
+  CHECK(check_password_verifier("md54a0a68b43b6cd5cf266fa02f196e2371", "bob", "secret") == VerifierCheck::mismatch);
+  CHECK(check_password_verifier("plaintext", "alice", "plaintext") == VerifierCheck::unsupported);
+  CHECK(check_password_verifier("SCRAM-SHA-256$x:y$z", "a", "b") == VerifierCheck::unsupported);
+}
+
+TEST_CASE("the MD5 answer matches PostgreSQL's md5(md5(password||user)||salt)") {
+  CHECK(md5_password_response("alice", "secret", {1, 2, 3, 4}) == "md598a0412b9c31436fc53776e863350083");
+}

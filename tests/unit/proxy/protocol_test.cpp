@@ -1,0 +1,195 @@
+// Byte-level tests of the protocol codec: startup packets, framing, messages,
+// and the stream trackers used by the relay.
+#include <catch2/catch.hpp>
+
+#include "proxy/protocol/frame.hpp"
+#include "proxy/protocol/messages.hpp"
+#include "proxy/session/client_stream.hpp"
+#include "tests/common/pg_bytes.hpp"
+
+using namespace tokengate::protocol;
+using namespace tokengate::test;
+
+TEST_CASE("a StartupMessage keeps every parameter in order") {
+  auto pkt = startup_packet(kProtocolVersion3, startup_params({{"user", "alice"},
+                                                               {"database", "db"},
+                                                               {"application_name", "psql"},
+                                                               {"options", "-c search_path=x"},
+                                                               {"extra_float_digits", "3"}}));
+  auto parsed = parse_startup_packet(pkt);
+  auto* m = std::get_if<StartupMessage>(&parsed);
+  REQUIRE(m != nullptr);
+  CHECK(m->parameters.size() == 5);
+  CHECK(*m->find("options") == "-c search_path=x");
+  Bytes again;
+  m->serialize(again);
+  CHECK(again == pkt);
+}
+
+TEST_CASE("startup packets PostgreSQL would refuse are refused with its words") {
+  SECTION("protocol 2.0") {
+    auto parsed = parse_startup_packet(startup_packet(0x00020000, startup_params({{"user", "a"}})));
+    REQUIRE(std::holds_alternative<StartupPacketError>(parsed));
+    CHECK(std::get<StartupPacketError>(parsed).message ==
+          "unsupported frontend protocol 2.0: server supports 3.0 to 3.0");
+  }
+  SECTION("protocol 4.0") {
+    auto parsed = parse_startup_packet(startup_packet(0x00040000, startup_params({{"user", "a"}})));
+    REQUIRE(std::holds_alternative<StartupPacketError>(parsed));
+  }
+  SECTION("no user") {
+    auto parsed = parse_startup_packet(startup_packet(kProtocolVersion3, startup_params({{"database", "d"}})));
+    REQUIRE(std::holds_alternative<StartupPacketError>(parsed));
+    CHECK(std::get<StartupPacketError>(parsed).message == "no PostgreSQL user name specified in startup packet");
+  }
+  SECTION("missing terminator") {
+    Bytes payload;
+    put_cstr(payload, "user");
+    put_cstr(payload, "a");
+    auto parsed = parse_startup_packet(startup_packet(kProtocolVersion3, payload));
+    REQUIRE(std::holds_alternative<StartupPacketError>(parsed));
+  }
+  SECTION("unterminated value") {
+    Bytes payload;
+    put_cstr(payload, "user");
+    put_str(payload, "alice");
+    auto parsed = parse_startup_packet(startup_packet(kProtocolVersion3, payload));
+    REQUIRE(std::holds_alternative<StartupPacketError>(parsed));
+  }
+  SECTION("cancel request of the wrong size") {
+    auto parsed = parse_startup_packet(startup_packet(kCancelRequestCode, body_i32s({1})));
+    REQUIRE(std::holds_alternative<StartupPacketError>(parsed));
+  }
+}
+
+TEST_CASE("SSLRequest, GSSENCRequest and CancelRequest are recognised") {
+  CHECK(std::holds_alternative<SSLRequest>(parse_startup_packet(startup_packet(kSSLRequestCode))));
+  CHECK(std::holds_alternative<GSSENCRequest>(parse_startup_packet(startup_packet(kGSSENCRequestCode))));
+  auto parsed = parse_startup_packet(startup_packet(kCancelRequestCode, body_i32s({1234, -99})));
+  auto* c = std::get_if<CancelRequest>(&parsed);
+  REQUIRE(c != nullptr);
+  CHECK(c->process_id == 1234);
+  CHECK(c->secret_key == -99);
+  Bytes out;
+  c->serialize(out);
+  CHECK(out == startup_packet(kCancelRequestCode, body_i32s({1234, -99})));
+}
+
+TEST_CASE("read_startup_frame asks for more, and rejects impossible lengths") {
+  auto pkt = startup_packet(kSSLRequestCode);
+  CHECK(read_startup_frame(ByteView(pkt.data(), 3), 10000).status == FrameStatus::need_more);
+  auto partial = read_startup_frame(ByteView(pkt.data(), 6), 10000);
+  CHECK(partial.status == FrameStatus::need_more);
+  CHECK(partial.need == 8);
+  CHECK(read_startup_frame(pkt, 10000).status == FrameStatus::complete);
+  Bytes huge;
+  put_i32(huge, 10001);
+  CHECK(read_startup_frame(huge, 10000).status == FrameStatus::bad_length);
+  Bytes tiny;
+  put_i32(tiny, 7);
+  CHECK(read_startup_frame(tiny, 10000).status == FrameStatus::bad_length);
+}
+
+TEST_CASE("read_frame yields one whole message or says how much it needs") {
+  auto q = msg('Q', body_cstrs({"select 1"}));
+  auto two = concat({q, msg('S', {})});
+  auto first = read_frame(two);
+  REQUIRE(first.status == FrameStatus::complete);
+  CHECK(first.frame.tag == 'Q');
+  CHECK(first.frame.size == q.size());
+  CHECK(as_chars(first.frame.body) == std::string_view("select 1\0", 9));
+  auto short_read = read_frame(ByteView(q.data(), 7));
+  CHECK(short_read.status == FrameStatus::need_more);
+  CHECK(short_read.need == q.size());
+  Bytes bad{'Q', 0, 0, 0, 3};
+  CHECK(read_frame(bad).status == FrameStatus::bad_length);
+}
+
+TEST_CASE("ErrorResponse is written field by field and read back") {
+  auto e = ErrorResponse::make("FATAL", "08P01", "invalid length of startup packet");
+  Bytes out;
+  e.serialize(out);
+  CHECK(out == error_response("FATAL", "08P01", "invalid length of startup packet"));
+  auto fr = read_frame(out);
+  REQUIRE(fr.status == FrameStatus::complete);
+  auto fields = ErrorFields::parse(fr.frame.body);
+  REQUIRE(fields);
+  CHECK(fields->sqlstate() == "08P01");
+  CHECK(fields->severity() == "FATAL");
+  Bytes round;
+  fields->serialize(round, 'E');
+  CHECK(round == out);
+}
+
+TEST_CASE("malformed bodies are rejected, not read past") {
+  CHECK_FALSE(ErrorFields::parse(Bytes{'C', '0', '8'}));      // unterminated
+  CHECK_FALSE(ReadyForQuery::parse(Bytes{'X'}));               // unknown status
+  CHECK_FALSE(ReadyForQuery::parse(Bytes{'I', 'I'}));          // trailing byte
+  CHECK_FALSE(BackendKeyData::parse(body_i32s({1})));           // short
+  CHECK_FALSE(AuthenticationRequest::parse(body_i32s({5})));    // md5 without salt
+  CHECK_FALSE(PasswordMessage::parse(Bytes{'a', 'b'}));          // no NUL
+}
+
+TEST_CASE("Authentication requests parse SASL mechanisms and round-trip") {
+  Bytes body = body_i32s({10});
+  put_cstr(body, "SCRAM-SHA-256-PLUS");
+  put_cstr(body, "SCRAM-SHA-256");
+  body.push_back(0);
+  auto req = AuthenticationRequest::parse(body);
+  REQUIRE(req);
+  CHECK(req->sasl_mechanisms == std::vector<std::string>{"SCRAM-SHA-256-PLUS", "SCRAM-SHA-256"});
+  Bytes out;
+  req->serialize(out);
+  CHECK(out == msg('R', body));
+}
+
+TEST_CASE("StreamTracker follows boundaries across arbitrary chunking") {
+  auto stream = concat({msg('T', Bytes(30, 'x')), msg('D', Bytes(100000, 'y')), msg('C', body_cstrs({"SELECT 1"})),
+                        msg('Z', Bytes{'T'}), msg('Z', Bytes{'I'})});
+  for (std::size_t chunk : {1u, 2u, 5u, 7u, 4096u, 1000000u}) {
+    StreamTracker tracker;
+    std::string tags, statuses;
+    for (std::size_t i = 0; i < stream.size(); i += chunk) {
+      auto n = std::min(chunk, stream.size() - i);
+      REQUIRE(tracker.feed(ByteView(stream.data() + i, n), [&](char t, std::uint32_t) { tags += t; },
+                           [&](char s) { statuses += s; }));
+    }
+    INFO("chunk size " << chunk);
+    CHECK(tags == "TDCZZ");
+    CHECK(statuses == "TI");
+  }
+}
+
+TEST_CASE("ClientStream makes Query and Parse whole and streams everything else") {
+  tokengate::session::ClientStream cs;
+  auto copy = msg('d', Bytes(50000, 'z'));
+  auto query = msg('Q', body_cstrs({"select 1"}));
+  auto stream = concat({copy, query, msg('S', {})});
+  std::vector<char> inspected;
+  auto on = [&](const Frame& f) { inspected.push_back(f.tag); };
+
+  // Half of the CopyData may go at once: it is not held back.
+  auto s1 = cs.scan(ByteView(stream.data(), 20000), on);
+  CHECK(s1.forward == 20000);
+  CHECK(s1.need == 0);
+  // The rest of the CopyData and part of the Query: the Query waits.
+  auto rest = ByteView(stream.data() + 20000, copy.size() - 20000 + 6);
+  auto s2 = cs.scan(rest, on);
+  CHECK(s2.forward == copy.size() - 20000);
+  CHECK(s2.need == query.size());
+  CHECK(inspected.empty());
+  // Whole Query and Sync.
+  auto s3 = cs.scan(ByteView(stream.data() + copy.size(), query.size() + 5), on);
+  CHECK(s3.forward == query.size() + 5);
+  CHECK(inspected == std::vector<char>{'Q'});
+}
+
+TEST_CASE("ClientStream stops at Terminate and flags impossible lengths") {
+  tokengate::session::ClientStream cs;
+  auto s = cs.scan(concat({msg('S', {}), msg('X', {}), msg('Q', body_cstrs({"x"}))}), [](const Frame&) {});
+  CHECK(s.terminate);
+  CHECK(s.forward == 10);
+  tokengate::session::ClientStream cs2;
+  auto bad = cs2.scan(Bytes{'B', 0, 0, 0, 1}, [](const Frame&) {});
+  CHECK(bad.bad_length);
+}
