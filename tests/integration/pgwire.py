@@ -137,6 +137,65 @@ def terminate_message() -> bytes:
     return frontend_message(b"X", b"")
 
 
+def parse_message(statement: str, sql: str, param_oids: tuple[int, ...] = ()) -> bytes:
+    body = cstr(statement) + cstr(sql) + struct.pack("!h", len(param_oids))
+    body += b"".join(struct.pack("!I", o) for o in param_oids)
+    return frontend_message(b"P", body)
+
+
+def bind_message(portal: str, statement: str, params: tuple[bytes | None, ...] = (),
+                 param_formats: tuple[int, ...] = (), result_formats: tuple[int, ...] = ()) -> bytes:
+    body = cstr(portal) + cstr(statement)
+    body += struct.pack("!h", len(param_formats)) + b"".join(struct.pack("!h", f) for f in param_formats)
+    body += struct.pack("!h", len(params))
+    for p in params:
+        body += struct.pack("!i", -1) if p is None else struct.pack("!i", len(p)) + p
+    body += struct.pack("!h", len(result_formats)) + b"".join(struct.pack("!h", f) for f in result_formats)
+    return frontend_message(b"B", body)
+
+
+def describe_message(kind: bytes, name: str) -> bytes:
+    """kind b"S" for a prepared statement, b"P" for a portal."""
+    return frontend_message(b"D", kind + cstr(name))
+
+
+def execute_message(portal: str = "", max_rows: int = 0) -> bytes:
+    return frontend_message(b"E", cstr(portal) + struct.pack("!i", max_rows))
+
+
+def close_message(kind: bytes, name: str) -> bytes:
+    return frontend_message(b"C", kind + cstr(name))
+
+
+def sync_message() -> bytes:
+    return frontend_message(b"S", b"")
+
+
+def flush_message() -> bytes:
+    return frontend_message(b"H", b"")
+
+
+def copy_data_message(data: bytes) -> bytes:
+    return frontend_message(b"d", data)
+
+
+def copy_done_message() -> bytes:
+    return frontend_message(b"c", b"")
+
+
+def copy_fail_message(reason: str) -> bytes:
+    return frontend_message(b"f", cstr(reason))
+
+
+def function_call_message(oid: int, args: tuple[bytes | None, ...], result_format: int = 0) -> bytes:
+    """Legacy fast-path FunctionCall ('F'), still used by libpq's large-object functions."""
+    body = struct.pack("!I", oid) + struct.pack("!hh", 1, 0) + struct.pack("!h", len(args))
+    for a in args:
+        body += struct.pack("!i", -1) if a is None else struct.pack("!i", len(a)) + a
+    body += struct.pack("!h", result_format)
+    return frontend_message(b"F", body)
+
+
 # ---------------------------------------------------------------- decoding backend messages
 
 
