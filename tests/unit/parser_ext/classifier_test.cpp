@@ -83,3 +83,16 @@ TEST_CASE("the whole-query pre-filter finds API TOKEN statements after the first
   CHECK_FALSE(query_may_contain_api_token_statement(""));
   CHECK_FALSE(query_may_contain_api_token_statement("ap"));
 }
+
+TEST_CASE("the pre-filter finds `api` at every offset, across its 32-byte blocks",
+          "[classifier]") {
+  for (std::size_t pad = 0; pad < 70; ++pad) {
+    const std::string hit = std::string(pad, ' ') + "Api";
+    const std::string miss = std::string(pad, 'p') + "apix";
+    const std::string hit_before_text = std::string(pad, ' ') + "API " + std::string(pad, 'P');
+    INFO("pad: " << pad);
+    CHECK(query_may_contain_api_token_statement(hit));
+    CHECK(query_may_contain_api_token_statement(hit_before_text));
+    CHECK_FALSE(query_may_contain_api_token_statement(miss));
+  }
+}
