@@ -4,6 +4,9 @@
 # tests/integration/pgwire.py, which speaks SCRAM-SHA-256, MD5 and cleartext like libpq.
 from __future__ import annotations
 
+import time
+import uuid
+
 import pytest
 
 import pgwire
@@ -155,3 +158,26 @@ def test_many_logins_in_a_row(target: Target):
         assert r.ok, f"login {i}: {r.error}"
         r = wire_login(target, "analyst", "bad")
         assert r.error is not None and r.error.sqlstate == "28P01", f"login {i}: {r.messages}"
+
+
+def test_passwords_never_logged(proxy: Target, tokengate, pg):
+    """No password, right or wrong, ever appears in tokengate's log (SPEC §4.1)."""
+    role = f"tg_secret_{uuid.uuid4().hex[:8]}"
+    secret = f"right-{uuid.uuid4().hex}"
+    wrong = f"wrong-{uuid.uuid4().hex}"
+    with pg.admin_conn() as c:
+        c.execute(f"create role {role} login password '{secret}'")
+    try:
+        mark = tokengate.log_mark()
+        with proxy.connect(user=role, password=secret) as conn:
+            conn.execute("select 1")
+        assert wire_login(proxy, role, wrong).error is not None
+        assert wire_login(proxy, "analyst", wrong).error is not None
+        time.sleep(0.2)  # let the log lines of the last login land
+        log = tokengate.log_since(mark)
+        for what, pw in (("right password", secret), ("wrong password", wrong)):
+            leaked = [ln.replace(pw, "<PASSWORD>") for ln in log.splitlines() if pw in ln]
+            assert not leaked, f"the {what} appears in tokengate's log: {leaked}"
+    finally:
+        with pg.admin_conn() as c:
+            c.execute(f"drop role {role}")
