@@ -223,9 +223,10 @@ class TokengateUnavailable(Exception):
 class TokengateProcess:
     """build/tokengate serve in front of the cluster; stderr to <tmp>/tokengate.log."""
 
-    def __init__(self, binary: Path, pg: PgCluster) -> None:
+    def __init__(self, binary: Path, upstream: tuple[str, int], extra_args: list[str] | None = None) -> None:
         self.binary = binary
-        self.pg = pg
+        self.upstream = upstream
+        self.extra_args = extra_args or []
         self.tmp = Path(tempfile.mkdtemp(prefix="tg-proxy-"))
         self.data_dir = self.tmp / "tg-data"
         self.log_path = self.tmp / "tokengate.log"
@@ -239,13 +240,18 @@ class TokengateProcess:
         argv = [
             str(self.binary), "serve",
             "--listen", f"{self.host}:{self.port}",
-            "--upstream", f"{self.pg.host}:{self.pg.port}",
+            "--upstream", f"{self.upstream[0]}:{self.upstream[1]}",
             "--data-dir", str(self.data_dir),
         ]
         argv += shlex.split(os.environ.get("TOKENGATE_EXTRA_ARGS", ""))
-        return argv
+        return argv + self.extra_args
 
     def start(self) -> None:
+        self.launch()
+        self.wait_ready()
+
+    def launch(self) -> None:
+        """Start the process without waiting for it to listen."""
         log = open(self.log_path, "wb")
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
         self.proc = subprocess.Popen(
@@ -253,6 +259,10 @@ class TokengateProcess:
             start_new_session=True,
         )
         log.close()
+
+    def wait_ready(self) -> None:
+        """Wait until the listen port accepts connections; TokengateUnavailable if it exits or times out."""
+        assert self.proc is not None
         deadline = time.monotonic() + TOKENGATE_START_TIMEOUT
         while time.monotonic() < deadline:
             rc = self.proc.poll()
@@ -273,6 +283,18 @@ class TokengateProcess:
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def target(self) -> "Target":
+        return Target("proxy", self.host, self.port)
+
+    def rss_kib(self) -> int:
+        """Resident set size of the process, from /proc."""
+        assert self.proc is not None
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        raise AssertionError("no VmRSS in /proc status")
 
     def log_tail(self, lines: int = 40) -> str:
         return tail(self.log_path, lines)
@@ -442,15 +464,20 @@ def pg() -> PgCluster:
         cluster.stop()
 
 
-@pytest.fixture(scope="session")
-def tokengate(pg: PgCluster) -> TokengateProcess:
+def tokengate_binary() -> Path:
+    """The binary under test; skips the calling test when it is missing (fails under TOKENGATE_REQUIRE=1)."""
     binary = Path(os.environ.get("TOKENGATE_BIN", REPO / "build" / "tokengate"))
     if not binary.exists():
         msg = f"tokengate binary {binary} does not exist (build it, or set TOKENGATE_BIN)"
         if require_tokengate():
             pytest.fail(msg + "; TOKENGATE_REQUIRE=1 makes this an error", pytrace=False)
         pytest.skip(msg)
-    proc = TokengateProcess(binary, pg)
+    return binary
+
+
+@pytest.fixture(scope="session")
+def tokengate(pg: PgCluster) -> TokengateProcess:
+    proc = TokengateProcess(tokengate_binary(), (pg.host, pg.port))
     _cleanups.append(proc.stop)
     try:
         error = None
@@ -466,6 +493,27 @@ def tokengate(pg: PgCluster) -> TokengateProcess:
     finally:
         proc.stop()
         _Session.tokengate = None
+
+
+@pytest.fixture
+def spawn_tokengate():
+    """Start extra tokengate instances for one test (own port and data dir): spawn(upstream=(host, port), extra_args=[...]).
+
+    Returns the TokengateProcess, already accepting connections; every instance is stopped after the test.
+    Pass start=False to get it unstarted (e.g. to test start-up failures yourself)."""
+    procs: list[TokengateProcess] = []
+
+    def spawn(upstream: tuple[str, int], extra_args: list[str] | None = None, start: bool = True) -> TokengateProcess:
+        proc = TokengateProcess(tokengate_binary(), upstream, extra_args)
+        procs.append(proc)
+        _cleanups.append(proc.stop)
+        if start:
+            proc.start()
+        return proc
+
+    yield spawn
+    for p in procs:
+        p.stop()
 
 
 @pytest.fixture(scope="session")
