@@ -84,6 +84,13 @@ public:
     txn& operator=(const txn&) = delete;
     ~txn();  // aborts a live transaction
 
+    // Gives up ownership (for recycling a read transaction with mdb_txn_reset/renew).
+    [[nodiscard]] MDB_txn* release() noexcept
+    {
+        MDB_txn* h = h_;
+        h_ = nullptr;
+        return h;
+    }
     void commit();          // durable at return unless the env has MDB_NOSYNC
     void abort() noexcept;  // idempotent
     [[nodiscard]] MDB_txn* handle() const noexcept { return h_; }

@@ -14,8 +14,6 @@ namespace {
 
 std::string dq(std::string_view s) { return "\"" + std::string(s) + "\""; }
 
-std::string tid_bytes(const tid_t& t) { return std::string(reinterpret_cast<const char*>(t.data()), t.size()); }
-
 // Every LMDB failure surfaces as 58030; the operator gets the LMDB call in the log.
 error unavailable(const std::exception& e, std::string_view op)
 {
@@ -363,27 +361,22 @@ verify_result token_service::verify(std::string_view token, std::string_view exp
         return out;
     }
     if (out.status == verify_status::ok && now - last_used >= cfg_.last_used_interval.count()) {
-        std::lock_guard lk(used_mu_);
-        pending_used_[tid_bytes(out.tid)] = now;
+        auto& shard = used_[out.tid[0] % used_shards];
+        std::lock_guard lk(shard.mu);
+        shard.pending[out.tid] = now;
     }
     return out;
 }
 
 std::size_t token_service::flush_last_used()
 {
-    std::unordered_map<std::string, std::int64_t> batch;
-    {
-        std::lock_guard lk(used_mu_);
-        batch.swap(pending_used_);
-    }
-    if (batch.empty()) return 0;
     std::vector<std::pair<tid_t, std::int64_t>> uses;
-    uses.reserve(batch.size());
-    for (const auto& [k, at] : batch) {
-        tid_t t;
-        std::memcpy(t.data(), k.data(), t.size());
-        uses.emplace_back(t, at);
+    for (auto& shard : used_) {
+        std::lock_guard lk(shard.mu);
+        for (const auto& [tid, at] : shard.pending) uses.emplace_back(tid, at);
+        shard.pending.clear();
     }
+    if (uses.empty()) return 0;
     try {
         store_.record_last_used(uses);
     } catch (const std::exception& e) {

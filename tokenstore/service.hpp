@@ -11,7 +11,9 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <array>
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <mutex>
 #include <optional>
@@ -199,8 +201,21 @@ private:
     store& store_;
     keyring& keys_;
     service_config cfg_;
-    std::mutex used_mu_;
-    std::unordered_map<std::string, std::int64_t> pending_used_;  // tid bytes -> time
+    struct tid_hash {
+        std::size_t operator()(const tid_t& t) const noexcept
+        {
+            std::size_t h;  // tids are random: any 8 bytes are a good hash
+            std::memcpy(&h, t.data(), sizeof h);
+            return h;
+        }
+    };
+    // Pending last_used_at values, sharded by tid so logins rarely share a mutex.
+    static constexpr std::size_t used_shards = 32;
+    struct alignas(64) used_shard {
+        std::mutex mu;
+        std::unordered_map<tid_t, std::int64_t, tid_hash> pending;
+    };
+    std::array<used_shard, used_shards> used_;
     std::function<void(std::span<const tid_t>)> listener_;
 };
 

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <thread>
 
 namespace tokengate::tokenstore {
 
@@ -189,6 +190,12 @@ std::string owner_key(std::string_view owner, std::int64_t created_at, const tid
     return k;
 }
 
+std::size_t this_thread_shard()
+{
+    thread_local const std::size_t shard = std::hash<std::thread::id>{}(std::this_thread::get_id());
+    return shard % 16;
+}
+
 std::string seq_key(std::uint64_t seq)
 {
     std::string k;
@@ -276,9 +283,60 @@ bool store::try_begin(unsigned flags, lmdb::txn& out)
     return true;
 }
 
+store::~store() { drop_idle_readers(); }
+
+MDB_txn* store::acquire_reader(bool& resized)
+{
+    resized = false;
+    MDB_txn* txn = nullptr;
+    {
+        auto& shard = readers_[this_thread_shard()];
+        std::lock_guard lk(shard.mu);
+        if (!shard.idle.empty()) {
+            txn = shard.idle.back();
+            shard.idle.pop_back();
+        }
+    }
+    if (txn != nullptr) {
+        int rc = mdb_txn_renew(txn);
+        if (rc == 0) return txn;
+        mdb_txn_abort(txn);
+        if (rc == MDB_MAP_RESIZED) {
+            resized = true;
+            return nullptr;
+        }
+        lmdb::throw_error("mdb_txn_renew", rc);
+    }
+    lmdb::txn fresh;
+    if (!try_begin(MDB_RDONLY, fresh)) {
+        resized = true;
+        return nullptr;
+    }
+    return fresh.release();
+}
+
+void store::release_reader(MDB_txn* txn) noexcept
+{
+    mdb_txn_reset(txn);
+    auto& shard = readers_[this_thread_shard()];
+    std::lock_guard lk(shard.mu);
+    shard.idle.push_back(txn);
+}
+
+void store::drop_idle_readers() noexcept
+{
+    for (auto& shard : readers_) {
+        std::lock_guard lk(shard.mu);
+        for (MDB_txn* t : shard.idle) mdb_txn_abort(t);
+        shard.idle.clear();
+    }
+}
+
 void store::grow(std::size_t at_least)
 {
     std::unique_lock lk(resize_mu_);
+    // No transaction of ours may be live while the map changes, recycled ones included.
+    drop_idle_readers();
     std::size_t cur = env_.mapsize();
     if (at_least == 0) {
         env_.set_mapsize(0);  // adopt the size another process set

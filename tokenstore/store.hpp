@@ -1,9 +1,11 @@
 // The LMDB token store (SPEC §5.2): records, indexes, policies, revocation log. No permission checks here.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <mutex>
 #include <optional>
 #include <shared_mutex>
 #include <span>
@@ -87,6 +89,7 @@ public:
 
     explicit store(const std::filesystem::path& data_dir);
     store(const std::filesystem::path& data_dir, options opts);
+    ~store();
     store(const store&) = delete;
     store& operator=(const store&) = delete;
 
@@ -156,6 +159,12 @@ private:
     // grows the map and runs fn again from scratch.
     void write(const std::function<void(MDB_txn*)>& fn);
     bool try_begin(unsigned flags, lmdb::txn& out);  // false on MDB_MAP_RESIZED
+    // Read transactions are recycled (mdb_txn_reset/renew): with MDB_NOTLS a
+    // fresh one would take LMDB's reader-table mutex and a malloc every time.
+    // false on MDB_MAP_RESIZED. Caller holds resize_mu_ shared.
+    MDB_txn* acquire_reader(bool& resized);
+    void release_reader(MDB_txn* txn) noexcept;  // resets and keeps it
+    void drop_idle_readers() noexcept;
     void grow(std::size_t at_least);
     void append_revocation(MDB_txn* txn, const tid_t& tid, std::int64_t now);
     bool revoke_in_txn(MDB_txn* txn, const tid_t& tid, std::int64_t now);
@@ -165,6 +174,14 @@ private:
     // Shared by every transaction of this process, exclusive while resizing:
     // LMDB requires no live transaction in the process during mdb_env_set_mapsize.
     mutable std::shared_mutex resize_mu_;
+    // Reset read transactions, ready for renew; sharded by thread so
+    // concurrent logins do not meet on one mutex.
+    static constexpr std::size_t reader_shards = 16;
+    struct alignas(64) reader_shard {
+        std::mutex mu;
+        std::vector<MDB_txn*> idle;
+    };
+    std::array<reader_shard, reader_shards> readers_;
 };
 
 // ---- inline hot path -------------------------------------------------------
@@ -178,13 +195,19 @@ auto store::read(Fn&& fn)
 {
     for (;;) {
         std::shared_lock lk(resize_mu_);
-        lmdb::txn t;
-        if (!try_begin(MDB_RDONLY, t)) {
+        bool resized = false;
+        MDB_txn* txn = acquire_reader(resized);
+        if (resized) {
             lk.unlock();
             grow(0);
             continue;
         }
-        return fn(t.handle());
+        struct release {
+            store* self;
+            MDB_txn* txn;
+            ~release() { self->release_reader(txn); }
+        } guard{this, txn};
+        return fn(txn);
     }
 }
 
