@@ -301,8 +301,10 @@ def describe(m: Message) -> str:
         if t == b"D":
             return f"DataRow({len(b)} bytes)"
         if t == b"v":
-            minor, n = struct.unpack("!ii", b[:8])
-            return f"NegotiateProtocolVersion(minor={minor}, unrecognized={n})"
+            # PostgreSQL sends the whole newest version it supports (e.g. 3.0 = 196608), then the options it ignored.
+            version, n = struct.unpack("!ii", b[:8])
+            names = [x.decode() for x in b[8:].split(b"\0") if x]
+            return f"NegotiateProtocolVersion({version >> 16}.{version & 0xFFFF}, unrecognized={names})"
     except Exception:  # noqa: BLE001 - describing must never hide the real failure
         pass
     return f"{m.name}({b[:60]!r}{'…' if len(b) > 60 else ''})"
@@ -551,7 +553,7 @@ def login(
             result.parameters[k.decode()] = v.decode()
         elif m.tag == b"K":
             result.backend_key = struct.unpack("!ii", m.body)
-        elif m.tag == b"N":
+        elif m.tag in (b"N", b"v"):  # notices; NegotiateProtocolVersion answering a 3.x minor or _pq_ options
             continue
         elif m.tag == b"Z":
             result.ready_status = m.body.decode()
