@@ -143,9 +143,12 @@ std::string base64url_encode(std::span<const std::uint8_t> in)
 
 bool base64url_decode(std::string_view text, std::string& out)
 {
-    out.clear();
-    if (text.size() % 4 == 1) return false;
-    out.reserve(text.size() * 3 / 4);
+    if (text.size() % 4 == 1) {
+        out.clear();
+        return false;
+    }
+    out.resize(text.size() * 3 / 4);  // exact for unpadded base64
+    std::size_t o = 0;
     std::uint32_t acc = 0;
     int bits = 0;
     for (char c : text) {
@@ -155,9 +158,10 @@ bool base64url_decode(std::string_view text, std::string& out)
         bits += 6;
         if (bits >= 8) {
             bits -= 8;
-            out += static_cast<char>((acc >> bits) & 0xff);
+            out[o++] = static_cast<char>((acc >> bits) & 0xff);
         }
     }
+    out.resize(o);
     // Leftover bits must be zero, so each token has exactly one encoding.
     return (acc & ((1u << bits) - 1)) == 0;
 }

@@ -1,5 +1,9 @@
 // Token service (SPEC §3.1–3.3): permissions, names, durations, policies, listing, and every verify outcome.
+#include <chrono>
+#include <thread>
+
 #include "tests/unit/tokenstore/test_helpers.hpp"
+#include "tokenstore/lmdb.hpp"
 
 using namespace tokengate::tokenstore;
 using tokengate::tokenstore::test::fixture;
@@ -367,4 +371,66 @@ TEST_CASE("retention: ended tokens listed for 30 days, then purged", "[service]"
     CHECK(f.svc.list(alice, std::nullopt, false, t0 + 10 + 30 * day)->empty());
     CHECK(f.svc.purge(t0 + 10 + 30 * day) == 1u);
     CHECK(f.svc.verify(c.token, "alice", t0 + 10 + 30 * day).status == verify_status::unknown_tid);
+}
+
+TEST_CASE("maintenance_thread flushes last_used_at off the caller's thread", "[service]")
+{
+    fixture f;
+    auto c = must_create(f.svc, alice, named("ci"));
+    REQUIRE(f.svc.verify(c.token, "alice", t0 + 100).status == verify_status::ok);
+    {
+        maintenance_thread m(f.svc, std::chrono::milliseconds(5));
+        for (int i = 0; i < 200 && f.st.get(c.tid)->last_used_at == 0; ++i)
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    CHECK(f.st.get(c.tid)->last_used_at == t0 + 100);
+}
+
+TEST_CASE("a record with an unknown version byte makes the store unavailable (58030), not a crash", "[service]")
+{
+    temp_dir dir;
+    tid_t tid{};
+    std::string token;
+    {
+        keyring keys(dir.path());
+        store st(dir.path(), store::options{std::size_t{1} << 20, false});
+        token_service svc(st, keys);
+        auto c = must_create(svc, alice, named("ci"));
+        tid = c.tid;
+        token = c.token;
+    }
+    {
+        auto env = lmdb::env::create();
+        env.set_max_dbs(8);
+        env.open(dir.path().string(), 0, 0600);
+        auto txn = lmdb::txn::begin(env.handle(), 0);
+        auto tokens = lmdb::dbi::open(txn.handle(), "tokens", 0);
+        std::string_view key(reinterpret_cast<const char*>(tid.data()), tid.size()), raw;
+        REQUIRE(tokens.get(txn.handle(), key, raw));
+        CHECK(static_cast<int>(raw[0]) == static_cast<int>(record_version));
+        std::string future(raw);
+        future[0] = static_cast<char>(record_version + 1);
+        tokens.put(txn.handle(), key, future);
+        txn.commit();
+    }
+    keyring keys(dir.path());
+    store st(dir.path(), store::options{std::size_t{1} << 20, false});
+    token_service svc(st, keys);
+    CHECK(svc.verify(token, "alice", t0).status == verify_status::store_unavailable);
+    auto rows = svc.list(alice, std::nullopt, false, t0);
+    CHECK(rows.code() == errc::store_unavailable);
+    CHECK(rows.error_value().sqlstate() == "58030");
+}
+
+TEST_CASE("equal policies: the user's own wins the tie, then the first role by name", "[service][policy]")
+{
+    fixture f;
+    role_facts group;
+    group.can_login = false;
+    REQUIRE(f.svc.set_policy(admin, "zeta", group, "30d", t0).code() == errc::ok);
+    REQUIRE(f.svc.set_policy(admin, "beta", group, "30d", t0).code() == errc::ok);
+    std::vector<std::string> roles{"zeta", "beta"};
+    CHECK(f.svc.effective_maximum("alice", roles)->policy_role == std::optional<std::string>("beta"));
+    REQUIRE(f.svc.set_policy(admin, "alice", plain, "30d", t0).code() == errc::ok);
+    CHECK(f.svc.effective_maximum("alice", roles)->policy_role == std::optional<std::string>("alice"));
 }
