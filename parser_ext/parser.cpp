@@ -385,10 +385,20 @@ class Parser {
   // Trailing `;`s, then nothing; then deferred (post-parse) errors.
   ParseResult finish(std::optional<Statement> s) {
     if (!s) return std::move(*err_);
-    while (i_ < t_.size() && t_[i_].type == tok_semicolon) ++i_;
-    if (i_ < t_.size()) {
+    if (i_ < t_.size() && t_[i_].type != tok_semicolon) {
       syntax_error();
       return std::move(*err_);
+    }
+    while (i_ < t_.size() && t_[i_].type == tok_semicolon) ++i_;
+    if (i_ < t_.size()) {
+      // Another statement after ours in one span: only possible when the
+      // caller did not split, i.e. an extended-protocol Parse.
+      ParseError e;
+      e.code = ParseErrc::syntax_error;
+      e.message = "cannot insert multiple commands into a prepared statement";
+      e.byte_offset = t_[i_].begin;
+      e.position = 0;  // PostgreSQL gives no position for this one
+      return e;
     }
     if (deferred_) return std::move(*deferred_);
     return std::move(*s);

@@ -29,7 +29,8 @@ enum class ParseErrc {
 // What the ErrorResponse should carry. `position` is PostgreSQL's: the 1-based
 // character (UTF-8 code point) position in the ORIGINAL query string, and
 // chars(query) + 1 for "syntax error at end of input". `byte_offset` is the same
-// place in bytes.
+// place in bytes. `position` is 0 when PostgreSQL reports no position
+// ("cannot insert multiple commands into a prepared statement").
 struct ParseError {
   ParseErrc code = ParseErrc::syntax_error;
   std::string message;
@@ -59,8 +60,10 @@ inline constexpr std::size_t max_name_bytes = 63;
 [[nodiscard]] ParseResult parse_statement(std::string_view query, std::size_t begin,
                                           std::size_t end);
 
-// The whole string is one statement (e.g. the query of an extended-protocol
-// Parse message; split it first if it may hold several).
+// The whole string is one statement, e.g. the query of an extended-protocol
+// Parse message. An API TOKEN statement followed by another statement gives
+// PostgreSQL's "cannot insert multiple commands into a prepared statement"
+// (42601); use plan_query for simple-protocol Query strings.
 [[nodiscard]] inline ParseResult parse_statement(std::string_view statement) {
   return parse_statement(statement, 0, statement.size());
 }

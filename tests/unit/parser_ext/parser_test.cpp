@@ -146,7 +146,6 @@ TEST_CASE("syntax errors carry PostgreSQL's message and 1-based position", "[par
       {"CREATE API TOKEN x COMMENT", {"42601", "syntax error at end of input", 27}},
       {"CREATE API TOKEN x COMMENT NULL", {"42601", "syntax error at or near \"NULL\"", 28}},
       {"CREATE API TOKEN select", {"42601", "syntax error at or near \"select\"", 18}},
-      {"CREATE API TOKEN x; SELECT 1", {"42601", "syntax error at or near \"SELECT\"", 21}},
       {"CREATE API TOKEN x COMMENT B'101'", {"42601", "syntax error at or near \"B'101'\"", 28}},
       {"CREATE API TOKEN x COMMENT 'a' UESCAPE '!'",
        {"42601", "syntax error at or near \"UESCAPE\"", 32}},
@@ -367,4 +366,13 @@ TEST_CASE("statements inside a multi-statement query report whole-query position
   const std::string q2 = "SELECT 1; CREATE API TOKEN x FOR USER  -- no role\n";
   CHECK(error_summary(parse_statement(q2, q2.find("CREATE"), q2.size())) ==
         "42601 syntax error at end of input @51");
+}
+
+TEST_CASE("an API TOKEN statement followed by another in one Parse is rejected as PostgreSQL does",
+          "[parser]") {
+  CHECK(error_summary(parse_statement("CREATE API TOKEN x; SELECT 1")) ==
+        "42601 cannot insert multiple commands into a prepared statement @0");
+  CHECK(error_summary(parse_statement("DROP API TOKEN x;; -- c\n;DROP API TOKEN y")) ==
+        "42601 cannot insert multiple commands into a prepared statement @0");
+  CHECK(parse_statement("DROP API TOKEN x;; -- c\n;") == ok(DropApiToken{"x", false, {}}));
 }
