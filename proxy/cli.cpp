@@ -14,6 +14,7 @@
 
 #include "proxy/config.hpp"
 #include "proxy/net/server.hpp"
+#include "tokenstore/cli.hpp"
 
 namespace tokengate {
 namespace {
@@ -132,6 +133,9 @@ Config build_config(const std::vector<Setting>& table) {
 }  // namespace
 
 int run_cli(int argc, char** argv) {
+  // The store's own commands parse their arguments themselves.
+  if (argc >= 2 && (std::string_view(argv[1]) == "tokens" || std::string_view(argv[1]) == "keys"))
+    return tokenstore::cli_main(argc, argv);
   std::vector<Setting> table = settings_table();
   CLI::App app{"tokengate: API tokens for any PostgreSQL server"};
   app.set_version_flag("--version", TOKENGATE_VERSION);
