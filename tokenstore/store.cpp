@@ -334,7 +334,12 @@ void store::drop_idle_readers() noexcept
 
 void store::grow(std::size_t at_least)
 {
+    grow_pending_.store(true, std::memory_order_release);
     std::unique_lock lk(resize_mu_);
+    struct clear_flag {
+        std::atomic<bool>& f;
+        ~clear_flag() { f.store(false, std::memory_order_release); }
+    } clear{grow_pending_};
     // No transaction of ours may be live while the map changes, recycled ones included.
     drop_idle_readers();
     std::size_t cur = env_.mapsize();
@@ -350,6 +355,7 @@ void store::write(const std::function<void(MDB_txn*)>& fn)
     for (int attempt = 0;; ++attempt) {
         std::size_t size_before = 0;
         try {
+            while (grow_pending_.load(std::memory_order_acquire)) std::this_thread::yield();
             std::shared_lock lk(resize_mu_);
             size_before = env_.mapsize();
             lmdb::txn t;

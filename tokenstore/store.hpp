@@ -2,6 +2,7 @@
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -12,6 +13,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -174,6 +176,9 @@ private:
     // Shared by every transaction of this process, exclusive while resizing:
     // LMDB requires no live transaction in the process during mdb_env_set_mapsize.
     mutable std::shared_mutex resize_mu_;
+    // glibc's rwlock prefers readers: under steady login load a resize could
+    // wait forever. While this is set, new transactions hold back.
+    std::atomic<bool> grow_pending_{false};
     // Reset read transactions, ready for renew; sharded by thread so
     // concurrent logins do not meet on one mutex.
     static constexpr std::size_t reader_shards = 16;
@@ -194,6 +199,7 @@ template <typename Fn>
 auto store::read(Fn&& fn)
 {
     for (;;) {
+        while (grow_pending_.load(std::memory_order_acquire)) std::this_thread::yield();
         std::shared_lock lk(resize_mu_);
         bool resized = false;
         MDB_txn* txn = acquire_reader(resized);
