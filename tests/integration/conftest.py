@@ -452,6 +452,16 @@ def _run_cleanups() -> None:
 atexit.register(_run_cleanups)  # also when pytest is interrupted before fixture teardown
 
 
+def _sigterm_as_interrupt(signum, frame):  # noqa: ARG001
+    # CI timeouts and `kill` send SIGTERM, whose default action skips finally blocks and atexit and would leave
+    # the cluster and tokengate running; turn it into an interrupt so that pytest tears the fixtures down.
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+
+
 @pytest.fixture(scope="session")
 def pg() -> PgCluster:
     cluster = PgCluster()
