@@ -22,6 +22,7 @@ import dataclasses
 import difflib
 import os
 import pwd
+import re
 import shlex
 import shutil
 import signal
@@ -200,6 +201,23 @@ class PgCluster:
         with open(self.log_path, "rb") as f:
             f.seek(mark)
             return f.read().decode("utf-8", "replace")
+
+    def logged_statements(self, mark: int) -> list[str]:
+        """Statements the upstream received since `mark` (log_statement=all), in order: simple Query strings
+        ("statement: …") and extended-protocol executions ("execute <name>: …"). For proving that a statement
+        never reached PostgreSQL; multi-line statements come back whole."""
+        entries: list[str] = []
+        for line in self.log_since(mark).split("\n"):
+            if line.startswith("\t") and entries:  # PostgreSQL indents continuation lines with a tab
+                entries[-1] += "\n" + line[1:]
+            else:
+                entries.append(line)
+        out = []
+        for e in entries:
+            m = re.search(r" LOG:  (?:statement|execute [^:]*): (.*)", e, re.S)
+            if m:
+                out.append(m.group(1))
+        return out
 
     def stop(self) -> None:
         if self._stopped:

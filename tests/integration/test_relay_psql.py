@@ -49,13 +49,29 @@ def test_several_statements_in_one_query(twin: Twin, pg: PgCluster):
         mark = pg.log_mark()
         r = t.psql("-c", sql)
         # psql -c sends one Query message; the upstream must receive it as one statement string.
-        logged = re.findall(r"statement: (.*)", pg.log_since(mark))
+        logged = pg.logged_statements(mark)
         return out(r), logged
 
     (rc, stdout, stderr), logged = twin.run(run, "psql output and upstream statement log")
     assert rc == 0, stderr
     assert "first_of_one_query" in stdout and "second_of_one_query" in stdout and "three" in stdout
     assert logged == [sql], f"upstream should log the Query once, unchanged: {logged}"
+
+
+def test_upstream_statement_log_helper(twin: Twin, pg: PgCluster):
+    """pg.logged_statements sees simple, multi-line and extended-protocol statements (later tests rely on it
+    to prove API TOKEN statements never reach the upstream)."""
+
+    def run(t: Target):
+        mark = pg.log_mark()
+        t.psql("-c", "select 'multi'\n  || 'line' as ml").check()
+        with t.connect() as conn:
+            conn.execute("select %s::text as ext", ("param",))
+        return pg.logged_statements(mark)
+
+    logged = twin.run(run, "upstream statement log")
+    assert logged[0] == "select 'multi'\n  || 'line' as ml"
+    assert "select $1::text as ext" in logged, logged
 
 
 def test_error_midway_sqlstate(twin: Twin):
