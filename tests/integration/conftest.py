@@ -8,13 +8,16 @@
 #   TG_KEEP_TMP=1                  keep the cluster and logs after the session (paths are printed)
 #
 # Fixtures:
-#   pg         session: PgCluster (host/port, socket_dir, log_path, admin_conn(), log_mark()/log_since())
-#   tokengate  session: TokengateProcess (host/port, log_path, log_tail()); skipped or failed when unusable
+#   pg         session: PgCluster (host/port, socket_dir, log_path, admin_conn(), log_mark()/log_since(),
+#              logged_statements(mark): what the upstream received since mark)
+#   tokengate  session: TokengateProcess (host/port, log_path, log_tail(), rss_kib()); skipped or failed when unusable
+#   spawn_tokengate  extra instances for one test: spawn(upstream=(host, port), extra_args=[...], start=True)
 #   direct     Target for PostgreSQL itself;  proxy  Target through tokengate
 #   target     parametrized over ["direct", "proxy"]: one test body, two runs (ids end in [direct]/[proxy])
 #   twin       parametrized like target; twin.run(fn) runs fn(target) and, for proxy, also fn(direct)
 #              and asserts both answers are identical (the twin requirement), returning the answer
 # A Target has .conninfo(), .connect() (psycopg 3), .psql(...), .wire() (raw pgwire.WireConnection).
+# See README.md in this folder for the roles and the test files.
 from __future__ import annotations
 
 import atexit
