@@ -428,9 +428,16 @@ std::size_t byte_of_char_position(std::string_view s, int pos) {
 ParseResult parse_statement(std::string_view query, std::size_t begin, std::size_t end) {
   if (end > query.size()) end = query.size();
   if (begin > end) begin = end;
-  const std::string_view stmt = query.substr(begin, end - begin);
-  if (!could_be_api_token_statement(stmt)) return NotApiTokenStatement{};
+  if (!could_be_api_token_statement(query.substr(begin, end - begin)))
+    return NotApiTokenStatement{};
+  return detail::parse_statement_unfiltered(query, begin, end);
+}
 
+ParseResult detail::parse_statement_unfiltered(std::string_view query, std::size_t begin,
+                                               std::size_t end) {
+  if (end > query.size()) end = query.size();
+  if (begin > end) begin = end;
+  const std::string_view stmt = query.substr(begin, end - begin);
   const std::string copy(stmt);  // pg_query_scan wants a NUL-terminated string
   const ScanResult scan = ScanResult::scan(copy.c_str());
   if (const PgQueryError* e = scan.error()) {

@@ -68,6 +68,13 @@ inline constexpr std::size_t max_name_bytes = 63;
   return parse_statement(statement, 0, statement.size());
 }
 
+namespace detail {
+// parse_statement without the classifier gate: scans and parses any text. For
+// tests that check the classifier never rejects what the grammar would claim.
+[[nodiscard]] ParseResult parse_statement_unfiltered(std::string_view query, std::size_t begin,
+                                                     std::size_t end);
+}  // namespace detail
+
 // Renders a result for test failures and logs.
 [[nodiscard]] std::string to_string(const ParseError& e);
 [[nodiscard]] std::string to_string(const ParseResult& r);
