@@ -283,3 +283,8 @@ def test_copy_out_raw(twin: Twin):
     assert names(msgs) == ["CopyOutResponse", "CopyData", "CopyData", "CopyData", "CopyDone", "CommandComplete",
                            "ReadyForQuery"]
     assert msgs[1] == ("CopyData", b"1\tr1\n")
+
+
+def test_many_bare_syncs(twin: Twin):
+    msgs = twin.run(lambda t: exchange(t, sync_message() * 100, ready=100))
+    assert msgs == [("ReadyForQuery", "I")] * 100

@@ -330,3 +330,46 @@ def test_many_concurrent_connections(target: Target, n: int):
         for c in conns:
             c.close()
     assert vals == list(range(n))
+
+
+def test_error_fields_complete(twin: Twin):
+    """Every diagnostic field of an upstream error reaches the client (drivers map them to exceptions)."""
+
+    def run(t: Target):
+        with t.connect() as conn:
+            conn.execute("create temp table ef(id int constraint ef_pk primary key, v int check (v > 0))")
+            conn.execute("insert into ef values (1, 1)")
+            out = []
+            for sql in ("insert into ef values (1, 2)", "insert into ef values (2, -1)",
+                        "select nosuch from ef", "select 1 +"):
+                try:
+                    conn.execute(sql)
+                except psycopg.Error as e:
+                    d = e.diag
+                    out.append((type(e).__name__, d.sqlstate, d.severity, d.message_primary, d.message_detail,
+                                d.message_hint, d.statement_position, d.table_name, d.column_name,
+                                d.constraint_name, d.source_function))
+            return out
+
+    errors = twin.run(run, "diagnostics")
+    assert [e[0] for e in errors] == ["UniqueViolation", "CheckViolation", "UndefinedColumn", "SyntaxError"]
+    assert errors[0][9] == "ef_pk" and errors[0][7] == "ef"
+
+
+def test_cancel_during_copy_out(target: Target):
+    """A cancel must get through while tokengate is busy streaming a large COPY to the client."""
+    with target.connect() as conn:
+        got = 0
+        cancelled_at = None
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            with conn.cursor() as cur:
+                with cur.copy("copy (select g, repeat('c', 100) from generate_series(1, 5000000) g) to stdout") as cp:
+                    for chunk in cp:
+                        got += len(chunk)
+                        if cancelled_at is None and got > 5_000_000:
+                            cancelled_at = time.monotonic()
+                            conn.cancel()
+                        if cancelled_at and time.monotonic() - cancelled_at > 10:
+                            pytest.fail("COPY still streaming 10 s after conn.cancel()")
+        assert cancelled_at is not None
+        assert conn.execute("select 'after copy cancel'").fetchone() == ("after copy cancel",)
