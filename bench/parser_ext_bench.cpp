@@ -54,7 +54,8 @@ int main() {
   };
   std::string big;
   for (int k = 0; k < 40; ++k)
-    big += "SELECT p.id, p.name FROM public.products p WHERE p.price > " + std::to_string(k) + ";\n";
+    big += "SELECT p.id, p.name FROM public.products p WHERE p.price > " + std::to_string(k) +
+           ";\n";
   const std::vector<std::string> big_query = {big};
   const std::vector<std::string> mixed = {"SELECT 1; CREATE API TOKEN x; SELECT 2"};
 

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstddef>
+#include <string>
 #include <string_view>
 
 namespace tokengate::parser_ext::lexical {
@@ -110,6 +111,61 @@ inline constexpr std::size_t npos = std::string_view::npos;
   for (std::size_t k = 0; k < byte; ++k)
     if ((static_cast<unsigned char>(s[k]) & 0xC0) != 0x80) ++chars;
   return chars + 1;
+}
+
+// Byte offset of the first byte sequence PostgreSQL's pg_utf8_islegal (or its
+// NUL check) rejects, or npos if `s` is valid UTF-8 without NUL bytes.
+[[nodiscard]] constexpr std::size_t invalid_utf8_at(std::string_view s) noexcept {
+  const std::size_t n = s.size();
+  for (std::size_t i = 0; i < n;) {
+    const auto b = static_cast<unsigned char>(s[i]);
+    if (b == 0) return i;
+    if (b < 0x80) {
+      ++i;
+      continue;
+    }
+    std::size_t len = 0;
+    unsigned char lo = 0x80, hi = 0xBF;  // range of the second byte
+    if (b >= 0xC2 && b <= 0xDF) {
+      len = 2;
+    } else if (b >= 0xE0 && b <= 0xEF) {
+      len = 3;
+      if (b == 0xE0) lo = 0xA0;
+      if (b == 0xED) hi = 0x9F;  // no surrogates
+    } else if (b >= 0xF0 && b <= 0xF4) {
+      len = 4;
+      if (b == 0xF0) lo = 0x90;
+      if (b == 0xF4) hi = 0x8F;
+    } else {
+      return i;
+    }
+    if (i + len > n) return i;
+    const auto b1 = static_cast<unsigned char>(s[i + 1]);
+    if (b1 < lo || b1 > hi) return i;
+    for (std::size_t k = 2; k < len; ++k)
+      if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) return i;
+    i += len;
+  }
+  return npos;
+}
+
+// PostgreSQL's text for an invalid sequence at s[i]: "0xc3 0x28" (as many bytes
+// as the lead byte announces, within the string).
+[[nodiscard]] inline std::string invalid_utf8_bytes(std::string_view s, std::size_t i) {
+  const auto b = static_cast<unsigned char>(s[i]);
+  std::size_t len = b < 0x80 ? 1 : (b & 0xE0) == 0xC0 ? 2 : (b & 0xF0) == 0xE0 ? 3
+                  : (b & 0xF8) == 0xF0 ? 4 : 1;
+  if (i + len > s.size()) len = s.size() - i;
+  static constexpr char hex[] = "0123456789abcdef";
+  std::string out;
+  for (std::size_t k = 0; k < len; ++k) {
+    const auto c = static_cast<unsigned char>(s[i + k]);
+    if (k > 0) out += ' ';
+    out += "0x";
+    out += hex[c >> 4];
+    out += hex[c & 0xF];
+  }
+  return out;
 }
 
 }  // namespace tokengate::parser_ext::lexical

@@ -438,15 +438,28 @@ ParseResult detail::parse_statement_unfiltered(std::string_view query, std::size
   if (end > query.size()) end = query.size();
   if (begin > end) begin = end;
   const std::string_view stmt = query.substr(begin, end - begin);
+  // PostgreSQL verifies the whole query string's encoding on receipt; the
+  // proxy passes bytes through, so check candidates here (UTF-8 assumed).
+  if (const std::size_t bad = lexical::invalid_utf8_at(stmt); bad != lexical::npos) {
+    ParseError err;
+    err.code = ParseErrc::character_not_in_repertoire;
+    err.message = "invalid byte sequence for encoding \"UTF8\": " +
+                  lexical::invalid_utf8_bytes(stmt, bad);
+    err.byte_offset = begin + bad;
+    err.position = 0;
+    return err;
+  }
   const std::string copy(stmt);  // pg_query_scan wants a NUL-terminated string
   const ScanResult scan = ScanResult::scan(copy.c_str());
   if (const PgQueryError* e = scan.error()) {
     ParseError err;
     err.code = ParseErrc::syntax_error;
     err.message = e->message != nullptr ? e->message : "scanner error";
+    if (err.message.starts_with("invalid byte sequence"))  // E'\xff', E'\0'
+      err.code = ParseErrc::character_not_in_repertoire;
     err.byte_offset =
         begin + byte_of_char_position(stmt, e->cursorpos > 0 ? e->cursorpos : 1);
-    err.position = char_position(query, err.byte_offset);
+    err.position = e->cursorpos > 0 ? char_position(query, err.byte_offset) : 0;
     return err;
   }
   const auto raw = scan.tokens();

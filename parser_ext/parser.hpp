@@ -14,6 +14,7 @@ enum class ParseErrc {
   syntax_error,         // 42601, also lexical errors reported by the scanner
   undefined_parameter,  // 42P02 "there is no parameter $1"
   name_too_long,        // 42622 token or role name over 63 bytes
+  character_not_in_repertoire,  // 22021 invalid UTF-8 or NUL (no position)
 };
 
 // The SQLSTATE for an error code. Static storage.
@@ -22,6 +23,7 @@ enum class ParseErrc {
     case ParseErrc::syntax_error: return "42601";
     case ParseErrc::undefined_parameter: return "42P02";
     case ParseErrc::name_too_long: return "42622";
+    case ParseErrc::character_not_in_repertoire: return "22021";
   }
   return "XX000";
 }

@@ -93,3 +93,24 @@ TEST_CASE("decode_string_constant and decode_identifier directly", "[literals]")
   CHECK(decode_identifier("\"\"").error == "zero-length delimited identifier");
   CHECK(decode_identifier("U&\"#0041\"", '#').value == "A");
 }
+
+TEST_CASE("invalid UTF-8 and NUL are 22021 without a position, as in PostgreSQL",
+          "[literals]") {
+  CHECK(error_summary(parse_statement("CREATE API TOKEN COMMENT E'\\xff'")) ==
+        "22021 invalid byte sequence for encoding \"UTF8\": 0xff @0");
+  CHECK(error_summary(parse_statement("CREATE API TOKEN COMMENT E'\\0'")) ==
+        "22021 invalid byte sequence for encoding \"UTF8\": 0x00 @0");
+  CHECK(error_summary(parse_statement("CREATE API TOKEN COMMENT E'\\xc3\\xa9'")) ==
+        "not an error: CreateApiToken{name=null, for_user=null, max_duration=null, "
+        "comment=\"\xc3\xa9\"}");
+  // Raw bytes in the query text itself.
+  CHECK(error_summary(parse_statement("CREATE API TOKEN COMMENT '\xc3\x28'")) ==
+        "22021 invalid byte sequence for encoding \"UTF8\": 0xc3 0x28 @0");
+  CHECK(error_summary(parse_statement("CREATE API TOKEN \"\xed\xa0\x80\"")) ==
+        "22021 invalid byte sequence for encoding \"UTF8\": 0xed 0xa0 0x80 @0");
+  CHECK(error_summary(parse_statement("CREATE API TOKEN \"\xf4\x90\x80\x80\"")) ==
+        "22021 invalid byte sequence for encoding \"UTF8\": 0xf4 0x90 0x80 0x80 @0");
+  CHECK(error_summary(parse_statement("CREATE API TOKEN COMMENT '\xf0\x9f\x98\x80'")) ==
+        "not an error: CreateApiToken{name=null, for_user=null, max_duration=null, "
+        "comment=\"\xf0\x9f\x98\x80\"}");
+}
