@@ -40,7 +40,16 @@ Botan::HashFunction& thread_sha256()
 void hmac(const signing_key& key, std::string_view signing_input, std::uint8_t out[32])
 {
     auto& mac = thread_hmac();
-    mac.set_key(key.secret.data(), key.secret.size());
+    // Botan's HMAC re-primes itself with the key after final(), so the key
+    // schedule is only needed when the key changes. Compared by value: a
+    // keyring's address may be reused by another one.
+    thread_local std::array<std::uint8_t, 32> keyed_with{};
+    thread_local bool keyed = false;
+    if (!keyed || keyed_with != key.secret) {
+        mac.set_key(key.secret.data(), key.secret.size());
+        keyed_with = key.secret;
+        keyed = true;
+    }
     mac.update(reinterpret_cast<const std::uint8_t*>(signing_input.data()), signing_input.size());
     mac.final(out);
 }
@@ -76,6 +85,61 @@ bool b64_part_ok(std::string_view s) noexcept
 // Upper bound of a decoded header/payload we bother parsing; the arena below
 // must hold its parsed form.
 constexpr std::size_t max_json_part = 1024;
+
+// Fast paths for the exact bytes mint_token writes. Anything else (other key
+// order, spaces, escapes, a different alg) falls back to the full JSON parse,
+// which gives the same answer, just slower.
+constexpr std::string_view canonical_header_prefix = R"({"alg":"HS256","typ":"JWT","kid":")";
+
+bool fast_header(std::string_view h, std::string_view& kid)
+{
+    if (h.size() != canonical_header_prefix.size() + 16 + 2 || h.substr(0, canonical_header_prefix.size()) != canonical_header_prefix ||
+        h.substr(h.size() - 2) != "\"}")
+        return false;
+    kid = h.substr(canonical_header_prefix.size(), 16);
+    return kid.find_first_of("\\\"") == std::string_view::npos;
+}
+
+bool take(std::string_view& s, std::string_view lit)
+{
+    if (s.substr(0, lit.size()) != lit) return false;
+    s.remove_prefix(lit.size());
+    return true;
+}
+
+bool take_int(std::string_view& s, std::int64_t& v)
+{
+    std::size_t i = 0;
+    v = 0;
+    // 15 digits: far beyond any exp, and no overflow to think about.
+    while (i < s.size() && i < 15 && s[i] >= '0' && s[i] <= '9') v = v * 10 + (s[i++] - '0');
+    if (i == 0 || (i > 1 && s[0] == '0') || (i < s.size() && s[i] >= '0' && s[i] <= '9')) return false;
+    s.remove_prefix(i);
+    return true;
+}
+
+bool fast_payload(std::string_view p, token_claims& out)
+{
+    if (!take(p, R"({"user":")")) return false;
+    auto end = p.find('"');
+    if (end == std::string_view::npos) return false;
+    std::string_view user = p.substr(0, end);
+    for (char c : user)
+        if (c == '\\' || static_cast<unsigned char>(c) < 0x20) return false;
+    p.remove_prefix(end);
+    if (!take(p, R"(","tid":")") || p.size() < 32) return false;
+    auto tid = tid_from_hex(p.substr(0, 32));
+    if (!tid) return false;
+    p.remove_prefix(32);
+    std::int64_t iat = 0, exp = 0;
+    if (!take(p, R"(","iat":)") || !take_int(p, iat) || !take(p, R"(,"exp":)") || !take_int(p, exp) || p != "}")
+        return false;
+    out.user.assign(user.data(), user.size());
+    out.tid = *tid;
+    out.iat = iat;
+    out.exp = exp;
+    return true;
+}
 
 }  // namespace
 
@@ -253,7 +317,7 @@ verify_status check_token(std::string_view token, keyring& keys, std::int64_t no
     // A fixed arena: parsing never touches the heap.
     unsigned char arena[4 * max_json_part];
     std::string_view kid;
-    {
+    if (!fast_header(header, kid)) {
         boost::json::static_resource mr(arena, sizeof arena);
         boost::system::error_code ec;
         boost::json::value hv = boost::json::parse(header, ec, &mr);
@@ -284,7 +348,7 @@ verify_status check_token(std::string_view token, keyring& keys, std::int64_t no
         !Botan::constant_time_compare(expected, reinterpret_cast<const std::uint8_t*>(sig.data()), sizeof expected))
         return verify_status::bad_signature;
 
-    {
+    if (!fast_payload(payload, out)) {
         boost::json::static_resource mr(arena, sizeof arena);
         boost::system::error_code ec;
         boost::json::value pv = boost::json::parse(payload, ec, &mr);

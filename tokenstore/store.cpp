@@ -86,6 +86,18 @@ private:
     std::string_view s_;
 };
 
+}  // namespace
+
+std::string bad_record_message(std::string_view what, std::string_view raw)
+{
+    if (!raw.empty() && static_cast<std::uint8_t>(raw[0]) != record_version)
+        return std::string(what) + " record has version " + std::to_string(static_cast<std::uint8_t>(raw[0])) +
+               ", this tokengate reads version " + std::to_string(record_version) + "; upgrade tokengate";
+    return std::string(what) + " record is corrupt";
+}
+
+namespace {
+
 // Token record, version 1:
 //   u8 version | u8 flags (1 = has comment) | i64 created_at | i64 expires_at |
 //   i64 revoked_at | i64 last_used_at | hash[32] | str16 owner | str16 name |
@@ -123,7 +135,7 @@ token_record decode(std::string_view key, std::string_view raw)
         !in.i64(r.expires_at) || !in.i64(r.revoked_at) || !in.i64(r.last_used_at) || !in.bytes(32, hash) ||
         !in.str16(owner) || !in.str16(name) || !in.str16(kid) || !in.str16(created_by) || !in.str16(comment) ||
         key.size() != r.tid.size())
-        throw lmdb::error("decode token record", MDB_CORRUPTED);
+        throw store_error(bad_record_message("token", raw));
     std::memcpy(r.tid.data(), key.data(), r.tid.size());
     std::memcpy(r.hash.data(), hash.data(), r.hash.size());
     r.owner = owner;
@@ -154,7 +166,7 @@ policy_record decode_policy(std::string_view key, std::string_view raw)
     std::string_view set_by;
     if (!in.u8(ver) || ver != record_version || !in.u8(kind) || !in.i64(p.max_seconds) || !in.i64(p.set_at) ||
         !in.str16(set_by))
-        throw lmdb::error("decode policy record", MDB_CORRUPTED);
+        throw store_error(bad_record_message("policy", raw));
     p.role = key;
     p.kind = kind == static_cast<std::uint8_t>(role_kind::role) ? role_kind::role : role_kind::user;
     p.set_by = set_by;

@@ -194,6 +194,7 @@ private:
 namespace detail {
 bool decode_view(std::string_view raw, token_view& out) noexcept;
 }
+std::string bad_record_message(std::string_view what, std::string_view raw);
 
 template <typename Fn>
 auto store::read(Fn&& fn)
@@ -225,7 +226,7 @@ bool store::lookup_for_verify(const tid_t& tid, Fn&& fn)
         if (!tokens_.get(txn, std::string_view(reinterpret_cast<const char*>(tid.data()), tid.size()), raw))
             return false;
         token_view v;
-        if (!detail::decode_view(raw, v)) throw lmdb::error("decode token record", MDB_CORRUPTED);
+        if (!detail::decode_view(raw, v)) throw store_error(bad_record_message("token", raw));
         fn(static_cast<const token_view&>(v));
         return true;
     });

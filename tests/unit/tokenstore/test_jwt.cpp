@@ -1,4 +1,5 @@
 // Token form (SPEC §5.1): base64url, minting, and every stateless rejection reason.
+#include <botan/mac.h>
 #include <sys/stat.h>
 
 #include <chrono>
@@ -207,4 +208,44 @@ TEST_CASE("rotation: new tokens use the newest key, old ones keep verifying, oth
     struct stat st {};
     REQUIRE(::stat((dir.path() / keyring::file_name).c_str(), &st) == 0);
     CHECK((st.st_mode & 0777) == 0600u);
+}
+
+TEST_CASE("non-canonical but valid JWTs take the full JSON path and give the same answers", "[jwt]")
+{
+    temp_dir dir;
+    keyring keys(dir.path());
+    const signing_key& key = keys.newest();
+    tid_t tid = random_tid();
+    auto sign = [&](const std::string& header, const std::string& payload) {
+        std::string input = b64(header) + "." + b64(payload);
+        auto mac = Botan::MessageAuthenticationCode::create_or_throw("HMAC(SHA-256)");
+        mac->set_key(key.secret.data(), key.secret.size());
+        mac->update(input);
+        auto sig = mac->final();
+        return input + "." + base64url_encode(std::span<const std::uint8_t>(sig.data(), sig.size()));
+    };
+    std::string header = R"({ "kid" : ")" + key.kid + R"(", "typ":"JWT", "alg":"HS256" })";
+    std::string payload = R"({"exp":)" + std::to_string(t0 + 60) + R"(, "iat":)" + std::to_string(t0) +
+                          R"(, "tid":")" + tid_to_hex(tid) + R"(", "user":"al\u0069ce"})";
+    token_claims out;
+    CHECK(check_token(sign(header, payload), keys, t0, out) == verify_status::ok);
+    CHECK(out.user == "alice");
+    CHECK(out.tid == tid);
+    CHECK(out.exp == t0 + 60);
+    CHECK(check_token(sign(header, payload), keys, t0 + 60, out) == verify_status::expired);
+
+    // Signed but malformed claims are still bad_format on either path.
+    CHECK(check_token(sign(header, R"({"user":"alice","tid":"xyz","iat":1,"exp":2})"), keys, t0, out) ==
+          verify_status::bad_format);
+    CHECK(check_token(sign(header, R"({"user":"alice","tid":")" + tid_to_hex(tid) + R"(","iat":1,"exp":"2"})"),
+                      keys, t0, out) == verify_status::bad_format);
+    CHECK(check_token(sign(header, R"({"user":"alice","tid":")" + tid_to_hex(tid) + R"(","iat":1,"exp":0)" +
+                                       std::to_string(t0 + 60) + "}"),
+                      keys, t0, out) == verify_status::bad_format);  // leading zero: not JSON
+    CHECK(check_token(sign(R"({"alg":"none","typ":"JWT","kid":")" + key.kid + R"("})", payload), keys, t0, out) ==
+          verify_status::bad_alg);
+    std::string canonical = R"({"alg":"HS256","typ":"JWT","kid":")" + key.kid + R"("})";
+    CHECK(check_token(sign(canonical, R"({"user":"alice","tid":")" + tid_to_hex(tid) + R"(","iat":1,"exp":)" +
+                                          std::to_string(t0 + 60) + "} "),
+                      keys, t0, out) == verify_status::ok);  // trailing space: JSON path
 }
