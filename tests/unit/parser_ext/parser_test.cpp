@@ -147,6 +147,8 @@ TEST_CASE("syntax errors carry PostgreSQL's message and 1-based position", "[par
       {"CREATE API TOKEN x COMMENT NULL", {"42601", "syntax error at or near \"NULL\"", 28}},
       {"CREATE API TOKEN select", {"42601", "syntax error at or near \"select\"", 18}},
       {"CREATE API TOKEN x COMMENT B'101'", {"42601", "syntax error at or near \"B'101'\"", 28}},
+      // N'…' is NCHAR + string, which PostgreSQL rejects where a plain string is required.
+      {"CREATE API TOKEN COMMENT N'x'", {"42601", "syntax error at or near \"N\"", 26}},
       {"CREATE API TOKEN x COMMENT 'a' UESCAPE '!'",
        {"42601", "syntax error at or near \"UESCAPE\"", 32}},
       {"SHOW API TOKEN", {"42601", "syntax error at end of input", 15}},
