@@ -469,6 +469,8 @@ ParseResult detail::parse_statement_unfiltered(std::string_view query, std::size
     const PgQuery__ScanToken* t = raw[r];
     if (t->token == PG_QUERY__TOKEN__SQL_COMMENT || t->token == PG_QUERY__TOKEN__C_COMMENT)
       continue;
+    // Already inside a token we re-delimited (U&'a' -- c<newline> 'b').
+    if (!toks.empty() && begin + static_cast<std::size_t>(t->start) < toks.back().end) continue;
     auto rel_end = static_cast<std::size_t>(t->end);
     if (t->token == PG_QUERY__TOKEN__UIDENT || t->token == PG_QUERY__TOKEN__USCONST)
       rel_end = end_of_unicode_quoted(stmt, static_cast<std::size_t>(t->start));

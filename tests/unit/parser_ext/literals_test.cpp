@@ -56,6 +56,9 @@ TEST_CASE("string constants decode as PostgreSQL's do", "[literals]") {
       {"E'\\n' -- c\n'\\t'", "\n\t"},
       {"E'a\\n'\n'\\n'", "a\n\n"},  // continuation keeps E-string escapes
       {"U&'\\0041'\n'\\0042'", "AB"},
+      // UESCAPE governs the whole continued constant (checked against PostgreSQL 15).
+      {"U&'\\0041' -- c\n'\\0042' -- d\n '!0043' UESCAPE '!'", "\\0041\\0042C"},
+      {"U&'\\0041' -- c\n'\\0042'", "AB"},
   };
   for (const auto& c : cases) {
     INFO("literal: " << c.literal);
