@@ -49,6 +49,32 @@ std::vector<Setting> settings_table() {
        "seconds a client has to log in", "30"},
       {"shutdown_timeout", "--shutdown-timeout", "TOKENGATE_SHUTDOWN_TIMEOUT",
        "seconds sessions get to finish after SIGTERM", "30"},
+      {"upstream.auth", "--upstream-auth", "TOKENGATE_UPSTREAM_AUTH",
+       "trust (tokengate checks passwords; the upstream trusts it) or password", "trust"},
+      {"auth.userlist", "--userlist", "TOKENGATE_USERLIST",
+       "file of \"user\" \"password\" lines: upstream passwords for token sessions (password mode)", ""},
+      {"upstream.control_user", "--control-user", "TOKENGATE_CONTROL_USER",
+       "role for catalog look-ups (admin status, memberships, password verifiers)", "postgres"},
+      {"upstream.control_database", "--control-database", "TOKENGATE_CONTROL_DATABASE",
+       "database the control connections use", "postgres"},
+      {"upstream.auth_query", "--auth-query", "TOKENGATE_AUTH_QUERY",
+       "query returning (verifier, valid-until epoch, can-login) for $1 (trust mode)",
+       Config{}.auth_query},
+      {"admin_role", "--admin-role", "TOKENGATE_ADMIN_ROLE",
+       "members of this role administer tokens (besides superusers and 'admin')", "tokengate_admin"},
+      {"revoke_ends_sessions", "--revoke-ends-sessions", "TOKENGATE_REVOKE_ENDS_SESSIONS",
+       "end live sessions of a revoked token (true/false)", "true"},
+      {"expiry_ends_sessions", "--expiry-ends-sessions", "TOKENGATE_EXPIRY_ENDS_SESSIONS",
+       "end live sessions when their token expires (true/false)", "false"},
+      {"expiry_warning", "--expiry-warning", "TOKENGATE_EXPIRY_WARNING",
+       "seconds before expiry from which a login gets a notice", "604800"},
+      {"max_failed_logins", "--max-failed-logins", "TOKENGATE_MAX_FAILED_LOGINS",
+       "failures per user or address within a minute before answers are delayed", "10"},
+      {"auth.allow_plaintext_passwords", "--allow-plaintext-passwords",
+       "TOKENGATE_ALLOW_PLAINTEXT_PASSWORDS",
+       "accept passwords over unencrypted TCP from other hosts (true/false)", "false"},
+      {"audit_log", "--audit-log", "TOKENGATE_AUDIT_LOG",
+       "JSON-lines audit file (default DATA_DIR/audit.log; 'off' for none)", ""},
   };
 }
 
@@ -108,6 +134,12 @@ unsigned parse_unsigned(const Setting& s, unsigned max) {
   return v;
 }
 
+bool parse_bool(const Setting& s) {
+  if (s.value == "true" || s.value == "on" || s.value == "1" || s.value == "yes") return true;
+  if (s.value == "false" || s.value == "off" || s.value == "0" || s.value == "no") return false;
+  throw ConfigError{std::string(s.key) + ": expected true or false, got '" + s.value + "'"};
+}
+
 Config build_config(const std::vector<Setting>& table) {
   Config c;
   auto get = [&](std::string_view key) -> const Setting& {
@@ -127,6 +159,23 @@ Config build_config(const std::vector<Setting>& table) {
     throw ConfigError{"log_level: unknown level '" + c.log_level + "'"};
   c.auth_timeout = std::chrono::seconds(parse_unsigned(get("auth_timeout"), 3600));
   c.shutdown_timeout = std::chrono::seconds(parse_unsigned(get("shutdown_timeout"), 86400));
+  const auto& mode = get("upstream.auth").value;
+  if (mode == "trust") c.upstream_auth = Config::UpstreamAuth::trust;
+  else if (mode == "password") c.upstream_auth = Config::UpstreamAuth::password;
+  else throw ConfigError{"upstream.auth: expected trust or password, got '" + mode + "'"};
+  c.userlist = get("auth.userlist").value;
+  c.control_user = get("upstream.control_user").value;
+  c.control_database = get("upstream.control_database").value;
+  c.auth_query = get("upstream.auth_query").value;
+  c.admin_role = get("admin_role").value;
+  c.revoke_ends_sessions = parse_bool(get("revoke_ends_sessions"));
+  c.expiry_ends_sessions = parse_bool(get("expiry_ends_sessions"));
+  c.expiry_warning = std::chrono::seconds(parse_unsigned(get("expiry_warning"), 100u * 366 * 86400));
+  c.max_failed_logins = parse_unsigned(get("max_failed_logins"), 1000000);
+  c.allow_plaintext_passwords = parse_bool(get("auth.allow_plaintext_passwords"));
+  c.audit_log = get("audit_log").value;
+  if (c.audit_log.empty()) c.audit_log = c.data_dir + "/audit.log";
+  if (c.audit_log == "off") c.audit_log.clear();
   return c;
 }
 

@@ -21,6 +21,26 @@ struct Config {
   std::chrono::seconds auth_timeout{30};
   // On SIGTERM, sessions get this long to finish before they are closed.
   std::chrono::seconds shutdown_timeout{30};
+
+  // ---- logging in (SPEC §4) ----
+  // How sessions log in upstream: trust (the upstream trusts tokengate;
+  // tokengate checks ordinary passwords itself) or password.
+  enum class UpstreamAuth { trust, password };
+  UpstreamAuth upstream_auth = UpstreamAuth::trust;
+  std::string userlist;  // `auth.userlist`: "user" "password" lines (password mode)
+  std::string control_user = "postgres";
+  std::string control_database = "postgres";
+  std::string auth_query =
+      "SELECT rolpassword, extract(epoch from rolvaliduntil)::bigint, rolcanlogin "
+      "FROM pg_catalog.pg_authid WHERE rolname = $1";
+  std::string admin_role = "tokengate_admin";
+  bool revoke_ends_sessions = true;
+  bool expiry_ends_sessions = false;
+  std::chrono::seconds expiry_warning{7 * 24 * 3600};
+  unsigned max_failed_logins = 10;
+  // Ask for cleartext passwords over plain TCP from non-loopback addresses.
+  bool allow_plaintext_passwords = false;
+  std::string audit_log;  // empty: <data_dir>/audit.log; "off": none
 };
 
 struct ConfigError {

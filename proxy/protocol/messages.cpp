@@ -52,7 +52,9 @@ StartupPacket parse_startup_packet(ByteView packet) {
 
   // Same wording as PostgreSQL's ProcessStartupPacket().
   int major = *code >> 16, minor = *code & 0xffff;
-  if (major != 3 || minor != 0)
+  // 3.x with x > 0 is accepted and negotiated down to 3.0 (as PostgreSQL does
+  // with NegotiateProtocolVersion); other majors are refused.
+  if (major != 3)
     return StartupPacketError{"unsupported frontend protocol " + std::to_string(major) + "." +
                               std::to_string(minor) +
                               ": server supports 3.0 to 3.0"};

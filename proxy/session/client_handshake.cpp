@@ -14,6 +14,27 @@ ClientHandshake::Action ClientHandshake::reject(std::string sqlstate, std::strin
   return Reject{std::move(out), std::move(message)};
 }
 
+// A client asking for a newer 3.x minor version or for protocol options
+// (_pq_.*) is told what we speak, as PostgreSQL does; the upstream then only
+// ever sees 3.0 without options.
+void ClientHandshake::negotiate_down(Bytes& out) {
+  std::vector<std::string> unsupported;
+  auto& params = startup_.parameters;
+  for (auto it = params.begin(); it != params.end();) {
+    if (it->first.rfind("_pq_.", 0) == 0) {
+      unsupported.push_back(it->first);
+      it = params.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  if ((startup_.protocol_version & 0xffff) == 0 && unsupported.empty()) return;
+  startup_.protocol_version = kProtocolVersion3;
+  MessageWriter w(out, backend_tag::NegotiateProtocolVersion);
+  w.i32(0).i32(std::int32_t(unsupported.size()));
+  for (const auto& name : unsupported) w.cstr(name);
+}
+
 ClientHandshake::Action ClientHandshake::next(ByteView received, std::size_t& consumed) {
   consumed = 0;
   switch (state_) {
@@ -38,8 +59,19 @@ ClientHandshake::Action ClientHandshake::next(ByteView received, std::size_t& co
         return Cancel{*cancel};
       }
       startup_ = std::move(std::get<StartupMessage>(packet));
+      if (refuse_plaintext_password_) {
+        state_ = State::done;
+        Bytes out;
+        auto e = ErrorResponse::make("FATAL", "28000",
+                                     "tokengate does not accept passwords over an unencrypted connection from "
+                                     "another host");
+        e.hint = "Connect with sslmode=require, or set auth.allow_plaintext_passwords = true.";
+        e.serialize(out);
+        return Reject{std::move(out), "plaintext password refused for a non-local client without TLS"};
+      }
       state_ = State::await_password;
       Bytes out;
+      negotiate_down(out);
       AuthenticationRequest::of(auth_code::CleartextPassword).serialize(out);
       return Reply{std::move(out)};
     }

@@ -16,6 +16,12 @@ inline constexpr std::size_t kMaxPasswordMessageLength = 65535;
 
 class ClientHandshake {
  public:
+  // With refuse_plaintext_password the client is refused instead of asked for
+  // a cleartext password (plain TCP from a non-loopback address, unless the
+  // operator allows it: SPEC §4 step 2).
+  explicit ClientHandshake(bool refuse_plaintext_password = false)
+      : refuse_plaintext_password_(refuse_plaintext_password) {}
+
   // What the driver must do next.
   struct NeedMore {};  // read more bytes, then call next() again
   struct Reply {       // write these bytes, then call next() again
@@ -51,7 +57,9 @@ class ClientHandshake {
     done,            // LoggedIn, Reject, Cancel or Closed was returned
   };
   Action reject(std::string sqlstate, std::string message);
+  void negotiate_down(protocol::Bytes& out);
 
+  bool refuse_plaintext_password_;
   State state_ = State::await_startup;
   protocol::StartupMessage startup_;
 };

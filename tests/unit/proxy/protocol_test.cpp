@@ -33,6 +33,10 @@ TEST_CASE("startup packets PostgreSQL would refuse are refused with its words") 
     CHECK(std::get<StartupPacketError>(parsed).message ==
           "unsupported frontend protocol 2.0: server supports 3.0 to 3.0");
   }
+  SECTION("protocol 3.2 is accepted, to be negotiated down") {
+    auto parsed = parse_startup_packet(startup_packet(0x00030002, startup_params({{"user", "a"}})));
+    REQUIRE(std::holds_alternative<StartupMessage>(parsed));
+  }
   SECTION("protocol 4.0") {
     auto parsed = parse_startup_packet(startup_packet(0x00040000, startup_params({{"user", "a"}})));
     REQUIRE(std::holds_alternative<StartupPacketError>(parsed));

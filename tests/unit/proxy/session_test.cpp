@@ -54,6 +54,20 @@ TEST_CASE("handshake: SSLRequest gets N, then startup, then a cleartext password
   CHECK(*in.startup.find("user") == "alice");
 }
 
+TEST_CASE("handshake: protocol 3.2 and _pq_ options are negotiated down to 3.0") {
+  HandshakeScript s;
+  auto a = s.feed(startup_packet(0x00030002, startup_params({{"user", "u"}, {"_pq_.compression", "on"}})));
+  REQUIRE(std::holds_alternative<ClientHandshake::Reply>(a));
+  Bytes nego = body_i32s({0, 1});
+  put_cstr(nego, "_pq_.compression");
+  CHECK(std::get<ClientHandshake::Reply>(a).bytes == concat({msg('v', nego), password_request()}));
+  auto in = s.feed(msg('p', body_cstrs({"pw"})));
+  REQUIRE(std::holds_alternative<ClientHandshake::LoggedIn>(in));
+  const auto& startup = std::get<ClientHandshake::LoggedIn>(in).startup;
+  CHECK(startup.protocol_version == kProtocolVersion3);
+  CHECK(startup.parameters.size() == 1);
+}
+
 TEST_CASE("handshake: GSSENCRequest gets N") {
   HandshakeScript s;
   auto a = s.feed(startup_packet(kGSSENCRequestCode));
@@ -100,6 +114,20 @@ TEST_CASE("handshake: bad startup input is answered with FATAL 08P01") {
     CHECK(std::get<ClientHandshake::Reject>(a).bytes ==
           error_response("FATAL", "08P01", "expected password response, got message type 81"));
   }
+}
+
+TEST_CASE("handshake: a cleartext password is not asked for when refused") {
+  ClientHandshake hs(/*refuse_plaintext_password=*/true);
+  Bytes pkt = startup_packet(kProtocolVersion3, startup_params({{"user", "u"}}));
+  std::size_t consumed = 0;
+  auto a = hs.next(pkt, consumed);
+  REQUIRE(std::holds_alternative<ClientHandshake::Reject>(a));
+  auto fr = read_frame(std::get<ClientHandshake::Reject>(a).bytes);
+  REQUIRE(fr.status == FrameStatus::complete);
+  auto fields = ErrorFields::parse(fr.frame.body);
+  REQUIRE(fields);
+  CHECK(fields->sqlstate() == "28000");
+  CHECK(*fields->find('H') == "Connect with sslmode=require, or set auth.allow_plaintext_passwords = true.");
 }
 
 TEST_CASE("handshake: a CancelRequest is handed to the driver") {
