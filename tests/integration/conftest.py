@@ -10,13 +10,24 @@
 # Fixtures:
 #   pg         session: PgCluster (host/port, socket_dir, log_path, admin_conn(), log_mark()/log_since(),
 #              logged_statements(mark): what the upstream received since mark)
-#   tokengate  session: TokengateProcess (host/port, log_path, log_tail(), rss_kib()); skipped or failed when unusable
+#   tokengate  session: TokengateProcess (host/port, data_dir, log_path, audit_path, log_tail(), rss_kib()); skipped or
+#              failed when unusable. Upstream login mode `trust` (SPEC §4.2): it reaches PostgreSQL over the Unix
+#              socket, which the cluster trusts; tokengate must check ordinary passwords itself.
+#   tokengate_pw  session: a second tokengate in `password` mode (upstream over TCP, scram/md5/password as for
+#              direct clients; token sessions use the owner's password from a userlist file); proxy_pw its Target
 #   spawn_tokengate  extra instances for one test: spawn(upstream=(host, port), extra_args=[...], start=True)
 #   direct     Target for PostgreSQL itself;  proxy  Target through tokengate
 #   target     parametrized over ["direct", "proxy"]: one test body, two runs (ids end in [direct]/[proxy])
 #   twin       parametrized like target; twin.run(fn) runs fn(target) and, for proxy, also fn(direct)
 #              and asserts both answers are identical (the twin requirement), returning the answer
 # A Target has .conninfo(), .connect() (psycopg 3), .psql(...), .wire() (raw pgwire.WireConnection).
+# Tokens:
+#   create_token(target, user=..., name=..., for_user=..., duration=..., comment=...) -> (name, token, expires_at)
+#              via CREATE API TOKEN through tokengate; mint_token: the same bound to `proxy`
+#   cli_revoke(tg, name, user)   `tokengate tokens revoke NAME --user U --data-dir <tg.data_dir>`
+#   remember_secret(value) / SECRETS   every token and password a test used, for the "never logged" test
+#   mask(secret)               what may appear in an assertion message instead of a token
+#   @pytest.mark.run_last      moves a test to the end of the session (the log scan)
 # See README.md in this folder for the roles and the test files.
 from __future__ import annotations
 
@@ -34,6 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Callable
 
@@ -99,7 +111,7 @@ class PgCluster:
         [
             "# written by tests/integration/conftest.py",
             "local all postgres trust",  # the harness itself
-            "local all all scram-sha-256",
+            "local all all trust",  # tokengate's upstream login in trust mode (SPEC §4.2): only it uses the socket
             "host all md5user 127.0.0.1/32 md5",  # md5user has an MD5 verifier: upstream asks MD5
             "host all plainuser 127.0.0.1/32 password",  # upstream asks cleartext
             "host all all 127.0.0.1/32 scram-sha-256",
@@ -251,10 +263,12 @@ class TokengateProcess:
         self.tmp = Path(tempfile.mkdtemp(prefix="tg-proxy-"))
         self.data_dir = self.tmp / "tg-data"
         self.log_path = self.tmp / "tokengate.log"
+        self.audit_path = self.data_dir / "audit.log"  # the default audit_log (SPEC §7, issue 5)
         self.host = "127.0.0.1"
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
         self._stopped = False
+        _ALL_TOKENGATES.append(self)
 
     @property
     def argv(self) -> list[str]:
@@ -343,7 +357,69 @@ class TokengateProcess:
                 print("[integration] tokengate ignored SIGTERM for 5 s; sending SIGKILL", file=sys.stderr)
                 self.proc.kill()
                 self.proc.wait()
+        _archive_logs(self)
         _cleanup_tmp(self.tmp)
+
+    def log_texts(self) -> list[tuple[str, str]]:
+        """(label, text) of this instance's log and audit log, from its files or, once stopped, the archive."""
+        out = []
+        for label, path in (("log", self.log_path), ("audit log", self.audit_path)):
+            archived = _LOG_ARCHIVE.get((id(self), label))
+            if archived is not None:
+                out.append((f"{label} of tokengate :{self.port}", archived))
+                continue
+            try:
+                out.append((f"{label} of tokengate :{self.port}", path.read_bytes().decode("utf-8", "replace")))
+            except OSError:
+                pass
+        return out
+
+
+# Every tokengate started in this session, and the logs of those already stopped (their temp dirs are gone):
+# the "no token or password is ever logged" test reads them all at the end.
+_ALL_TOKENGATES: list[TokengateProcess] = []
+_LOG_ARCHIVE: dict[tuple[int, str], str] = {}
+
+
+def _archive_logs(tg: TokengateProcess) -> None:
+    for label, path in (("log", tg.log_path), ("audit log", tg.audit_path)):
+        try:
+            _LOG_ARCHIVE[(id(tg), label)] = path.read_bytes().decode("utf-8", "replace")
+        except OSError:
+            pass
+
+
+def all_tokengate_logs() -> list[tuple[str, str]]:
+    """(label, text) of every log and audit log written by any tokengate of this session."""
+    out = []
+    for tg in _ALL_TOKENGATES:
+        out += tg.log_texts()
+    return out
+
+
+# ---------------------------------------------------------------- secrets
+
+# Every token value and non-trivial password a test used (the fixed ROLES passwords equal the role names, which
+# legitimately appear in logs, so they are not listed). Session-wide; read by the run_last log scan.
+SECRETS: list[str] = []
+
+
+def remember_secret(value: str) -> str:
+    if value and value not in SECRETS:
+        SECRETS.append(value)
+    return value
+
+
+def mask(secret: str | None) -> str:
+    """A token or password as it may appear in an assertion message: a prefix and the length, never the whole."""
+    if secret is None:
+        return "None"
+    return f"{secret[:8]}…({len(secret)} chars)"
+
+
+def fresh_password(prefix: str = "pw") -> str:
+    """A random password, remembered for the log scan."""
+    return remember_secret(f"{prefix}-{uuid.uuid4().hex}")
 
 
 # ---------------------------------------------------------------- targets
@@ -447,6 +523,50 @@ class Twin:
         return got
 
 
+# ---------------------------------------------------------------- tokens
+
+
+def sql_literal(text: str) -> str:
+    """A standard SQL string constant (standard_conforming_strings is on)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def create_token(target: Target, user: str = "analyst", password: str | None = None, name: str | None = None,
+                 for_user: str | None = None, duration: str | None = None, comment: str | None = None,
+                 ) -> tuple[str, str, Any]:
+    """CREATE API TOKEN through tokengate (SPEC §3.1) as `user`; returns (name, token, expires_at) and remembers
+    the token for the log scan."""
+    sql = "CREATE API TOKEN"
+    if name is not None:
+        sql += f" {name}"
+    if for_user is not None:
+        sql += f" FOR USER {for_user}"
+    if duration is not None:
+        sql += f" MAX DURATION {sql_literal(duration)}"
+    if comment is not None:
+        sql += f" COMMENT {sql_literal(comment)}"
+    with target.connect(user=user, password=password) as conn:
+        cur = conn.execute(sql)
+        rows = cur.fetchall()
+        cols = [d.name for d in cur.description] if cur.description else None
+    assert cols == ["name", "token", "expires_at"], f"{sql}: columns {cols}"
+    assert len(rows) == 1, f"{sql}: {len(rows)} rows"
+    tname, token, expires_at = rows[0]
+    remember_secret(token)
+    return tname, token, expires_at
+
+
+def tokengate_cli(tg: TokengateProcess, *args: str, timeout: float = 30) -> subprocess.CompletedProcess:
+    """`tokengate <args> --data-dir <tg.data_dir>`, e.g. tokengate_cli(tg, "tokens", "list")."""
+    argv = [str(tg.binary), *args, "--data-dir", str(tg.data_dir)]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=clean_env())
+
+
+def cli_revoke(tg: TokengateProcess, name: str, user: str) -> subprocess.CompletedProcess:
+    """`tokengate tokens revoke NAME --user U --data-dir <data dir>`: another process revoking in the shared store."""
+    return tokengate_cli(tg, "tokens", "revoke", name, "--user", user)
+
+
 # ---------------------------------------------------------------- fixtures
 
 
@@ -455,6 +575,7 @@ class _Session:
 
     pg: PgCluster | None = None
     tokengate: TokengateProcess | None = None
+    others: list[TokengateProcess] = []  # further session-scoped instances (tokengate_pw)
     death_reported = False
 
 
@@ -506,24 +627,76 @@ def tokengate_binary() -> Path:
     return binary
 
 
+_HELP_CACHE: dict[Path, str] = {}
+
+
+def binary_has_flag(binary: Path, flag: str) -> bool:
+    """Whether `tokengate --help` lists `flag` (for a harness that works with the binary of every stage)."""
+    if binary not in _HELP_CACHE:
+        p = subprocess.run([str(binary), "--help"], capture_output=True, text=True, timeout=30)
+        _HELP_CACHE[binary] = p.stdout + p.stderr
+    return re.search(re.escape(flag) + r"\b", _HELP_CACHE[binary]) is not None
+
+
+def _start_session_tokengate(proc: TokengateProcess) -> None:
+    error = None
+    try:
+        proc.start()
+    except TokengateUnavailable as e:
+        error = str(e)
+    if error is not None:
+        # A binary that exists but cannot serve is a bug of the relay, not an unbuilt tree: fail, never skip.
+        pytest.fail(error, pytrace=False)
+
+
 @pytest.fixture(scope="session")
 def tokengate(pg: PgCluster) -> TokengateProcess:
-    proc = TokengateProcess(tokengate_binary(), (pg.host, pg.port))
+    binary = tokengate_binary()
+    if binary_has_flag(binary, "--upstream-auth"):
+        # Upstream login mode `trust`, the default (SPEC §4.2): the cluster trusts its Unix socket
+        # (`local all all trust`), so tokengate itself must verify ordinary passwords.
+        proc = TokengateProcess(binary, (str(pg.socket_dir), pg.port), ["--upstream-auth", "trust"])
+    else:
+        # A binary from before the login modes (the relay stage) only passes passwords on: give it TCP, where
+        # the cluster checks them, so that its tests keep their meaning.
+        proc = TokengateProcess(binary, (pg.host, pg.port))
     _cleanups.append(proc.stop)
     try:
-        error = None
-        try:
-            proc.start()
-        except TokengateUnavailable as e:
-            error = str(e)
-        if error is not None:
-            # A binary that exists but cannot serve is a bug of the relay, not an unbuilt tree: fail, never skip.
-            pytest.fail(error, pytrace=False)
+        _start_session_tokengate(proc)
         _Session.tokengate = proc
         yield proc
     finally:
         proc.stop()
         _Session.tokengate = None
+
+
+def write_userlist(path: Path, users: dict[str, str]) -> Path:
+    """A PgBouncer auth_file: one `"user" "password"` line per role (double quotes doubled inside)."""
+    q = lambda v: '"' + v.replace('"', '""') + '"'  # noqa: E731
+    path.write_text("".join(f"{q(u)} {q(pw)}\n" for u, pw in users.items()))
+    path.chmod(0o600)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tokengate_pw(pg: PgCluster) -> TokengateProcess:
+    """tokengate in `password` mode (SPEC §4.2): the upstream (TCP, scram/md5/password) checks every password;
+    token sessions and the control connections (--control-user admin) use passwords from the userlist."""
+    binary = tokengate_binary()
+    userlist_dir = Path(tempfile.mkdtemp(prefix="tg-userlist-"))
+    _cleanups.append(lambda: _cleanup_tmp(userlist_dir))
+    userlist = write_userlist(userlist_dir / "userlist.txt",
+                              {u: pw for u, pw in ROLES.items() if u != "nologin_role"})
+    proc = TokengateProcess(binary, (pg.host, pg.port),
+                            ["--upstream-auth", "password", "--userlist", str(userlist), "--control-user", "admin"])
+    _cleanups.append(proc.stop)
+    try:
+        _start_session_tokengate(proc)
+        _Session.others.append(proc)
+        yield proc
+    finally:
+        proc.stop()
+        _cleanup_tmp(userlist_dir)
 
 
 @pytest.fixture
@@ -547,6 +720,16 @@ def spawn_tokengate():
         p.stop()
 
 
+@pytest.fixture
+def mint_token(proxy: Target):
+    """create_token bound to the session tokengate: mint_token(user="analyst", duration="1h", ...)."""
+
+    def mint(user: str = "analyst", **kw: Any) -> tuple[str, str, Any]:
+        return create_token(proxy, user=user, **kw)
+
+    return mint
+
+
 @pytest.fixture(scope="session")
 def direct(pg: PgCluster) -> Target:
     return Target("direct", pg.host, pg.port)
@@ -558,6 +741,14 @@ def proxy(tokengate: TokengateProcess) -> Target:
         pytest.fail(f"tokengate is no longer running (rc={tokengate.proc.returncode}); log tail:\n"
                     f"{tokengate.log_tail()}", pytrace=False)
     return Target("proxy", tokengate.host, tokengate.port)
+
+
+@pytest.fixture
+def proxy_pw(tokengate_pw: TokengateProcess) -> Target:
+    if not tokengate_pw.alive():
+        pytest.fail(f"tokengate (password mode) is no longer running (rc={tokengate_pw.proc.returncode}); "
+                    f"log tail:\n{tokengate_pw.log_tail()}", pytrace=False)
+    return Target("proxy_pw", tokengate_pw.host, tokengate_pw.port)
 
 
 @pytest.fixture(params=["direct", "proxy"])
@@ -574,18 +765,26 @@ def twin(target: Target, direct: Target) -> Twin:
 def _tokengate_survives():
     """A test that crashes tokengate fails (in teardown), with the log tail; later tests then fail fast."""
     yield
-    tg = _Session.tokengate
-    if tg is not None and not tg.alive() and not _Session.death_reported:
-        _Session.death_reported = True
-        pytest.fail(f"tokengate exited (rc={tg.proc.returncode}) during this test; log tail:\n{tg.log_tail()}",
-                    pytrace=False)
+    for tg in [_Session.tokengate, *_Session.others]:
+        if tg is not None and not tg.alive() and not tg._stopped and not _Session.death_reported:
+            _Session.death_reported = True
+            pytest.fail(f"tokengate :{tg.port} exited (rc={tg.proc.returncode}) during this test; log tail:\n"
+                        f"{tg.log_tail()}", pytrace=False)
 
 
 def _uses_proxy(item: pytest.Item) -> bool:
     callspec = getattr(item, "callspec", None)
     if callspec is not None and callspec.params.get("target") == "proxy":
         return True
-    return bool({"proxy", "tokengate"} & set(getattr(item, "fixturenames", ())))
+    return bool({"proxy", "tokengate", "mint_token"} & set(getattr(item, "fixturenames", ())))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "run_last: run after every other test of the session (log scans)")
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: item.get_closest_marker("run_last") is not None)  # stable: order kept otherwise
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -596,5 +795,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         return
     if _Session.tokengate is not None and _uses_proxy(item):
         report.sections.append(("tokengate log tail", _Session.tokengate.log_tail()))
+    if "tokengate_pw" in getattr(item, "fixturenames", ()) or "proxy_pw" in getattr(item, "fixturenames", ()):
+        for tg in _Session.others:
+            report.sections.append((f"tokengate :{tg.port} (password mode) log tail", tg.log_tail()))
     if _Session.pg is not None:
         report.sections.append(("postgresql log tail", tail(_Session.pg.log_path, 15)))
