@@ -26,6 +26,7 @@
 #              via CREATE API TOKEN through tokengate; mint_token: the same bound to `proxy`
 #   cli_revoke(tg, name, user)   `tokengate tokens revoke NAME --user U --data-dir <tg.data_dir>`
 #   remember_secret(value) / SECRETS   every token and password a test used, for the "never logged" test
+#   fresh_role(attrs, password)  a throwaway upstream role for one test -> (name, password)
 #   mask(secret)               what may appear in an assertion message instead of a token
 #   @pytest.mark.run_last      moves a test to the end of the session (the log scan)
 # See README.md in this folder for the roles and the test files.
@@ -718,6 +719,26 @@ def spawn_tokengate():
     yield spawn
     for p in procs:
         p.stop()
+
+
+@pytest.fixture
+def fresh_role(pg: PgCluster):
+    """Throwaway upstream roles for one test: fresh_role(attrs="LOGIN", password=None) -> (name, password).
+    The password is random (and remembered for the log scan) unless given; every role is dropped afterwards."""
+    made: list[str] = []
+
+    def make(attrs: str = "LOGIN", password: str | None = None, prefix: str = "tg_role") -> tuple[str, str]:
+        name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+        password = password if password is not None else fresh_password(name)
+        with pg.admin_conn() as c:
+            c.execute(f"CREATE ROLE {name} {attrs} PASSWORD {sql_literal(password)}")
+        made.append(name)
+        return name, password
+
+    yield make
+    with pg.admin_conn() as c:
+        for name in made:
+            c.execute(f"DROP ROLE IF EXISTS {name}")
 
 
 @pytest.fixture
