@@ -679,3 +679,49 @@ def test_extended_error_before_token_statement_skips_it(proxy: Target):
         msgs = c.read_until_ready()
         assert summary(msgs) == [("1",), ("2",), ("E", "22012"), ("Z", "I")], describe_all(msgs)
         assert name not in token_rows(c)
+
+
+# ---------------------------------------------------------------- pgjdbc
+
+
+def masked_facts(facts: dict[str, list[str]]) -> dict[str, list[str]]:
+    return {k: [mask(v) for v in vs] if k.endswith("_token") else vs for k, vs in facts.items()}
+
+
+@pytest.mark.parametrize("threshold", [1, 0], ids=["prepareThreshold=1", "prepareThreshold=0"])
+def test_pgjdbc_token_statements(proxy: Target, pg: PgCluster, threshold: int):
+    import jdbc
+
+    table = "tg_jdbc_meta"
+    with pg.admin_conn() as c:
+        c.execute(f"CREATE TABLE IF NOT EXISTS public.{table} (x int)")
+    name, tx = uniq("jdbc"), uniq("jdbc_tx")
+    mark = pg.log_mark()
+    t0 = now()
+    rc, f, stderr = jdbc.run("sql", proxy.host, proxy.port, "analyst", "analyst", name, tx, table,
+                             params=f"prepareThreshold={threshold}")
+    assert rc == 0 and f.get("done") == ["true"], f"TokenJdbc failed (rc={rc}): {masked_facts(f)}\n{stderr}"
+    shown = masked_facts(f)
+    assert f["autocommit"] == ["true"]
+    for label, n in (("ac", name), ("tx", tx)):
+        assert f[f"{label}_name"] == [n], shown
+        assert JWT_RE.match(f[f"{label}_token"][0]), shown
+        assert f[f"{label}_more_rows"] == ["false"], shown
+        exp = dt.datetime.fromisoformat(f[f"{label}_expires_at"][0])
+        assert exp.utcoffset() is not None
+        assert_about(exp, t0 + dt.timedelta(days=7), f"{label} expires_at as OffsetDateTime")
+    assert f["ac_show_columns"] == ["name:text,user:text,created_at:timestamptz,expires_at:timestamptz,"
+                                    "last_used_at:timestamptz,status:text,comment:text,created_by:text"], shown
+    assert any(r.startswith(f"{name}|active|из JDBC|") for r in f["ac_show_row"]), shown
+    assert "alter_count" in f and f["ordinary"] == ["42"] and f["tx_ordinary"] == ["true"], shown
+    assert f.get("tx_notice"), f"no NOTICE (SQLWarning) for the API TOKEN statement in a transaction: {shown}"
+    assert any(r.startswith(f"{tx}|active|") for r in f["tx_show_row"]), shown
+    assert any(r.startswith(f"{tx}|active|") for r in f["after_rollback_row"]), \
+        f"the token created in the rolled-back transaction is gone: {shown}"
+    assert any(r.startswith(f"{name}|active|changed by JDBC|") for r in f["after_rollback_row"]), shown
+    assert f.get("meta_table") == [table], f"DatabaseMetaData.getTables through tokengate: {shown}"
+    assert f["missing_error"] == ["42704"] and f["after_error"] == ["1"], shown
+    assert_never_upstream(pg, mark, name, tx)
+    with session(proxy) as c:
+        rows = token_rows(c)
+    assert rows[name][5] == "revoked" and rows[tx][5] == "revoked", "DROP API TOKEN through JDBC"
