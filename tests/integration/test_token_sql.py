@@ -383,7 +383,8 @@ def test_dollar_parameter_is_42P02(proxy: Target, pg: PgCluster):
             conn.execute("CREATE API TOKEN MAX DURATION %s", ["1d"])
         assert conn.execute("select 42").fetchone() == (42,), "the session works after 42P02"
     with session(proxy) as c:
-        c.send(pgwire.parse_message("", "SHOW API TOKENS FOR USER $1") + pgwire.sync_message())
+        # $1 where a string constant goes (PostgreSQL allows a parameter there; API TOKEN statements do not).
+        c.send(pgwire.parse_message("", "ALTER API TOKEN some_token SET COMMENT $1") + pgwire.sync_message())
         msgs = c.read_until_ready()
         assert summary(msgs) == [("E", "42P02"), ("Z", "I")], describe_all(msgs)
     assert_never_upstream(pg, mark)
@@ -422,7 +423,7 @@ def test_mixed_multi_statement_query(proxy: Target, pg: PgCluster):
         assert tags_of(msgs) == ["SHOW", "SELECT 1", "SELECT 1", "ALTER API TOKEN"], describe_all(msgs)
         assert sum(1 for m in msgs if m.tag == b"Z") == 1
     stmts = pg.logged_statements(mark)
-    assert any(re.fullmatch(r"select 1 as a;?\s*", s) for s in stmts), stmts
+    assert any("select 1 as a" in s for s in stmts), stmts
     assert any("select 2 as b" in s for s in stmts), stmts
     assert not any("select 3" in s for s in stmts), f"a statement after the error reached the upstream: {stmts}"
     assert_never_upstream(pg, mark, name, later)
@@ -433,7 +434,7 @@ def test_psql_multi_statement(proxy: Target):
     r = proxy.psql("--csv", "-c", f"select 'x' as before; CREATE API TOKEN {name}; select 'y' as after",
                    user="analyst")
     assert r.rc == 0, r.stderr
-    # psql -c prints only the last result set of a multi-statement string (libpq PQexec semantics).
+    # psql 15 prints every result of a multi-statement -c string; the last one is the final select.
     assert r.stdout.splitlines()[-2:] == ["after", "y"], r.stdout
     assert name in psql_show(proxy)
 
@@ -535,7 +536,7 @@ def test_never_upstream_in_any_protocol(proxy: Target, pg: PgCluster):
         conn.execute(f"ALTER API TOKEN {name} SET COMMENT 'again'", prepare=True)
         conn.execute("SHOW API TOKENS", prepare=True).fetchall()
         conn.execute(f"DROP API TOKEN {name}")
-    proxy.psql("-c", "SHOW API TOKENS; SHOW API TOKEN POLICIES", user="analyst").check()
+    proxy.psql("-c", "SHOW API TOKENS; SHOW API TOKEN POLICIES", user="admin").check()
     with session(proxy) as c:
         c.simple_query(f"/* {name} */ SHOW API TOKENS")
     assert_never_upstream(pg, mark, name, "via extended")
