@@ -257,6 +257,7 @@ store::store(const std::filesystem::path& data_dir, options opts)
     }
     // If another process grew the map beyond our initial size, LMDB already
     // adopted the larger size at open.
+    clear_stale_readers();
 
     write([&](MDB_txn* txn) {
         tokens_ = lmdb::dbi::open(txn, db_tokens, MDB_CREATE);
@@ -591,8 +592,16 @@ void store::record_last_used(std::span<const std::pair<tid_t, std::int64_t>> use
     });
 }
 
+int store::clear_stale_readers() noexcept
+{
+    int dead = 0;
+    mdb_reader_check(env_.handle(), &dead);
+    return dead;
+}
+
 std::size_t store::purge(std::int64_t now, std::int64_t retention_seconds)
 {
+    clear_stale_readers();
     std::size_t deleted = 0;
     write([&](MDB_txn* txn) {
         deleted = 0;

@@ -150,6 +150,10 @@ public:
     [[nodiscard]] std::vector<policy_record> policies_for(std::span<const std::string> roles);
 
     // ---- misc -------------------------------------------------------------
+    // Frees reader slots left by processes that died inside a read (a killed
+    // CLI): they would pin old pages and make the file grow. Called at open
+    // and by purge(). Returns how many were freed.
+    int clear_stale_readers() noexcept;
     [[nodiscard]] std::size_t map_size() const;
     [[nodiscard]] std::size_t token_count();
 

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "tests/unit/tokenstore/test_helpers.hpp"
+#include "tokenstore/lmdb.hpp"
 
 using namespace tokengate::tokenstore;
 using tokengate::tokenstore::test::t0;
@@ -251,4 +252,78 @@ TEST_CASE("crash: SIGKILL at random points, every acknowledged token survives an
     }
     INFO("acknowledged tokens: " << acked.size());
     CHECK(acked.size() > 0u);
+}
+
+TEST_CASE("a process killed inside a read leaves a reader slot that opening the store frees", "[crash]")
+{
+    temp_dir dir;
+    tid_t tid{};
+    {
+        keyring keys(dir.path());
+        store st(dir.path(), store::options{std::size_t{1} << 20, false});
+        token_service svc(st, keys);
+        create_request req;
+        auto c = svc.create(admin, req, role_facts{}, t0);
+        REQUIRE(c.code() == errc::ok);
+        tid = c->tid;
+    }
+    // A long-running process (the server) keeps the environment open; otherwise
+    // LMDB resets the reader table when the next process opens it first.
+    int hold_ready[2], hold_stop[2];
+    REQUIRE(::pipe(hold_ready) == 0);
+    REQUIRE(::pipe(hold_stop) == 0);
+    pid_t holder = ::fork();
+    REQUIRE(holder >= 0);
+    if (holder == 0) {
+        ::close(hold_ready[0]);
+        ::close(hold_stop[1]);
+        store st(dir.path(), store::options{std::size_t{1} << 20, false});
+        write_all(hold_ready[1], "h");
+        char x;
+        while (::read(hold_stop[0], &x, 1) > 0) {
+        }
+        ::_exit(0);
+    }
+    ::close(hold_ready[1]);
+    ::close(hold_stop[0]);
+    char h = 0;
+    REQUIRE(::read(hold_ready[0], &h, 1) == 1);
+    ::close(hold_ready[0]);
+
+    int pipefd[2];
+    REQUIRE(::pipe(pipefd) == 0);
+    pid_t child = ::fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+        ::close(pipefd[0]);
+        ::close(hold_stop[1]);
+        store st(dir.path(), store::options{std::size_t{1} << 20, false});
+        (void)st.lookup_for_verify(tid, [&](const token_view&) {
+            write_all(pipefd[1], "r");
+            for (;;) ::pause();  // killed here, inside the read transaction
+        });
+        ::_exit(1);
+    }
+    ::close(pipefd[1]);
+    char c = 0;
+    REQUIRE(::read(pipefd[0], &c, 1) == 1);
+    ::close(pipefd[0]);
+    ::kill(child, SIGKILL);
+    int status = 0;
+    REQUIRE(::waitpid(child, &status, 0) == child);
+
+    auto env = lmdb::env::create();
+    env.set_max_dbs(8);
+    env.set_max_readers(1024);
+    env.open(dir.path().string(), MDB_RDONLY, 0600);
+    int dead = 0;
+    REQUIRE(mdb_reader_check(env.handle(), &dead) == 0);
+    CHECK(dead == 1);
+    env = lmdb::env();
+    store st(dir.path(), store::options{std::size_t{1} << 20, false});
+    CHECK(st.clear_stale_readers() == 0);
+    CHECK(st.get(tid).has_value());
+    ::close(hold_stop[1]);
+    REQUIRE(::waitpid(holder, &status, 0) == holder);
+    CHECK(WEXITSTATUS(status) == 0);
 }
