@@ -7,6 +7,15 @@
 // in as plain values.
 //
 // Times are unix seconds (UTC). Every function is thread-safe.
+//
+// Permission checks come first in every operation (42501 before 42704), so a
+// non-administrator cannot probe which roles or tokens exist. A token `name`
+// in set_comment/revoke means the owner's *active* token of that name: expired
+// and revoked ones share names and are only listed.
+//
+// LMDB failures never escape as exceptions: they become errc::store_unavailable
+// (58030) with the LMDB call in the server log. Only the constructors of
+// keyring and store throw.
 #pragma once
 
 #include <chrono>
