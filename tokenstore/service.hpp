@@ -13,9 +13,10 @@
 // in set_comment/revoke means the owner's *active* token of that name: expired
 // and revoked ones share names and are only listed.
 //
-// LMDB failures never escape as exceptions: they become errc::store_unavailable
-// (58030) with the LMDB call in the server log. Only the constructors of
-// keyring and store throw.
+// LMDB failures in the operations become errc::store_unavailable (58030) or
+// verify_status::store_unavailable, with the LMDB call in the server log.
+// Exceptions: the constructors of keyring and store, and revocation_seq() /
+// revocations_since(), which throw lmdb::error so a poller can retry.
 #pragma once
 
 #include <chrono>
@@ -188,6 +189,7 @@ public:
 
     // Revocations by any process since `seq`; start from revocation_seq() at
     // startup and poll (about every second) to end sessions of revoked tokens.
+    // Throw lmdb::error when the store cannot be read (keep `seq`, retry).
     [[nodiscard]] store::revocations revocations_since(std::uint64_t seq);
     [[nodiscard]] std::uint64_t revocation_seq();
 
