@@ -195,8 +195,10 @@ struct RawClient {
   int version = 0;
   std::string cipher;
   std::string peer_cn;
+  std::string alpn;  // what the server selected
 };
-boost::asio::awaitable<RawClient> raw_client(tcp::endpoint to, int min_version, int max_version) {
+boost::asio::awaitable<RawClient> raw_client(tcp::endpoint to, int min_version, int max_version,
+                                            std::string alpn = {}) {
   RawClient c;
   c.ctx = std::make_shared<ssl::context>(ssl::context::tls_client);
   SSL_CTX* h = c.ctx->native_handle();
@@ -208,6 +210,10 @@ boost::asio::awaitable<RawClient> raw_client(tcp::endpoint to, int min_version, 
   SSL_CTX_set_min_proto_version(h, min_version);
   SSL_CTX_set_max_proto_version(h, max_version);
   SSL_CTX_set_verify(h, SSL_VERIFY_NONE, nullptr);
+  if (!alpn.empty()) {
+    std::string wire = std::string(1, char(alpn.size())) + alpn;
+    SSL_CTX_set_alpn_protos(h, reinterpret_cast<const unsigned char*>(wire.data()), unsigned(wire.size()));
+  }
   c.stream = std::make_unique<ssl::stream<tcp::socket>>(co_await boost::asio::this_coro::executor, *c.ctx);
   auto [cec] = co_await c.stream->next_layer().async_connect(to, use_nothrow);
   REQUIRE_FALSE(cec);
@@ -223,6 +229,10 @@ boost::asio::awaitable<RawClient> raw_client(tcp::endpoint to, int min_version, 
     X509_NAME_get_text_by_NID(X509_get_subject_name(peer), NID_commonName, cn, sizeof cn);
     c.peer_cn = cn;
     X509_free(peer);
+    const unsigned char* proto = nullptr;
+    unsigned int len = 0;
+    SSL_get0_alpn_selected(ssl, &proto, &len);
+    c.alpn.assign(reinterpret_cast<const char*>(proto), len);
   }
   co_return c;
 }
@@ -298,6 +308,20 @@ TEST_CASE("clients handshake with TLS 1.2 and 1.3 and a modern cipher") {
       co_await client.stream->async_write_some(boost::asio::buffer(hello), use_nothrow);
       std::string got = co_await read_exactly(*server.stream, hello.size());
       CHECK(got == hello);
+    });
+  }
+}
+
+TEST_CASE("ALPN: 'postgresql' is selected when offered, anything else is ignored") {
+  auto tls = load(pki(), "first.crt", "first.key");
+  for (std::string offer : {"postgresql", "http/1.1", ""}) {
+    CAPTURE(offer);
+    run_async([&]() -> boost::asio::awaitable<void> {
+      auto acc = listen_loopback(co_await boost::asio::this_coro::executor);
+      auto [server, client] =
+          co_await (accept_one(acc, *tls) && raw_client(acc.local_endpoint(), TLS1_2_VERSION, TLS1_3_VERSION, offer));
+      REQUIRE_FALSE(client.ec);
+      CHECK(client.alpn == (offer == "postgresql" ? "postgresql" : ""));
     });
   }
 }
@@ -444,6 +468,8 @@ TEST_CASE("wait_readable returns at once for data OpenSSL already holds") {
     co_await timer.async_wait(use_nothrow);
     auto [e3, n3] = co_await stream.read_some(boost::asio::buffer(buf));
     REQUIRE(std::string(buf, n3) == "first");
+    CHECK(SSL_pending(stream.native_handle()) == 0);             // nothing decrypted yet...
+    CHECK(BIO_ctrl_pending(SSL_get_rbio(stream.native_handle())) > 0);  // ...but a record is in the BIO
     CHECK(stream.has_buffered_input());
     std::size_t winner3 = co_await race(2000ms);
     CHECK(winner3 == 0);
