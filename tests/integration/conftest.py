@@ -6,6 +6,7 @@
 #   TOKENGATE_REQUIRE=1            a missing or broken binary is an error, not a skip (./dev test sets it)
 #   TOKENGATE_EXTRA_ARGS="..."     extra flags appended to `tokengate serve ...`
 #   TG_KEEP_TMP=1                  keep the cluster and logs after the session (paths are printed)
+#   TG_UPSTREAM_AUTH=password      run the session tokengate in password mode (TCP upstream, userlist) instead of trust
 #
 # Fixtures:
 #   pg         session: PgCluster (host/port, socket_dir, log_path, admin_conn(), log_mark()/log_since(),
@@ -653,7 +654,9 @@ def _start_session_tokengate(proc: TokengateProcess) -> None:
 @pytest.fixture(scope="session")
 def tokengate(pg: PgCluster) -> TokengateProcess:
     binary = tokengate_binary()
-    if binary_has_flag(binary, "--upstream-auth"):
+    if os.environ.get("TG_UPSTREAM_AUTH") == "password":
+        proc = _password_mode_process(binary, pg)  # the whole suite in the other login mode
+    elif binary_has_flag(binary, "--upstream-auth"):
         # Upstream login mode `trust`, the default (SPEC §4.2): the cluster trusts its Unix socket
         # (`local all all trust`), so tokengate itself must verify ordinary passwords.
         # Throttling (issue 5) is tested on instances of its own; the suite's many deliberate failures from
@@ -686,14 +689,7 @@ def write_userlist(path: Path, users: dict[str, str]) -> Path:
 def tokengate_pw(pg: PgCluster) -> TokengateProcess:
     """tokengate in `password` mode (SPEC §4.2): the upstream (TCP, scram/md5/password) checks every password;
     token sessions and the control connections (--control-user admin) use passwords from the userlist."""
-    binary = tokengate_binary()
-    userlist_dir = Path(tempfile.mkdtemp(prefix="tg-userlist-"))
-    _cleanups.append(lambda: _cleanup_tmp(userlist_dir))
-    userlist = write_userlist(userlist_dir / "userlist.txt",
-                              {u: pw for u, pw in ROLES.items() if u != "nologin_role"})
-    proc = TokengateProcess(binary, (pg.host, pg.port),
-                            ["--upstream-auth", "password", "--userlist", str(userlist), "--control-user", "admin",
-                             "--max-failed-logins", "100000"])
+    proc = _password_mode_process(tokengate_binary(), pg)
     _cleanups.append(proc.stop)
     try:
         _start_session_tokengate(proc)
@@ -701,7 +697,16 @@ def tokengate_pw(pg: PgCluster) -> TokengateProcess:
         yield proc
     finally:
         proc.stop()
-        _cleanup_tmp(userlist_dir)
+
+
+def _password_mode_process(binary: Path, pg: PgCluster) -> TokengateProcess:
+    userlist_dir = Path(tempfile.mkdtemp(prefix="tg-userlist-"))
+    _cleanups.append(lambda: _cleanup_tmp(userlist_dir))
+    userlist = write_userlist(userlist_dir / "userlist.txt",
+                              {u: pw for u, pw in ROLES.items() if u != "nologin_role"})
+    return TokengateProcess(binary, (pg.host, pg.port),
+                            ["--upstream-auth", "password", "--userlist", str(userlist), "--control-user", "admin",
+                             "--max-failed-logins", "100000"])
 
 
 @pytest.fixture
