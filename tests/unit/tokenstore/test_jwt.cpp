@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <fstream>
+#include <random>
 #include <thread>
 
 #include "tests/unit/tokenstore/test_helpers.hpp"
@@ -248,4 +249,31 @@ TEST_CASE("non-canonical but valid JWTs take the full JSON path and give the sam
     CHECK(check_token(sign(canonical, R"({"user":"alice","tid":")" + tid_to_hex(tid) + R"(","iat":1,"exp":)" +
                                           std::to_string(t0 + 60) + "} "),
                       keys, t0, out) == verify_status::ok);  // trailing space: JSON path
+}
+
+TEST_CASE("mutated and truncated tokens never verify and never crash", "[jwt]")
+{
+    temp_dir dir;
+    keyring keys(dir.path());
+    std::string good = mint_token(keys.newest(), claims_for("alice", t0 + 3600));
+    std::mt19937 rng(12345);
+    static constexpr char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.=+/ \"{}";
+    token_claims out;
+    std::size_t ok = 0;
+    for (int i = 0; i < 5000; ++i) {
+        std::string t = good;
+        switch (i % 3) {
+        case 0: {
+            std::size_t pos = rng() % t.size();
+            char c = alphabet[rng() % (sizeof alphabet - 1)];
+            if (c == t[pos]) continue;
+            t[pos] = c;
+            break;
+        }
+        case 1: t.resize(rng() % t.size()); break;
+        default: t.insert(rng() % t.size(), 1, alphabet[rng() % (sizeof alphabet - 1)]); break;
+        }
+        ok += check_token(t, keys, t0, out) == verify_status::ok;
+    }
+    CHECK(ok == 0u);
 }
