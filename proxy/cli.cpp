@@ -73,6 +73,14 @@ std::vector<Setting> settings_table() {
       {"auth.allow_plaintext_passwords", "--allow-plaintext-passwords",
        "TOKENGATE_ALLOW_PLAINTEXT_PASSWORDS",
        "accept passwords over unencrypted TCP from other hosts (true/false)", "false"},
+      {"tls.cert", "--tls-cert", "TOKENGATE_TLS_CERT", "PEM certificate chain for client TLS", ""},
+      {"tls.key", "--tls-key", "TOKENGATE_TLS_KEY", "PEM private key for client TLS", ""},
+      {"tls.mode", "--tls-mode", "TOKENGATE_TLS_MODE",
+       "client TLS: disable, allow (TLS when asked) or require", "allow"},
+      {"upstream.sslmode", "--upstream-sslmode", "TOKENGATE_UPSTREAM_SSLMODE",
+       "TLS to the upstream: disable, prefer, require or verify-full", "prefer"},
+      {"upstream.sslrootcert", "--upstream-sslrootcert", "TOKENGATE_UPSTREAM_SSLROOTCERT",
+       "CA file to verify the upstream's certificate (verify-full)", ""},
       {"audit_log", "--audit-log", "TOKENGATE_AUDIT_LOG",
        "JSON-lines audit file (default DATA_DIR/audit.log; 'off' for none)", ""},
   };
@@ -173,6 +181,11 @@ Config build_config(const std::vector<Setting>& table) {
   c.expiry_warning = std::chrono::seconds(parse_unsigned(get("expiry_warning"), 100u * 366 * 86400));
   c.max_failed_logins = parse_unsigned(get("max_failed_logins"), 1000000);
   c.allow_plaintext_passwords = parse_bool(get("auth.allow_plaintext_passwords"));
+  c.tls_cert = get("tls.cert").value;
+  c.tls_key = get("tls.key").value;
+  c.tls_mode = get("tls.mode").value;
+  c.upstream_sslmode = get("upstream.sslmode").value;
+  c.upstream_sslrootcert = get("upstream.sslrootcert").value;
   c.audit_log = get("audit_log").value;
   if (c.audit_log.empty()) c.audit_log = c.data_dir + "/audit.log";
   if (c.audit_log == "off") c.audit_log.clear();

@@ -41,6 +41,12 @@ struct Config {
   // Ask for cleartext passwords over plain TCP from non-loopback addresses.
   bool allow_plaintext_passwords = false;
   std::string audit_log;  // empty: <data_dir>/audit.log; "off": none
+
+  // ---- TLS (OpenSSL) ----
+  std::string tls_cert, tls_key;  // `tls.cert`, `tls.key`: PEM files
+  std::string tls_mode = "allow";  // disable | allow | require
+  std::string upstream_sslmode = "prefer";  // disable | prefer | require | verify-full
+  std::string upstream_sslrootcert;  // CA file for verify-full
 };
 
 struct ConfigError {

@@ -3,38 +3,49 @@
 #include "proxy/net/server.hpp"
 
 #include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/detached.hpp>
-#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <csignal>
-#include <cstdio>
+#include <filesystem>
 #include <thread>
-#include <unistd.h>
 
+#include "proxy/audit.hpp"
+#include "proxy/auth/scram.hpp"
+#include "proxy/auth/throttle.hpp"
+#include "proxy/auth/userlist.hpp"
 #include "proxy/net/buffer_pool.hpp"
 #include "proxy/net/cancel_registry.hpp"
+#include "proxy/net/connect.hpp"
+#include "proxy/net/control_pool.hpp"
+#include "proxy/net/relay.hpp"
+#include "proxy/net/session_registry.hpp"
 #include "proxy/net/stream.hpp"
+#include "proxy/net/tls.hpp"
 #include "proxy/protocol/frame.hpp"
 #include "proxy/session/client_handshake.hpp"
-#include "proxy/session/client_stream.hpp"
 #include "proxy/session/upstream_login.hpp"
+#include "tokenstore/service.hpp"
 
 namespace tokengate::net {
 
 using namespace std::chrono_literals;
-using namespace asio::experimental::awaitable_operators;
-using tcp = asio::ip::tcp;
 using unix_socket = asio::local::stream_protocol;
 using protocol::ByteView;
 using protocol::Bytes;
+using Clock = std::chrono::steady_clock;
 
 namespace {
 
@@ -43,62 +54,128 @@ namespace {
 constexpr std::size_t kMaxLoginMessageLength = 1024 * 1024;
 // How long a forwarded CancelRequest may take to be delivered.
 constexpr auto kCancelTimeout = 5s;
+// How often the store is asked which tokens were revoked by any process; the
+// issue allows 2 s between a revocation and the end of its sessions.
+constexpr auto kRevocationPoll = 500ms;
 
 ByteView view(const Bytes& b, std::size_t n) { return ByteView(b.data(), n); }
 
-Bytes fatal(std::string sqlstate, std::string message) {
+Bytes fatal(std::string sqlstate, std::string message, std::string detail = {}) {
   Bytes out;
-  protocol::ErrorResponse::make("FATAL", std::move(sqlstate), std::move(message)).serialize(out);
+  auto e = protocol::ErrorResponse::make("FATAL", std::move(sqlstate), std::move(message));
+  e.detail = std::move(detail);
+  e.serialize(out);
   return out;
 }
 
-asio::awaitable<std::tuple<error_code, std::unique_ptr<ByteStream>>> connect_to(const Endpoint& ep) {
-  auto exec = co_await asio::this_coro::executor;
-  if (ep.is_unix()) {
-    unix_socket::socket sock(exec);
-    auto [ec] = co_await sock.async_connect(unix_socket::endpoint(ep.unix_path()), use_nothrow);
-    if (ec) co_return std::make_tuple(ec, std::unique_ptr<ByteStream>());
-    co_return std::make_tuple(ec, std::unique_ptr<ByteStream>(
-                                      std::make_unique<SocketStream<unix_socket::socket>>(std::move(sock))));
-  }
-  tcp::resolver resolver(exec);
-  auto [rec, results] = co_await resolver.async_resolve(ep.host, std::to_string(ep.port), use_nothrow);
-  if (rec) co_return std::make_tuple(rec, std::unique_ptr<ByteStream>());
-  tcp::socket sock(exec);
-  auto [ec, connected] = co_await asio::async_connect(sock, results, use_nothrow);
-  if (ec) co_return std::make_tuple(ec, std::unique_ptr<ByteStream>());
-  error_code ignored;
-  sock.set_option(tcp::no_delay(true), ignored);
-  co_return std::make_tuple(ec, std::unique_ptr<ByteStream>(
-                                    std::make_unique<SocketStream<tcp::socket>>(std::move(sock))));
+std::int64_t unix_now() {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string utc_text(std::int64_t t) {
+  std::time_t tt = t;
+  std::tm tm{};
+  gmtime_r(&tt, &tm);
+  char buf[40];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S+00", &tm);
+  return buf;
+}
+
+// "1.2.3.4:5678" → "1.2.3.4"; Unix sockets are "[local]", as in PostgreSQL's logs.
+std::string address_of(const std::string& peer) {
+  if (peer.empty() || peer.front() == '/') return "[local]";
+  auto colon = peer.rfind(':');
+  std::string host = colon == std::string::npos ? peer : peer.substr(0, colon);
+  if (host.size() > 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
+  return host;
 }
 
 }  // namespace
 
+// What a client proved at login, and how to log in upstream for it.
+struct LoginDecision {
+  bool ok = false;
+  Bytes reject;                        // FATAL for the client when !ok
+  std::chrono::milliseconds delay{0};  // throttling: wait before sending `reject`
+  std::optional<std::string> upstream_password;
+  // For token sessions.
+  std::optional<tokenstore::tid_t> tid;
+  std::int64_t token_expires_at = 0;
+  Bytes notice;  // sent just before the first ReadyForQuery
+};
+
 struct Server::Impl {
-  explicit Impl(Config c) : config(std::move(c)) {}
+  explicit Impl(Config c) : config(std::move(c)), audit(config.audit_log) {}
 
   asio::io_context& next_context() { return *contexts[next++ % contexts.size()]; }
 
-  asio::awaitable<void> session(std::unique_ptr<ByteStream> client, std::string peer);
+  bool open_services();
+  asio::awaitable<void> session(std::unique_ptr<ByteStream> client, std::string peer, bool peer_is_local);
+  asio::awaitable<LoginDecision> decide_login(const protocol::StartupMessage& startup, const std::string& password,
+                                              const std::string& peer);
+  asio::awaitable<std::tuple<error_code, std::unique_ptr<ByteStream>, std::string>> connect_upstream(
+      Clock::time_point deadline);
   asio::awaitable<void> forward_cancel(protocol::CancelRequest request);
-  asio::awaitable<void> pump_client_to_upstream(ByteStream& client, ByteStream& upstream, Bytes pending,
-                                                bool& client_broke_protocol);
-  asio::awaitable<void> pump_upstream_to_client(ByteStream& upstream, ByteStream& client);
   template <typename Acceptor>
   asio::awaitable<void> accept_loop(Acceptor& acceptor, std::string name);
+  asio::awaitable<void> watch_tokens();
   asio::awaitable<void> drain_then_stop();
+  void reload();
   void stop_all();
+  void audit_login(const std::string& user, const std::string& peer, const std::string& app,
+                   const std::string& method, const std::string& outcome, const std::string& reason,
+                   const std::string& token_name = {}, const std::optional<tokenstore::tid_t>& tid = {});
 
   Config config;
   CancelRegistry cancels;
+  SessionRegistry token_sessions;
   std::vector<std::unique_ptr<asio::io_context>> contexts;
   std::atomic<std::size_t> next{0};
   std::atomic<int> active_sessions{0};
+  std::atomic<bool> stopping{false};
   std::vector<std::unique_ptr<tcp::acceptor>> tcp_acceptors;
   std::vector<std::unique_ptr<unix_socket::acceptor>> unix_acceptors;
   std::vector<std::string> unix_paths;
+
+  // Token store (SPEC §5).
+  std::unique_ptr<tokenstore::store> store;
+  std::unique_ptr<tokenstore::keyring> keys;
+  std::unique_ptr<tokenstore::token_service> tokens;
+  std::unique_ptr<tokenstore::maintenance_thread> maintenance;
+
+  // Logging in (SPEC §4).
+  std::unique_ptr<ControlPool> control;
+  auth::LoginThrottle throttle;
+  AuditLog audit;
+  std::mutex userlist_mutex;
+  auth::Userlist userlist;
+  // PBKDF2 of SCRAM verifiers runs here, off the I/O threads.
+  asio::thread_pool crypto{1};
+
+  // TLS.
+  ClientTlsMode tls_mode = ClientTlsMode::allow;
+  std::unique_ptr<TlsServerContext> tls;
+  std::unique_ptr<UpstreamTlsContext> upstream_tls;
 };
+
+void Server::Impl::audit_login(const std::string& user, const std::string& peer, const std::string& app,
+                               const std::string& method, const std::string& outcome,
+                               const std::string& reason, const std::string& token_name,
+                               const std::optional<tokenstore::tid_t>& tid) {
+  AuditEvent ev;
+  ev.event = "login";
+  ev.actor = user;
+  ev.owner = method == "token" ? user : "";
+  ev.token_name = token_name;
+  if (tid) ev.tid = tokenstore::tid_to_hex(*tid);
+  ev.client_address = address_of(peer);
+  ev.application_name = app;
+  ev.method = method;
+  ev.outcome = outcome;
+  ev.reason = reason;
+  audit.write(ev);
+}
 
 template <typename Acceptor>
 asio::awaitable<void> Server::Impl::accept_loop(Acceptor& acceptor, std::string name) {
@@ -114,19 +191,173 @@ asio::awaitable<void> Server::Impl::accept_loop(Acceptor& acceptor, std::string 
       continue;
     }
     std::string peer = name;
+    bool local = true;
     if constexpr (std::is_same_v<Acceptor, tcp::acceptor>) {
       error_code ignored;
       sock.set_option(tcp::no_delay(true), ignored);
       auto remote = sock.remote_endpoint(ignored);
-      if (!ignored) peer = remote.address().to_string() + ":" + std::to_string(remote.port());
+      if (!ignored) {
+        auto addr = remote.address();
+        peer = (addr.is_v6() ? "[" + addr.to_string() + "]" : addr.to_string()) + ":" +
+               std::to_string(remote.port());
+        local = addr.is_loopback() || (addr.is_v6() && addr.to_v6().is_v4_mapped() &&
+                                       asio::ip::make_address_v4(asio::ip::v4_mapped, addr.to_v6()).is_loopback());
+      }
     }
     using Socket = std::decay_t<decltype(sock)>;
-    asio::co_spawn(ctx, session(std::make_unique<SocketStream<Socket>>(std::move(sock)), std::move(peer)),
+    asio::co_spawn(ctx, session(std::make_unique<SocketStream<Socket>>(std::move(sock)), std::move(peer), local),
                    asio::detached);
   }
 }
 
-asio::awaitable<void> Server::Impl::session(std::unique_ptr<ByteStream> client, std::string peer) {
+asio::awaitable<std::tuple<error_code, std::unique_ptr<ByteStream>, std::string>> Server::Impl::connect_upstream(
+    Clock::time_point deadline) {
+  const Endpoint& ep = config.upstream;
+  // TLS makes no sense over a Unix socket (PostgreSQL refuses it there).
+  if (ep.is_unix() || !upstream_tls || upstream_tls->mode() == UpstreamSslMode::disable) {
+    auto [ec, stream] = co_await connect_to(ep);
+    co_return std::make_tuple(ec, std::move(stream), std::string());
+  }
+  auto exec = co_await asio::this_coro::executor;
+  tcp::resolver resolver(exec);
+  auto [rec, results] = co_await resolver.async_resolve(ep.host, std::to_string(ep.port), use_nothrow);
+  if (rec) co_return std::make_tuple(rec, std::unique_ptr<ByteStream>(), std::string());
+  tcp::socket sock(exec);
+  auto [ec, connected] = co_await asio::async_connect(sock, results, use_nothrow);
+  if (ec) co_return std::make_tuple(ec, std::unique_ptr<ByteStream>(), std::string());
+  error_code ignored;
+  sock.set_option(tcp::no_delay(true), ignored);
+  auto tls_result = co_await start_upstream_tls(std::move(sock), *upstream_tls, ep.host, deadline);
+  co_return std::make_tuple(tls_result.ec, std::move(tls_result.stream), tls_result.detail);
+}
+
+// Decides whether the client proved who it is (SPEC §4 steps 3 and 4).
+asio::awaitable<LoginDecision> Server::Impl::decide_login(const protocol::StartupMessage& startup,
+                                                          const std::string& password, const std::string& peer) {
+  LoginDecision d;
+  const std::string user = startup.find("user") ? *startup.find("user") : "";
+  const std::string app = startup.find("application_name") ? *startup.find("application_name") : "";
+  const std::string address = address_of(peer);
+  auto generic = [&](Bytes& out) {
+    // PostgreSQL's own words; the real reason goes to the log and audit log only.
+    out = fatal("28P01", "password authentication failed for user \"" + user + "\"");
+  };
+  auto deny = [&](const std::string& method, std::string reason, Bytes reject, std::string token_name = {},
+                  std::optional<tokenstore::tid_t> tid = {}) {
+    spdlog::info("login of \"{}\" from {} refused ({}): {}", user, peer, method, reason);
+    audit_login(user, peer, app, method, "denied", reason, token_name, tid);
+    d.ok = false;
+    d.reject = std::move(reject);
+    d.delay = throttle.record_failure(user, address, Clock::now());
+  };
+
+  if (tokenstore::looks_like_token(password)) {
+    // A token is never tried upstream as a password (PITFALLS.md).
+    if (!tokens) {
+      Bytes out;
+      generic(out);
+      deny("token", "token store unavailable", std::move(out));
+      co_return d;
+    }
+    auto now = unix_now();
+    auto vr = tokens->verify(password, user, now);
+    if (vr.status != tokenstore::verify_status::ok) {
+      Bytes out;
+      if (vr.status == tokenstore::verify_status::expired)
+        out = fatal("28P01", "API token expired", "The token expired at " + utc_text(vr.expires_at) + ".");
+      else
+        generic(out);
+      deny("token", std::string(tokenstore::to_string(vr.status)), std::move(out), vr.name,
+           vr.status == tokenstore::verify_status::bad_format ? std::nullopt
+                                                                : std::optional<tokenstore::tid_t>(vr.tid));
+      co_return d;
+    }
+    if (config.upstream_auth == Config::UpstreamAuth::password) {
+      std::lock_guard lock(userlist_mutex);
+      d.upstream_password = userlist.password_for(user);
+      if (!d.upstream_password) {
+        auto why = userlist.why_no_password(user);
+        spdlog::error("token login of \"{}\": {}", user, why);
+        audit_login(user, peer, app, "token", "error", why, vr.name, vr.tid);
+        d.reject = fatal("28000", "tokengate cannot log in upstream as \"" + user + "\"",
+                         "No password for this role in the auth.userlist file.");
+        co_return d;
+      }
+    }
+    d.ok = true;
+    d.tid = vr.tid;
+    d.token_expires_at = vr.expires_at;
+    if (vr.expires_at - now <= config.expiry_warning.count()) {
+      auto n = protocol::ErrorResponse::make("NOTICE", "01000",
+                                             "API token \"" + vr.name + "\" expires at " +
+                                                 utc_text(vr.expires_at));
+      n.hint = "Create a new token with CREATE API TOKEN.";
+      n.serialize(d.notice, protocol::backend_tag::NoticeResponse);
+    }
+    throttle.record_success(user, address, Clock::now());
+    audit_login(user, peer, app, "token", "ok", "", vr.name, vr.tid);
+    co_return d;
+  }
+
+  if (config.upstream_auth == Config::UpstreamAuth::password) {
+    // The upstream checks the password; its answer reaches the client as is.
+    d.ok = true;
+    d.upstream_password = password;
+    co_return d;
+  }
+
+  // trust: the upstream would accept anything from us, so we check.
+  if (!control) {
+    d.reject = fatal("08006", "tokengate cannot check passwords: no control connection");
+    co_return d;
+  }
+  auto lv = co_await control->login_verifier(user);
+  if (!lv) {
+    spdlog::error("password check for \"{}\" failed: {}", user, lv.error());
+    audit_login(user, peer, app, "password", "error", lv.error());
+    d.reject = fatal("08006", "tokengate could not check the password with the upstream server");
+    co_return d;
+  }
+  Bytes failed;
+  generic(failed);
+  if (!lv->has_value()) {
+    deny("password", "no such role", std::move(failed));
+    co_return d;
+  }
+  const auto& v = **lv;
+  if (!v.verifier) {
+    deny("password", "role has no password", std::move(failed));
+    co_return d;
+  }
+  // PBKDF2 costs milliseconds: not on an I/O thread.
+  auto check = co_await asio::co_spawn(
+      crypto,
+      [verifier = *v.verifier, user, password]() -> asio::awaitable<auth::VerifierCheck> {
+        co_return auth::check_password_verifier(verifier, user, password);
+      },
+      asio::use_awaitable);
+  if (check != auth::VerifierCheck::match) {
+    deny("password", check == auth::VerifierCheck::mismatch ? "wrong password" : "unsupported verifier",
+         std::move(failed));
+    co_return d;
+  }
+  if (v.valid_until && *v.valid_until < unix_now()) {
+    deny("password", "password expired (VALID UNTIL)", std::move(failed));
+    co_return d;
+  }
+  if (!v.can_login) {
+    deny("password", "role has NOLOGIN",
+         fatal("28000", "role \"" + user + "\" is not permitted to log in"));
+    co_return d;
+  }
+  throttle.record_success(user, address, Clock::now());
+  audit_login(user, peer, app, "password", "ok", "");
+  d.ok = true;
+  co_return d;
+}
+
+asio::awaitable<void> Server::Impl::session(std::unique_ptr<ByteStream> client, std::string peer,
+                                            bool peer_is_local) {
   ++active_sessions;
   struct Count {
     std::atomic<int>& n;
@@ -134,15 +365,21 @@ asio::awaitable<void> Server::Impl::session(std::unique_ptr<ByteStream> client, 
   } count{active_sessions};
 
   auto exec = co_await asio::this_coro::executor;
+  const auto auth_deadline = Clock::now() + config.auth_timeout;
   // The whole login must finish within auth_timeout; the timer closes the
   // client socket, which fails whatever I/O is pending.
   asio::steady_timer auth_timer(exec, config.auth_timeout);
-  auth_timer.async_wait([c = client.get()](error_code ec) {
-    if (!ec) c->close();
+  auth_timer.async_wait([&client](error_code ec) {
+    if (!ec && client) client->close();
   });
 
   // ---- startup phase: the sans-io handshake decides, we perform ----------
-  session::ClientHandshake handshake;
+  const bool is_tcp = dynamic_cast<SocketStream<tcp::socket>*>(client.get()) != nullptr;
+  session::ClientHandshake handshake(session::ClientHandshake::Options{
+      .tls_available = is_tcp && tls != nullptr && tls_mode != ClientTlsMode::disable,
+      .require_tls = is_tcp && tls_mode == ClientTlsMode::require,
+      .refuse_plaintext_password = is_tcp && !peer_is_local && !config.allow_plaintext_passwords,
+  });
   Bytes in;
   std::size_t have = 0;
   session::ClientHandshake::LoggedIn login_request;
@@ -161,6 +398,19 @@ asio::awaitable<void> Server::Impl::session(std::unique_ptr<ByteStream> client, 
         co_return;
       }
       have += n;
+    } else if (std::holds_alternative<session::ClientHandshake::StartTls>(action)) {
+      static constexpr std::uint8_t yes[] = {'S'};
+      if (auto [ec, n] = co_await client->write(asio::buffer(yes)); ec) co_return;
+      auto& plain = static_cast<SocketStream<tcp::socket>&>(*client);
+      tcp::socket raw = std::move(plain.socket());
+      auto result = co_await accept_tls(*tls, std::move(raw), auth_deadline);
+      if (result.ec) {
+        spdlog::info("TLS handshake with {} failed: {} {}", peer, result.ec.message(), result.detail);
+        client.reset();
+        co_return;
+      }
+      client = std::move(result.stream);
+      handshake.tls_established();
     } else if (auto* reply = std::get_if<session::ClientHandshake::Reply>(&action)) {
       auto [ec, n] = co_await client->write(asio::buffer(reply->bytes));
       if (ec) co_return;
@@ -183,12 +433,27 @@ asio::awaitable<void> Server::Impl::session(std::unique_ptr<ByteStream> client, 
   const std::string user = login_request.startup.find("user") ? *login_request.startup.find("user") : "";
   const std::string database =
       login_request.startup.find("database") ? *login_request.startup.find("database") : user;
+  const std::string app =
+      login_request.startup.find("application_name") ? *login_request.startup.find("application_name") : "";
+
+  // ---- who is it? ------------------------------------------------------------
+  LoginDecision decision = co_await decide_login(login_request.startup, login_request.password, peer);
+  // The password is not needed any more (the upstream one is in `decision`).
+  std::fill(login_request.password.begin(), login_request.password.end(), '\0');
+  if (!decision.ok) {
+    if (decision.delay.count() > 0) {
+      asio::steady_timer wait(exec, decision.delay);
+      co_await wait.async_wait(use_nothrow);
+    }
+    co_await client->write(asio::buffer(decision.reject));
+    co_return;
+  }
 
   // ---- upstream login ------------------------------------------------------
-  auto [cec, upstream] = co_await connect_to(config.upstream);
+  auto [cec, upstream, cdetail] = co_await connect_upstream(auth_deadline);
   if (cec) {
-    spdlog::error("cannot connect to upstream {} for user \"{}\" from {}: {}", config.upstream.to_string(),
-                  user, peer, cec.message());
+    spdlog::error("cannot connect to upstream {} for user \"{}\" from {}: {} {}", config.upstream.to_string(),
+                  user, peer, cec.message(), cdetail);
     co_await client->write(asio::buffer(fatal("08006", "tokengate could not connect to the upstream server")));
     co_return;
   }
@@ -199,7 +464,7 @@ asio::awaitable<void> Server::Impl::session(std::unique_ptr<ByteStream> client, 
     ~Release() { r.release(k); }
   } release{cancels, client_key};
 
-  session::UpstreamLogin login(std::move(login_request.startup), std::move(login_request.password),
+  session::UpstreamLogin login(std::move(login_request.startup), std::move(decision.upstream_password),
                                client_key);
   {
     auto first = login.start();
@@ -210,6 +475,7 @@ asio::awaitable<void> Server::Impl::session(std::unique_ptr<ByteStream> client, 
   }
   Bytes up;
   std::size_t up_have = 0;
+  char tx_status = protocol::tx_status::Idle;
   for (bool done = false; !done;) {
     auto fr = protocol::read_frame(view(up, up_have), kMaxLoginMessageLength);
     if (fr.status == protocol::FrameStatus::bad_length) {
@@ -234,19 +500,25 @@ asio::awaitable<void> Server::Impl::session(std::unique_ptr<ByteStream> client, 
     if (!step.to_upstream.empty()) {
       if (auto [ec, n] = co_await upstream->write(asio::buffer(step.to_upstream)); ec) co_return;
     }
+    done = step.status == session::UpstreamLogin::Status::done;
+    if (done && !decision.notice.empty()) {
+      // The expiry warning goes just before the first ReadyForQuery.
+      step.to_client.insert(step.to_client.begin(), decision.notice.begin(), decision.notice.end());
+    }
     if (!step.to_client.empty()) {
       if (auto [ec, n] = co_await client->write(asio::buffer(step.to_client)); ec) co_return;
     }
     if (step.status == session::UpstreamLogin::Status::failed) {
-      spdlog::info("login of user \"{}\" to database \"{}\" from {} failed: {}", user, database, peer,
+      spdlog::info("login of user \"{}\" to database \"{}\" from {} failed upstream: {}", user, database, peer,
                    login.failure_reason());
       co_return;
     }
-    done = step.status == session::UpstreamLogin::Status::done;
+    tx_status = login.tx_status();
   }
   auth_timer.cancel();
   cancels.bind(client_key, {config.upstream, login.upstream_key()});
-  spdlog::info("user \"{}\" logged in to database \"{}\" from {}", user, database, peer);
+  spdlog::info("user \"{}\" logged in to database \"{}\" from {}{}", user, database, peer,
+               decision.tid ? " with an API token" : "");
 
   // Whatever the upstream sent after ReadyForQuery (it should be nothing).
   if (up_have > 0) {
@@ -255,71 +527,26 @@ asio::awaitable<void> Server::Impl::session(std::unique_ptr<ByteStream> client, 
   Bytes().swap(up);
 
   // ---- relay ---------------------------------------------------------------
-  bool client_broke_protocol = false;
-  co_await (pump_client_to_upstream(*client, *upstream, std::move(in), client_broke_protocol) ||
-            pump_upstream_to_client(*upstream, *client));
-  if (client_broke_protocol) {
-    co_await client->write(asio::buffer(fatal("08P01", "invalid message length")));
+  Relay relay(exec, *client, *upstream,
+              RelayServices{tokens.get(), control.get(), audit.enabled() ? &audit : nullptr},
+              SessionInfo{user, database, app, peer, tx_status});
+  // Token sessions end when their token is revoked (or expires, if so set).
+  std::optional<SessionRegistry::Handle> registered;
+  auto alive = std::make_shared<Relay*>(&relay);
+  if (decision.tid) {
+    registered = token_sessions.add(*decision.tid, decision.token_expires_at,
+                                    [exec, alive](const protocol::ErrorResponse& why) {
+                                      asio::post(exec, [alive, why] {
+                                        if (*alive) (*alive)->end(why);
+                                      });
+                                    });
   }
+  co_await relay.run(std::move(in));
+  *alive = nullptr;
+  if (registered) token_sessions.remove(*registered);
   upstream->close();
   client->close();
   spdlog::debug("session of \"{}\" from {} ended", user, peer);
-}
-
-asio::awaitable<void> Server::Impl::pump_client_to_upstream(ByteStream& client, ByteStream& upstream,
-                                                            Bytes pending, bool& client_broke_protocol) {
-  session::ClientStream framing;
-  Bytes buf = std::move(pending);
-  std::size_t have = buf.size();
-  std::size_t need = 0;
-  for (;;) {
-    if (have > 0) {
-      auto scan = framing.scan(view(buf, have), [](const protocol::Frame&) {
-        // Query and Parse arrive here whole; API TOKEN statements will be
-        // answered locally (issue 4). For now every message goes upstream.
-      });
-      if (scan.bad_length) {
-        client_broke_protocol = true;
-        co_return;
-      }
-      if (scan.forward > 0) {
-        auto [ec, n] = co_await upstream.write(asio::buffer(buf.data(), scan.forward));
-        if (ec) co_return;
-        std::memmove(buf.data(), buf.data() + scan.forward, have - scan.forward);
-        have -= scan.forward;
-      }
-      if (scan.terminate) co_return;
-      need = scan.need;
-    }
-    if (have == 0) {
-      // Idle: give the buffer back and wait without one.
-      if (!buf.empty()) BufferPool::release(std::move(buf));
-      buf = Bytes();
-      if (auto ec = co_await client.wait_readable(); ec) co_return;
-      buf = BufferPool::acquire();
-    }
-    if (buf.size() < need) buf.resize(need);            // a whole Query/Parse must fit
-    if (buf.size() == have) buf.resize(buf.size() * 2);  // keep room to read
-    auto [ec, n] = co_await client.read_some(asio::buffer(buf.data() + have, buf.size() - have));
-    if (ec) co_return;
-    have += n;
-  }
-}
-
-asio::awaitable<void> Server::Impl::pump_upstream_to_client(ByteStream& upstream, ByteStream& client) {
-  for (;;) {
-    if (auto ec = co_await upstream.wait_readable(); ec) co_return;
-    Bytes buf = BufferPool::acquire();
-    for (;;) {
-      auto [ec, n] = co_await upstream.read_some(asio::buffer(buf));
-      if (ec) co_return;
-      auto [wec, wn] = co_await client.write(asio::buffer(buf.data(), n));
-      if (wec) co_return;
-      // A short read means the socket is drained: wait again without a buffer.
-      if (n < buf.size()) break;
-    }
-    BufferPool::release(std::move(buf));
-  }
 }
 
 asio::awaitable<void> Server::Impl::forward_cancel(protocol::CancelRequest request) {
@@ -328,6 +555,8 @@ asio::awaitable<void> Server::Impl::forward_cancel(protocol::CancelRequest reque
     spdlog::debug("ignored a cancel request with an unknown key");
     co_return;
   }
+  // Cancel requests go in the clear, as libpq sends them (PostgreSQL accepts
+  // a CancelRequest without TLS even when it requires TLS for sessions).
   auto [ec, upstream] = co_await connect_to(target->upstream);
   if (ec) {
     spdlog::warn("cannot forward cancel request to {}: {}", target->upstream.to_string(), ec.message());
@@ -350,10 +579,37 @@ asio::awaitable<void> Server::Impl::forward_cancel(protocol::CancelRequest reque
   timer.cancel();
 }
 
-asio::awaitable<void> Server::Impl::drain_then_stop() {
-  auto deadline = std::chrono::steady_clock::now() + config.shutdown_timeout;
+// Ends sessions of tokens revoked by any process (the CLI included) and,
+// with expiry_ends_sessions, of tokens that expired.
+asio::awaitable<void> Server::Impl::watch_tokens() {
   asio::steady_timer tick(co_await asio::this_coro::executor);
-  while (active_sessions.load() > 0 && std::chrono::steady_clock::now() < deadline) {
+  std::uint64_t seq = tokens->revocation_seq();
+  const auto revoked = protocol::ErrorResponse::make("FATAL", "57P01", "API token revoked");
+  const auto expired = protocol::ErrorResponse::make("FATAL", "57P01", "API token expired");
+  while (!stopping) {
+    tick.expires_after(kRevocationPoll);
+    if (auto [ec] = co_await tick.async_wait(use_nothrow); ec) co_return;
+    try {
+      auto r = tokens->revocations_since(seq);
+      seq = r.seq;
+      if (config.revoke_ends_sessions && !r.tids.empty()) {
+        auto n = token_sessions.end_tokens(r.tids, revoked);
+        if (n) spdlog::info("ended {} session(s) of revoked tokens", n);
+      }
+      if (config.expiry_ends_sessions) {
+        auto n = token_sessions.end_expired(unix_now(), expired);
+        if (n) spdlog::info("ended {} session(s) of expired tokens", n);
+      }
+    } catch (const std::exception& e) {
+      spdlog::error("cannot read revocations from the token store: {}", e.what());
+    }
+  }
+}
+
+asio::awaitable<void> Server::Impl::drain_then_stop() {
+  auto deadline = Clock::now() + config.shutdown_timeout;
+  asio::steady_timer tick(co_await asio::this_coro::executor);
+  while (active_sessions.load() > 0 && Clock::now() < deadline) {
     tick.expires_after(100ms);
     co_await tick.async_wait(use_nothrow);
   }
@@ -364,7 +620,125 @@ asio::awaitable<void> Server::Impl::drain_then_stop() {
 }
 
 void Server::Impl::stop_all() {
+  stopping = true;
   for (auto& c : contexts) c->stop();
+}
+
+// SIGHUP: certificates, the userlist and the audit file are read again.
+void Server::Impl::reload() {
+  if (tls) {
+    if (auto err = tls->reload()) spdlog::error("TLS certificate reload failed, keeping the old one: {}", *err);
+    else spdlog::info("reloaded TLS certificate {}", tls->cert_file());
+  }
+  if (upstream_tls) {
+    if (auto err = upstream_tls->reload()) spdlog::error("upstream TLS reload failed: {}", *err);
+  }
+  if (!config.userlist.empty()) {
+    auto loaded = auth::Userlist::load(config.userlist);
+    if (auto* err = std::get_if<auth::UserlistError>(&loaded)) {
+      spdlog::error("userlist reload failed, keeping the old one: {}", err->message);
+    } else {
+      std::lock_guard lock(userlist_mutex);
+      userlist = std::move(std::get<auth::Userlist>(loaded));
+      spdlog::info("reloaded userlist {} ({} users)", config.userlist, userlist.size());
+    }
+  }
+  if (auto err = audit.reopen()) spdlog::error("cannot reopen the audit log: {}", err->message);
+}
+
+// Opens the token store, TLS contexts, the userlist, the audit log and the
+// control pool; false (after logging why) when tokengate must not start.
+bool Server::Impl::open_services() {
+  namespace fs = std::filesystem;
+  try {
+    std::error_code ec;
+    fs::create_directories(config.data_dir, ec);
+    ::chmod(config.data_dir.c_str(), 0700);
+    keys = std::make_unique<tokenstore::keyring>(config.data_dir);
+    store = std::make_unique<tokenstore::store>(config.data_dir);
+    tokens = std::make_unique<tokenstore::token_service>(*store, *keys);
+    tokens->on_revoked([this](std::span<const tokenstore::tid_t> tids) {
+      if (!config.revoke_ends_sessions) return;
+      token_sessions.end_tokens(tids, protocol::ErrorResponse::make("FATAL", "57P01", "API token revoked"));
+    });
+    maintenance = std::make_unique<tokenstore::maintenance_thread>(*tokens);
+  } catch (const std::exception& e) {
+    spdlog::critical("cannot open the token store in {}: {}", config.data_dir, e.what());
+    return false;
+  }
+
+  std::string err;
+  auto mode = parse_client_tls_mode(config.tls_mode, err);
+  if (!mode) {
+    spdlog::critical("tls.mode: {}", err);
+    return false;
+  }
+  tls_mode = *mode;
+  if (auto problem = check_tls_settings(tls_mode, config.tls_cert, config.tls_key); !problem.empty()) {
+    spdlog::critical("{}", problem);
+    return false;
+  }
+  if (!config.tls_cert.empty()) {
+    tls = TlsServerContext::load(config.tls_cert, config.tls_key, err);
+    if (!tls) {
+      spdlog::critical("cannot load the TLS certificate: {}", err);
+      return false;
+    }
+  }
+  auto upmode = parse_upstream_sslmode(config.upstream_sslmode, err);
+  if (!upmode) {
+    spdlog::critical("upstream.sslmode: {}", err);
+    return false;
+  }
+  if (auto problem = check_upstream_tls_settings(*upmode, config.upstream_sslrootcert); !problem.empty()) {
+    spdlog::critical("{}", problem);
+    return false;
+  }
+  upstream_tls = UpstreamTlsContext::create(*upmode, config.upstream_sslrootcert, err);
+  if (!upstream_tls) {
+    spdlog::critical("upstream TLS: {}", err);
+    return false;
+  }
+
+  std::optional<std::string> control_password;
+  if (!config.userlist.empty()) {
+    auto loaded = auth::Userlist::load(config.userlist);
+    if (auto* e = std::get_if<auth::UserlistError>(&loaded)) {
+      spdlog::critical("{}", e->message);
+      return false;
+    }
+    userlist = std::move(std::get<auth::Userlist>(loaded));
+  }
+  if (config.upstream_auth == Config::UpstreamAuth::password) {
+    if (config.userlist.empty()) {
+      spdlog::critical("upstream.auth = password needs auth.userlist (passwords for token sessions and the "
+                       "control user)");
+      return false;
+    }
+    control_password = userlist.password_for(config.control_user);
+    if (!control_password) {
+      spdlog::critical("{}", userlist.why_no_password(config.control_user));
+      return false;
+    }
+  }
+
+  if (auto e = audit.open()) {
+    spdlog::critical("cannot open the audit log: {}", e->message);
+    return false;
+  }
+  auth::ThrottleSettings ts;
+  ts.max_failed_logins = config.max_failed_logins;
+  throttle.reconfigure(ts);
+
+  ControlPoolSettings cs;
+  cs.upstream = config.upstream;
+  cs.user = config.control_user;
+  cs.password = control_password;
+  cs.database = config.control_database;
+  cs.admin_role = config.admin_role;
+  cs.auth_query = config.auth_query;
+  control = std::make_unique<ControlPool>(contexts[0]->get_executor(), std::move(cs));
+  return true;
 }
 
 Server::Server(Config config) : impl_(std::make_unique<Impl>(std::move(config))) {}
@@ -375,6 +749,7 @@ int Server::run() {
   unsigned n = im.config.threads ? im.config.threads : std::max(1u, std::thread::hardware_concurrency());
   for (unsigned i = 0; i < n; ++i) im.contexts.push_back(std::make_unique<asio::io_context>(1));
   auto& main_ctx = *im.contexts[0];
+  if (!im.open_services()) return 1;
 
   for (const auto& ep : im.config.listen) {
     try {
@@ -403,17 +778,26 @@ int Server::run() {
       return 1;
     }
   }
-  spdlog::info("tokengate {} relaying to {} with {} I/O thread(s)", TOKENGATE_VERSION,
-               im.config.upstream.to_string(), n);
+  spdlog::info("tokengate {} relaying to {} (upstream.auth = {}) with {} I/O thread(s)", TOKENGATE_VERSION,
+               im.config.upstream.to_string(),
+               im.config.upstream_auth == Config::UpstreamAuth::trust ? "trust" : "password", n);
+  asio::co_spawn(main_ctx, im.watch_tokens(), asio::detached);
 
-  asio::signal_set signals(main_ctx, SIGINT, SIGTERM);
+  asio::signal_set signals(main_ctx, SIGINT, SIGTERM, SIGHUP);
   std::function<void(error_code, int)> on_signal = [&](error_code ec, int sig) {
     if (ec) return;
+    if (sig == SIGHUP) {
+      spdlog::info("SIGHUP: reloading");
+      im.reload();
+      signals.async_wait(on_signal);
+      return;
+    }
     for (auto& a : im.tcp_acceptors) a->close();
     for (auto& a : im.unix_acceptors) a->close();
     if (sig == SIGTERM) {
       spdlog::info("SIGTERM: no new connections; waiting for {} session(s)", im.active_sessions.load());
       asio::co_spawn(main_ctx, im.drain_then_stop(), asio::detached);
+      signals.async_wait(on_signal);  // a second signal still works (SIGINT: at once)
     } else {
       spdlog::info("SIGINT: stopping");
       im.stop_all();

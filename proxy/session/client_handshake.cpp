@@ -52,6 +52,8 @@ ClientHandshake::Action ClientHandshake::next(ByteView received, std::size_t& co
         // as if negotiated; PostgreSQL refuses them too (CVE-2021-23214).
         if (received.size() > consumed)
           return reject("08P01", "received unencrypted data after SSL request");
+        if (std::holds_alternative<SSLRequest>(packet) && options_.tls_available && !tls_active_)
+          return StartTls{};
         return Reply{Bytes{'N'}};
       }
       if (auto* cancel = std::get_if<CancelRequest>(&packet)) {
@@ -59,15 +61,21 @@ ClientHandshake::Action ClientHandshake::next(ByteView received, std::size_t& co
         return Cancel{*cancel};
       }
       startup_ = std::move(std::get<StartupMessage>(packet));
-      if (refuse_plaintext_password_) {
+      if (!tls_active_ && (options_.require_tls || options_.refuse_plaintext_password)) {
         state_ = State::done;
         Bytes out;
-        auto e = ErrorResponse::make("FATAL", "28000",
-                                     "tokengate does not accept passwords over an unencrypted connection from "
-                                     "another host");
-        e.hint = "Connect with sslmode=require, or set auth.allow_plaintext_passwords = true.";
+        auto e = options_.require_tls
+                     ? ErrorResponse::make("FATAL", "28000", "tokengate requires an encrypted connection")
+                     : ErrorResponse::make("FATAL", "28000",
+                                           "tokengate does not accept passwords over an unencrypted connection "
+                                           "from another host");
+        e.hint = options_.require_tls
+                     ? "Connect with sslmode=require or stronger."
+                     : "Connect with sslmode=require, or set auth.allow_plaintext_passwords = true.";
         e.serialize(out);
-        return Reject{std::move(out), "plaintext password refused for a non-local client without TLS"};
+        return Reject{std::move(out), options_.require_tls ? "connection without TLS refused (tls.mode = require)"
+                                                           : "plaintext password refused for a non-local client "
+                                                             "without TLS"};
       }
       state_ = State::await_password;
       Bytes out;

@@ -16,14 +16,26 @@ inline constexpr std::size_t kMaxPasswordMessageLength = 65535;
 
 class ClientHandshake {
  public:
-  // With refuse_plaintext_password the client is refused instead of asked for
-  // a cleartext password (plain TCP from a non-loopback address, unless the
-  // operator allows it: SPEC §4 step 2).
-  explicit ClientHandshake(bool refuse_plaintext_password = false)
-      : refuse_plaintext_password_(refuse_plaintext_password) {}
+  struct Options {
+    // SSLRequest is answered 'S' (StartTls) instead of 'N'.
+    bool tls_available = false;
+    // A client logging in without TLS is refused (tls.mode = require).
+    bool require_tls = false;
+    // Without TLS, the client is refused instead of asked for a cleartext
+    // password (plain TCP from a non-loopback address, unless the operator
+    // allows it: SPEC §4 step 2).
+    bool refuse_plaintext_password = false;
+  };
+  ClientHandshake() = default;
+  explicit ClientHandshake(Options options) : options_(options) {}
+
+  // The driver answered 'S' and finished the TLS handshake.
+  void tls_established() noexcept { tls_active_ = true; }
+  bool tls_active() const noexcept { return tls_active_; }
 
   // What the driver must do next.
   struct NeedMore {};  // read more bytes, then call next() again
+  struct StartTls {};  // write 'S', do the TLS handshake, call tls_established(), then next()
   struct Reply {       // write these bytes, then call next() again
     protocol::Bytes bytes;
   };
@@ -39,7 +51,7 @@ class ClientHandshake {
     protocol::StartupMessage startup;
     std::string password;
   };
-  using Action = std::variant<NeedMore, Reply, Reject, Cancel, Closed, LoggedIn>;
+  using Action = std::variant<NeedMore, StartTls, Reply, Reject, Cancel, Closed, LoggedIn>;
 
   // Looks at the bytes received so far (the driver keeps them; `consumed` says
   // how many from the front this call used, to be dropped before the next).
@@ -59,7 +71,8 @@ class ClientHandshake {
   Action reject(std::string sqlstate, std::string message);
   void negotiate_down(protocol::Bytes& out);
 
-  bool refuse_plaintext_password_;
+  Options options_;
+  bool tls_active_ = false;
   State state_ = State::await_startup;
   protocol::StartupMessage startup_;
 };

@@ -117,7 +117,7 @@ TEST_CASE("handshake: bad startup input is answered with FATAL 08P01") {
 }
 
 TEST_CASE("handshake: a cleartext password is not asked for when refused") {
-  ClientHandshake hs(/*refuse_plaintext_password=*/true);
+  ClientHandshake hs({.tls_available = false, .require_tls = false, .refuse_plaintext_password = true});
   Bytes pkt = startup_packet(kProtocolVersion3, startup_params({{"user", "u"}}));
   std::size_t consumed = 0;
   auto a = hs.next(pkt, consumed);
@@ -128,6 +128,28 @@ TEST_CASE("handshake: a cleartext password is not asked for when refused") {
   REQUIRE(fields);
   CHECK(fields->sqlstate() == "28000");
   CHECK(*fields->find('H') == "Connect with sslmode=require, or set auth.allow_plaintext_passwords = true.");
+}
+
+TEST_CASE("handshake: with TLS available, SSLRequest starts TLS; require refuses plain logins") {
+  ClientHandshake hs({.tls_available = true, .require_tls = true, .refuse_plaintext_password = true});
+  std::size_t consumed = 0;
+  auto ssl = startup_packet(kSSLRequestCode);
+  CHECK(std::holds_alternative<ClientHandshake::StartTls>(hs.next(ssl, consumed)));
+  hs.tls_established();
+  // A second SSLRequest inside TLS is declined, as PostgreSQL does.
+  auto again = hs.next(ssl, consumed);
+  REQUIRE(std::holds_alternative<ClientHandshake::Reply>(again));
+  CHECK(std::get<ClientHandshake::Reply>(again).bytes == Bytes{'N'});
+  auto login = hs.next(startup_packet(kProtocolVersion3, startup_params({{"user", "u"}})), consumed);
+  CHECK(std::holds_alternative<ClientHandshake::Reply>(login));
+
+  ClientHandshake plain({.tls_available = true, .require_tls = true, .refuse_plaintext_password = false});
+  auto refused = plain.next(startup_packet(kProtocolVersion3, startup_params({{"user", "u"}})), consumed);
+  REQUIRE(std::holds_alternative<ClientHandshake::Reject>(refused));
+  auto fr = read_frame(std::get<ClientHandshake::Reject>(refused).bytes);
+  auto fields = ErrorFields::parse(fr.frame.body);
+  REQUIRE(fields);
+  CHECK(fields->message() == "tokengate requires an encrypted connection");
 }
 
 TEST_CASE("handshake: a CancelRequest is handed to the driver") {
