@@ -500,6 +500,32 @@ TEST_CASE("shutdown_send sends close_notify and the peer can still send") {
   });
 }
 
+TEST_CASE("a stream destroyed right after shutdown_send leaves nothing dangling") {
+  // The close_notify write is still in flight when the owner lets go of the
+  // stream (a session ending); the write's state must outlive the object.
+  auto tls = load(pki(), "first.crt", "first.key");
+  run_async([&]() -> boost::asio::awaitable<void> {
+    auto exec = co_await boost::asio::this_coro::executor;
+    auto acc = listen_loopback(exec);
+    auto [server, client] = co_await (accept_one(acc, *tls) && raw_client(acc.local_endpoint()));
+    REQUIRE(server.stream);
+    server.stream->shutdown_send();
+    server.stream->shutdown_send();  // a second call is a no-op
+    server.stream.reset();
+    char buf[16];
+    auto [ec, n] = co_await client.stream->async_read_some(boost::asio::buffer(buf), use_nothrow);
+    CHECK(ec == boost::asio::error::eof);
+    // And closing at once after shutdown_send: the pending write is aborted.
+    auto [server2, client2] = co_await (accept_one(acc, *tls) && raw_client(acc.local_endpoint()));
+    REQUIRE(server2.stream);
+    server2.stream->shutdown_send();
+    server2.stream->close();
+    server2.stream.reset();
+    boost::asio::steady_timer settle(exec, 50ms);
+    co_await settle.async_wait(use_nothrow);
+  });
+}
+
 // ---- upstream side: tokengate as the TLS client -------------------------------------
 
 TEST_CASE("upstream verify-full accepts the right CA and host name, with SNI") {
