@@ -428,14 +428,18 @@ def test_failed_logins_are_throttled(spawn_tokengate, pg: PgCluster, fresh_role,
         r = try_login(t, role, password)
         return time.monotonic() - start, r
 
+    # docs/deployment.md: failures up to the limit are answered at once; the first one over it waits 1 s.
     times = []
-    for _ in range(5):
+    for _ in range(3):
         elapsed, r = timed(fresh_password("bad"))
         assert r.error is not None and r.error.sqlstate == "28P01", r.error
         times.append(elapsed)
-    assert max(times[2:]) >= times[0] + 0.1, \
-        f"attempts after --max-failed-logins 2 are not slower: {[round(x, 3) for x in times]}"
-    assert times[4] >= times[2] - 0.05, f"the delay does not grow or hold: {[round(x, 3) for x in times]}"
+    assert times[2] >= times[0] + 0.8, \
+        f"the 3rd failure with --max-failed-logins 2 is not slower: {[round(x, 3) for x in times]}"
+    # A successful login is never slowed.
+    elapsed, r = timed(pw)
+    assert r.ok, r.error
+    assert elapsed < times[0] + 0.5, f"a correct password took {elapsed:.2f} s after failures"
 
 
 # ---------------------------------------------------------------- audit log and secrets

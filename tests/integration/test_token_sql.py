@@ -464,6 +464,13 @@ def test_inside_transaction_block(proxy: Target):
         assert summary(c.simple_query("ROLLBACK")) == [("C", "ROLLBACK"), ("Z", "I")]
         assert failed not in token_rows(c)
 
+        # An error in an API TOKEN statement leaves the block usable (docs/sql.md, transaction blocks).
+        assert summary(c.simple_query("BEGIN")) == [("C", "BEGIN"), ("Z", "T")]
+        msgs = c.simple_query(f"DROP API TOKEN {uniq('missing')}")
+        assert summary(msgs) == [("E", "42704"), ("Z", "T")], describe_all(msgs)
+        assert pgwire.data_rows_text(c.simple_query("select 1")) == [("1",)]
+        assert summary(c.simple_query("COMMIT")) == [("C", "COMMIT"), ("Z", "I")]
+
 
 def test_command_tags(proxy: Target, fresh_role):
     role, pw = fresh_role()
