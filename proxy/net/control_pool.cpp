@@ -9,6 +9,7 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
+#include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <charconv>
 #include <cstring>
@@ -231,10 +232,17 @@ struct ControlPool::Impl {
     c.busy = false;
   }
 
+  // Returns the slot however run() ends. If it ends by an exception (a
+  // cancelled caller: asio throws at the next co_await), the exchange may be
+  // half done, so the connection is closed rather than reused.
   struct Lease {
     Impl& pool;
     std::size_t slot;
-    ~Lease() { pool.release(slot); }
+    bool settled = false;  // run() has left the connection in a known state
+    ~Lease() {
+      if (!settled) pool.connections[slot].close();
+      pool.release(slot);
+    }
   };
 
   void close_all() {
@@ -378,13 +386,15 @@ struct ControlPool::Impl {
     if (!slot)
       co_return failure("no control connection became free within " +
                              std::to_string(settings.query_timeout.count()) + " ms");
-    Lease lease{*this, *slot};
+    Lease lease{*this, *slot, true};
     Connection& c = connections[*slot];
 
     for (int tries = 0;; ++tries) {
       const bool reused = c.stream != nullptr;
       asio::steady_timer timer(strand, deadline);
+      lease.settled = false;
       auto r = co_await (attempt(c, sql, params, deadline) || timer.async_wait(use_nothrow));
+      lease.settled = true;
       if (r.index() == 1) {
         c.close();  // the exchange was cut off mid-way: its state is unknown
         co_return failure("control query to " + settings.upstream.to_string() + " timed out after " +
@@ -396,7 +406,8 @@ struct ControlPool::Impl {
       // A pooled connection may have been closed by the upstream while idle
       // (restart, idle_session_timeout, pg_terminate_backend): try once more
       // on a new one. Control queries only read, so repeating one is safe.
-      if (reused && x.retryable && tries == 0) continue;
+      auto cancelled = (co_await asio::this_coro::cancellation_state).cancelled();
+      if (reused && x.retryable && tries == 0 && cancelled == asio::cancellation_type::none) continue;
       co_return failure("control connection to " + settings.upstream.to_string() + ": " + x.error);
     }
   }

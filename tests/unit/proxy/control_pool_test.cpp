@@ -4,6 +4,7 @@
 // "/socket/dir:port", trust for user postgres); skipped when it is unset.
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -117,7 +118,7 @@ class FakeUpstream {
   bool refuse_login = false;                      // FATAL 28P01 instead of AuthenticationOk
   bool close_after_answer = false;                // drop the connection after each answer
   bool never_answer_startup = false;              // hang at login
-  std::chrono::milliseconds answer_delay{0};
+  std::atomic<std::chrono::milliseconds> answer_delay{std::chrono::milliseconds(0)};
 
  private:
   asio::awaitable<void> accept_loop() {
@@ -223,8 +224,8 @@ class FakeUpstream {
       int now = ++concurrent;
       for (int m = max_concurrent; now > m && !max_concurrent.compare_exchange_weak(m, now);) {
       }
-      if (answer_delay.count() > 0) {
-        asio::steady_timer t(io_, answer_delay);
+      if (const auto delay = answer_delay.load(); delay.count() > 0) {
+        asio::steady_timer t(io_, delay);
         co_await t.async_wait(net::use_nothrow);
       }
       --concurrent;
@@ -553,6 +554,33 @@ TEST_CASE("control pool: callers on several io_contexts share the pool; extra ca
   CHECK(up.queries == 40);
   CHECK(up.connections == 2);
   CHECK(up.max_concurrent <= 2);
+}
+
+TEST_CASE("control pool: a caller that gives up mid-query does not leave a stale answer behind") {
+  using namespace asio::experimental::awaitable_operators;
+  FakeUpstream up([](const FakeQuery& q) { return role_rows(*q.params[0], true, false, {}); });
+  up.answer_delay = 300ms;
+  auto s = settings_for(up.endpoint());
+  s.size = 1;
+  s.role_cache_ttl = 0ms;
+  asio::io_context io;
+  ControlPool pool(io.get_executor(), s);
+  bool gave_up = false;
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        asio::steady_timer t(io, 50ms);
+        auto r = co_await (pool.role_info("first") || t.async_wait(asio::as_tuple(asio::use_awaitable)));
+        gave_up = r.index() == 1;
+      },
+      asio::detached);
+  io.run();
+  REQUIRE(gave_up);
+  up.answer_delay = 0ms;
+  auto second = run(io, pool.role_info("second"));
+  REQUIRE(second);
+  REQUIRE(*second);
+  CHECK((*second)->name == "second");
 }
 
 TEST_CASE("control pool: query() returns upstream errors as data") {
