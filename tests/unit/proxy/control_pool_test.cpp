@@ -631,7 +631,8 @@ TEST_CASE("control pool against PostgreSQL: roles, memberships, verifiers, recon
   // Names that would break string-built SQL.
   const std::string odd = p + "o'dd \"name\"";
   const std::string odd_ident = "\"" + p + "o'dd \"\"name\"\"\"";
-  const std::vector<std::string> drops = {odd_ident, p + "user", p + "mid", p + "admins", p + "nologin", p + "forever"};
+  const std::vector<std::string> drops = {odd_ident,      p + "user",    p + "mid", p + "admins",
+                                          p + "nologin", p + "forever", p + "ctl"};
   for (auto& r : drops) exec(io, pool, "DROP ROLE IF EXISTS " + r);
   exec(io, pool, "CREATE ROLE " + p + "admins");
   exec(io, pool, "CREATE ROLE " + p + "mid IN ROLE " + p + "admins");
@@ -714,6 +715,18 @@ TEST_CASE("control pool against PostgreSQL: roles, memberships, verifiers, recon
     REQUIRE((u && *u));
     auto v = run(io, pool.login_verifier(p + "user"));
     REQUIRE((v && *v));
+  }
+
+  SECTION("a control user with a password (SCRAM where pg_hba.conf asks for it)") {
+    exec(io, pool, "CREATE ROLE " + p + "ctl LOGIN PASSWORD 'ctl-pw-42'");
+    auto s2 = s;
+    s2.user = p + "ctl";
+    s2.password = "ctl-pw-42";
+    ControlPool with_password(io.get_executor(), s2);
+    auto u = run(io, with_password.role_info(p + "user"));
+    INFO((u ? std::string() : u.error()));
+    REQUIRE((u && *u));
+    CHECK((*u)->member_of == std::vector<std::string>{p + "admins", p + "mid"});
   }
 
   SECTION("a custom auth_query with the wrong shape is reported, not guessed at") {
