@@ -123,6 +123,7 @@ class ControlPool {
   // io_context of the server). Connections are opened on first use.
   ControlPool(boost::asio::any_io_executor executor, ControlPoolSettings settings);
   // Closes the connections (on the strand); calls still in flight finish first.
+  // Destroy the pool before the io_context of `executor`.
   ~ControlPool();
   ControlPool(const ControlPool&) = delete;
   ControlPool& operator=(const ControlPool&) = delete;
