@@ -393,12 +393,15 @@ def test_password_mode_token_login(proxy_pw: Target, pg: PgCluster):
     r = proxy_pw.psql("-A", "-t", "-c", "select current_user", user="analyst", password=token)
     assert r.rc == 0 and r.stdout.strip() == "analyst", r
     # A forged token is refused by tokengate and never tried upstream as an ordinary password (PITFALLS).
-    mark = pg.log_mark()
-    for what, bad in list(forged_tokens(token).items())[:4]:
+    forwarded = []
+    for what, bad in forged_tokens(token).items():
+        mark = pg.log_mark()
         assert_refused(try_login(proxy_pw, "analyst", bad), "analyst", f"password mode, {what}")
-    upstream = pg.log_since(mark)
-    assert 'password authentication failed for user "analyst"' not in upstream, \
-        "a token-form password was tried against the upstream"
+        # Three base64url segments, the first a JWT header: token form (an unsigned `alg: none` JWT included).
+        token_form = re.fullmatch(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*", bad) is not None
+        if token_form and 'password authentication failed for user "analyst"' in pg.log_since(mark):
+            forwarded.append(what)
+    assert not forwarded, f"token-form passwords were tried against the upstream as ordinary passwords: {forwarded}"
     with proxy_pw.connect(user="analyst") as conn:
         conn.execute(f"DROP API TOKEN {name}")
 
