@@ -231,6 +231,9 @@ class PgCluster:
                 entries.append(line)
         out = []
         for e in entries:
+            # tokengate's own catalog look-ups (application_name tokengate-control) are not client statements.
+            if " tokengate-control: " in e:
+                continue
             m = re.search(r" LOG:  (?:statement|execute [^:]*): (.*)", e, re.S)
             if m:
                 out.append(m.group(1))
