@@ -30,8 +30,10 @@ struct Config {
   std::string userlist;  // `auth.userlist`: "user" "password" lines (password mode)
   std::string control_user = "postgres";
   std::string control_database = "postgres";
+  // Three columns: verifier, VALID UNTIL as epoch seconds (Infinity allowed),
+  // can-login; see ControlPoolSettings::auth_query.
   std::string auth_query =
-      "SELECT rolpassword, extract(epoch from rolvaliduntil)::bigint, rolcanlogin "
+      "SELECT rolpassword, extract(epoch from rolvaliduntil), rolcanlogin "
       "FROM pg_catalog.pg_authid WHERE rolname = $1";
   std::string admin_role = "tokengate_admin";
   bool revoke_ends_sessions = true;

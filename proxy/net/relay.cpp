@@ -9,7 +9,9 @@
 #include <boost/asio/this_coro.hpp>
 #include <chrono>
 #include <cstring>
+#include <algorithm>
 #include <unordered_map>
+#include <variant>
 
 #include "parser_ext/classifier.hpp"
 #include "parser_ext/parser.hpp"
@@ -52,6 +54,12 @@ struct LocalPortal {
   session::ExecuteCursor cursor;
 };
 
+// The SQL text of a whole Query message (its body without the final NUL).
+std::string_view query_text(const protocol::Frame& f) {
+  auto body = protocol::as_chars(f.body);
+  return body.empty() ? body : body.substr(0, body.size() - 1);
+}
+
 Bytes ready_for_query(char status) {
   Bytes out;
   protocol::ReadyForQuery{status}.serialize(out);
@@ -68,10 +76,11 @@ struct Relay::State {
   asio::awaitable<void> client_to_upstream(Bytes pending);
   asio::awaitable<void> upstream_to_client();
 
-  // Routing of one whole client message; returns false to end the session.
-  enum class Route { forward, handled, drop };
-  asio::awaitable<Route> route_whole(const protocol::Frame& f, bool& ok);
-  asio::awaitable<bool> handle_query(std::string_view text);
+  // Decides, without waiting, whether tokengate answers one whole client
+  // message itself; messages that go upstream are registered with the tracker.
+  using Plan = std::variant<std::vector<parser_ext::QueryPart>, parser_ext::ParseError>;
+  bool answer_locally(const protocol::Frame& f, std::optional<Plan>& plan);
+  asio::awaitable<bool> handle_query(std::string_view text, const Plan& plan);
   asio::awaitable<bool> handle_extended(const protocol::Frame& f);
   asio::awaitable<bool> flush_upstream_and_wait();
   asio::awaitable<bool> wait_idle();
@@ -273,13 +282,15 @@ asio::awaitable<void> Relay::State::client_to_upstream(Bytes pending) {
           break;
         }
         protocol::Frame frame{tag, ByteView(buf.data() + pos + 5, len - 4), total};
-        bool ok = true;
-        Route route = co_await route_whole(frame, ok);
-        if (!ok) co_return stop();
-        if (route == Route::handled) {
-          // The local answer has been written; the message never goes upstream.
+        std::optional<Plan> plan;
+        if (answer_locally(frame, plan)) {
+          // Everything before it goes upstream first: the local answer waits
+          // for the upstream's answers to those messages.
           if (run_start < pos && !co_await flush_run(pos)) co_return stop();
-          run_start = pos + total;
+          bool ok = tag == ft::Query ? co_await handle_query(query_text(frame), *plan)
+                                     : co_await handle_extended(frame);
+          if (!ok) co_return stop();
+          run_start = pos + total;  // the message itself never goes upstream
         }
         pos += total;
         continue;
@@ -313,74 +324,74 @@ asio::awaitable<void> Relay::State::client_to_upstream(Bytes pending) {
 }
 
 // Decides what happens to one whole Query, Parse, Bind, Describe, Execute or
-// Close. Forwarded messages are registered with the tracker here.
-asio::awaitable<Relay::State::Route> Relay::State::route_whole(const protocol::Frame& f, bool& ok) {
+// Close, without waiting: true when tokengate answers it. Forwarded messages
+// are registered with the tracker here, in order.
+bool Relay::State::answer_locally(const protocol::Frame& f, std::optional<Plan>& plan) {
   protocol::BodyReader r(f.body);
   ResponseTracker::Expect expect;
   ResponseTracker::expectation_for(f.tag, expect);
   auto forward = [&]() {
     tracker.sent(expect);
-    return Route::forward;
+    return false;
   };
   switch (f.tag) {
     case ft::Query: {
       auto text = r.cstr();
-      if (!text) co_return forward();  // malformed: let the upstream say so
-      if (!parser_ext::query_may_contain_api_token_statement(*text)) co_return forward();
-      ok = co_await handle_query(*text);
-      co_return Route::handled;
+      if (!text) return forward();  // malformed: let the upstream say so
+      if (!parser_ext::query_may_contain_api_token_statement(*text)) return forward();
+      plan = parser_ext::plan_query(*text);
+      if (auto* parts = std::get_if<std::vector<parser_ext::QueryPart>>(&*plan)) {
+        bool all_ordinary = !parts->empty() && std::all_of(parts->begin(), parts->end(), [](const auto& p) {
+          return std::holds_alternative<parser_ext::OrdinarySql>(p);
+        });
+        if (all_ordinary) return forward();
+      }
+      return true;
     }
     case ft::Parse: {
       auto name = r.cstr();
       auto text = r.cstr();
-      if (!name || !text) co_return forward();
-      auto parsed = parser_ext::parse_statement(*text);
-      if (std::holds_alternative<parser_ext::NotApiTokenStatement>(parsed)) {
+      if (!name || !text) return forward();
+      if (!parser_ext::could_be_api_token_statement(*text) ||
+          std::holds_alternative<parser_ext::NotApiTokenStatement>(parser_ext::parse_statement(*text))) {
         // The upstream owns this name now (the unnamed statement is replaced by every Parse).
         statements.erase(std::string(*name));
-        co_return forward();
+        return forward();
       }
-      ok = co_await handle_extended(f);
-      co_return Route::handled;
+      return true;
     }
     case ft::Bind: {
       auto portal = r.cstr();
       auto stmt = r.cstr();
-      if (!portal || !stmt) co_return forward();
+      if (!portal || !stmt) return forward();
       if (!statements.count(std::string(*stmt))) {
         portals.erase(std::string(*portal));
-        co_return forward();
+        return forward();
       }
-      ok = co_await handle_extended(f);
-      co_return Route::handled;
+      return true;
     }
     case ft::Describe:
     case ft::Close: {
       auto kind = r.u8();
       auto name = r.cstr();
-      if (!kind || !name) co_return forward();
-      bool local = *kind == 'S' ? statements.count(std::string(*name)) > 0
-                                : portals.count(std::string(*name)) > 0;
-      if (!local) co_return forward();
-      ok = co_await handle_extended(f);
-      co_return Route::handled;
+      if (!kind || !name) return forward();
+      bool local = *kind == 'S' ? statements.count(std::string(*name)) > 0 : portals.count(std::string(*name)) > 0;
+      return local ? true : forward();
     }
     case ft::Execute: {
       auto portal = r.cstr();
-      if (!portal || !portals.count(std::string(*portal))) co_return forward();
-      ok = co_await handle_extended(f);
-      co_return Route::handled;
+      if (!portal || !portals.count(std::string(*portal))) return forward();
+      return true;
     }
     default:
-      co_return forward();
+      return forward();
   }
 }
 
 // A simple-protocol Query holding at least one API TOKEN statement: runs the
 // parts in order, ordinary runs upstream as one Query each, and stops at the
 // first error, with exactly one ReadyForQuery at the end.
-asio::awaitable<bool> Relay::State::handle_query(std::string_view text) {
-  auto plan = parser_ext::plan_query(text);
+asio::awaitable<bool> Relay::State::handle_query(std::string_view text, const Plan& plan) {
   if (!co_await wait_idle()) co_return false;
   if (auto* err = std::get_if<parser_ext::ParseError>(&plan)) {
     Bytes out;

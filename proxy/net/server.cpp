@@ -91,6 +91,12 @@ std::string address_of(const std::string& peer) {
   return host;
 }
 
+// A named coroutine, not a capturing lambda: GCC 12 freed a lambda's
+// captured strings from the caller's coroutine frame (found with valgrind).
+asio::awaitable<auth::VerifierCheck> check_verifier(std::string verifier, std::string user, std::string password) {
+  co_return auth::check_password_verifier(verifier, user, password);
+}
+
 }  // namespace
 
 // What a client proved at login, and how to log in upstream for it.
@@ -125,7 +131,8 @@ struct Server::Impl {
   void stop_all();
   void audit_login(const std::string& user, const std::string& peer, const std::string& app,
                    const std::string& method, const std::string& outcome, const std::string& reason,
-                   const std::string& token_name = {}, const std::optional<tokenstore::tid_t>& tid = {});
+                   const std::string& token_name = {}, const std::optional<tokenstore::tid_t>& tid = {},
+                   const std::string& owner = {});
 
   Config config;
   CancelRegistry cancels;
@@ -162,11 +169,11 @@ struct Server::Impl {
 void Server::Impl::audit_login(const std::string& user, const std::string& peer, const std::string& app,
                                const std::string& method, const std::string& outcome,
                                const std::string& reason, const std::string& token_name,
-                               const std::optional<tokenstore::tid_t>& tid) {
+                               const std::optional<tokenstore::tid_t>& tid, const std::string& owner) {
   AuditEvent ev;
   ev.event = "login";
   ev.actor = user;
-  ev.owner = method == "token" ? user : "";
+  ev.owner = !owner.empty() ? owner : (method == "token" && outcome == "ok" ? user : "");
   ev.token_name = token_name;
   if (tid) ev.tid = tokenstore::tid_to_hex(*tid);
   ev.client_address = address_of(peer);
@@ -204,8 +211,10 @@ asio::awaitable<void> Server::Impl::accept_loop(Acceptor& acceptor, std::string 
                                        asio::ip::make_address_v4(asio::ip::v4_mapped, addr.to_v6()).is_loopback());
       }
     }
-    using Socket = std::decay_t<decltype(sock)>;
-    asio::co_spawn(ctx, session(std::make_unique<SocketStream<Socket>>(std::move(sock)), std::move(peer), local),
+    // The accepted socket's type names the io_context's executor; the session
+    // works with the any_io_executor socket types (TLS needs tcp::socket).
+    using Socket = std::conditional_t<std::is_same_v<Acceptor, tcp::acceptor>, tcp::socket, unix_socket::socket>;
+    asio::co_spawn(ctx, session(std::make_unique<SocketStream<Socket>>(Socket(std::move(sock))), std::move(peer), local),
                    asio::detached);
   }
 }
@@ -243,9 +252,9 @@ asio::awaitable<LoginDecision> Server::Impl::decide_login(const protocol::Startu
     out = fatal("28P01", "password authentication failed for user \"" + user + "\"");
   };
   auto deny = [&](const std::string& method, std::string reason, Bytes reject, std::string token_name = {},
-                  std::optional<tokenstore::tid_t> tid = {}) {
+                  std::optional<tokenstore::tid_t> tid = {}, std::string owner = {}) {
     spdlog::info("login of \"{}\" from {} refused ({}): {}", user, peer, method, reason);
-    audit_login(user, peer, app, method, "denied", reason, token_name, tid);
+    audit_login(user, peer, app, method, "denied", reason, token_name, tid, owner);
     d.ok = false;
     d.reject = std::move(reject);
     d.delay = throttle.record_failure(user, address, Clock::now());
@@ -267,9 +276,12 @@ asio::awaitable<LoginDecision> Server::Impl::decide_login(const protocol::Startu
         out = fatal("28P01", "API token expired", "The token expired at " + utc_text(vr.expires_at) + ".");
       else
         generic(out);
+      const bool known = vr.status != tokenstore::verify_status::bad_format &&
+                         vr.status != tokenstore::verify_status::bad_alg &&
+                         vr.status != tokenstore::verify_status::unknown_kid &&
+                         vr.status != tokenstore::verify_status::bad_signature;
       deny("token", std::string(tokenstore::to_string(vr.status)), std::move(out), vr.name,
-           vr.status == tokenstore::verify_status::bad_format ? std::nullopt
-                                                                : std::optional<tokenstore::tid_t>(vr.tid));
+           known ? std::optional<tokenstore::tid_t>(vr.tid) : std::nullopt, known ? vr.owner : std::string());
       co_return d;
     }
     if (config.upstream_auth == Config::UpstreamAuth::password) {
@@ -330,12 +342,7 @@ asio::awaitable<LoginDecision> Server::Impl::decide_login(const protocol::Startu
     co_return d;
   }
   // PBKDF2 costs milliseconds: not on an I/O thread.
-  auto check = co_await asio::co_spawn(
-      crypto,
-      [verifier = *v.verifier, user, password]() -> asio::awaitable<auth::VerifierCheck> {
-        co_return auth::check_password_verifier(verifier, user, password);
-      },
-      asio::use_awaitable);
+  auto check = co_await asio::co_spawn(crypto, check_verifier(*v.verifier, user, password), asio::use_awaitable);
   if (check != auth::VerifierCheck::match) {
     deny("password", check == auth::VerifierCheck::mismatch ? "wrong password" : "unsupported verifier",
          std::move(failed));
@@ -670,7 +677,7 @@ bool Server::Impl::open_services() {
   std::string err;
   auto mode = parse_client_tls_mode(config.tls_mode, err);
   if (!mode) {
-    spdlog::critical("tls.mode: {}", err);
+    spdlog::critical("{}", err);
     return false;
   }
   tls_mode = *mode;
@@ -687,7 +694,7 @@ bool Server::Impl::open_services() {
   }
   auto upmode = parse_upstream_sslmode(config.upstream_sslmode, err);
   if (!upmode) {
-    spdlog::critical("upstream.sslmode: {}", err);
+    spdlog::critical("{}", err);
     return false;
   }
   if (auto problem = check_upstream_tls_settings(*upmode, config.upstream_sslrootcert); !problem.empty()) {

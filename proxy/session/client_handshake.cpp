@@ -31,7 +31,8 @@ void ClientHandshake::negotiate_down(Bytes& out) {
   if ((startup_.protocol_version & 0xffff) == 0 && unsupported.empty()) return;
   startup_.protocol_version = kProtocolVersion3;
   MessageWriter w(out, backend_tag::NegotiateProtocolVersion);
-  w.i32(0).i32(std::int32_t(unsupported.size()));
+  // PostgreSQL sends the whole version number here (PG_PROTOCOL_LATEST).
+  w.i32(kProtocolVersion3).i32(std::int32_t(unsupported.size()));
   for (const auto& name : unsupported) w.cstr(name);
 }
 

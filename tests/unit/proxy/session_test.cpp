@@ -58,7 +58,7 @@ TEST_CASE("handshake: protocol 3.2 and _pq_ options are negotiated down to 3.0")
   HandshakeScript s;
   auto a = s.feed(startup_packet(0x00030002, startup_params({{"user", "u"}, {"_pq_.compression", "on"}})));
   REQUIRE(std::holds_alternative<ClientHandshake::Reply>(a));
-  Bytes nego = body_i32s({0, 1});
+  Bytes nego = body_i32s({kProtocolVersion3, 1});
   put_cstr(nego, "_pq_.compression");
   CHECK(std::get<ClientHandshake::Reply>(a).bytes == concat({msg('v', nego), password_request()}));
   auto in = s.feed(msg('p', body_cstrs({"pw"})));
