@@ -1,6 +1,8 @@
 // SCRAM-SHA-256 client, verifier check and MD5 password hashing (see scram.hpp).
 #include "proxy/auth/scram.hpp"
 
+#include "proxy/auth/saslprep.hpp"
+
 #include <botan/base64.h>
 #include <botan/hash.h>
 #include <botan/hex.h>
@@ -84,7 +86,7 @@ bool equal_ct(std::string_view a, std::string_view b) {
 }  // namespace
 
 ScramClient::ScramClient(std::string password, std::string nonce, std::string user)
-    : password_(std::move(password)), client_nonce_(std::move(nonce)), user_(std::move(user)) {
+    : password_(saslprep_password(password)), client_nonce_(std::move(nonce)), user_(std::move(user)) {
   if (client_nonce_.empty()) {
     std::uint8_t raw[18];
     Botan::system_rng().randomize(raw, sizeof raw);
@@ -163,7 +165,7 @@ VerifierCheck check_password_verifier(std::string_view verifier, std::string_vie
   auto salt = b64decode(salt_b64);
   auto stored = b64decode(keys.substr(0, colon2));
   if (!salt || !stored || stored->size() != 32) return VerifierCheck::unsupported;
-  Key salted = salted_password(password, *salt, iterations);
+  Key salted = salted_password(saslprep_password(password), *salt, iterations);
   Key client_key = hmac(salted.data(), salted.size(), "Client Key");
   Key stored_key = sha256(client_key);
   return Botan::constant_time_compare(stored_key.data(), stored->data(), 32)

@@ -13,8 +13,7 @@ namespace tokengate::auth {
 
 // The client half of one SCRAM-SHA-256 exchange without channel binding
 // (tokengate never offers or uses SCRAM-SHA-256-PLUS, see PITFALLS.md).
-// The password is SASLprep'd by PostgreSQL only when it is valid UTF-8 with
-// non-ASCII characters; tokengate uses it as given, which matches for ASCII.
+// The password is SASLprep'd as PostgreSQL does (saslprep.hpp).
 class ScramClient {
  public:
   // `nonce` may be given for tests; otherwise 18 random bytes, base64.

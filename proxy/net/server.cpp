@@ -260,7 +260,12 @@ asio::awaitable<LoginDecision> Server::Impl::decide_login(const protocol::Startu
     d.delay = throttle.record_failure(user, address, Clock::now());
   };
 
-  if (tokenstore::looks_like_token(password)) {
+  // Anything shaped like a JWT (base64url of '{"' then a dot) is treated as a
+  // token, malformed ones included ("alg":"none" with no signature): a
+  // token-form password is never tried upstream as a password (PITFALLS.md).
+  const bool token_form = tokenstore::looks_like_token(password) ||
+                          (password.rfind("eyJ", 0) == 0 && password.find('.') != std::string::npos);
+  if (token_form) {
     // A token is never tried upstream as a password (PITFALLS.md).
     if (!tokens) {
       Bytes out;

@@ -2,6 +2,7 @@
 // and MD5 password hashing.
 #include <catch2/catch.hpp>
 
+#include "proxy/auth/saslprep.hpp"
 #include "proxy/auth/scram.hpp"
 
 using namespace tokengate::auth;
@@ -56,4 +57,14 @@ TEST_CASE("passwords are checked against SCRAM and MD5 verifiers") {
 
 TEST_CASE("the MD5 answer matches PostgreSQL's md5(md5(password||user)||salt)") {
   CHECK(md5_password_response("alice", "secret", {1, 2, 3, 4}) == "md598a0412b9c31436fc53776e863350083");
+}
+
+TEST_CASE("SASLprep prepares passwords as PostgreSQL does before SCRAM") {
+  CHECK(saslprep_password("plain ascii") == "plain ascii");
+  CHECK(saslprep_password("\xef\xac\x81x") == "fix");                 // U+FB01 ligature → "fi" (NFKC)
+  CHECK(saslprep_password("a\xc2\xa0" "b") == "a b");                 // no-break space → SPACE
+  CHECK(saslprep_password("a\xc2\xad" "b") == "ab");                  // soft hyphen → nothing
+  CHECK(saslprep_password("u\xcc\x88") == "\xc3\xbc");                // u + combining diaeresis → ü
+  CHECK(saslprep_password("bad\xff") == "bad\xff");                   // invalid UTF-8: used as is
+  CHECK(saslprep_password("x\xee\x80\x80") == "x\xee\x80\x80");       // private use: prohibited, used as is
 }
