@@ -31,7 +31,7 @@ def test_upstream_down_gives_error_not_hang(spawn_tokengate):
 
 
 def test_listen_port_in_use_fails_clearly(spawn_tokengate, pg: PgCluster):
-    tg = spawn_tokengate(upstream=(pg.host, pg.port), start=False)
+    tg = spawn_tokengate(upstream=(str(pg.socket_dir), pg.port), start=False)
     with socket.socket() as squatter:
         squatter.bind((tg.host, tg.port))
         squatter.listen()
@@ -45,7 +45,9 @@ def test_listen_port_in_use_fails_clearly(spawn_tokengate, pg: PgCluster):
 
 
 def test_sigterm_stops_promptly(spawn_tokengate, pg: PgCluster):
-    tg = spawn_tokengate(upstream=(pg.host, pg.port))
+    # The Unix socket, which the cluster trusts: in the default upstream.auth = trust tokengate reads password
+    # verifiers there as the control user (postgres), who has no password over TCP.
+    tg = spawn_tokengate(upstream=(str(pg.socket_dir), pg.port))
     with tg.target().connect(user="analyst") as conn:
         conn.execute("select 1")
     tg.proc.send_signal(signal.SIGTERM)
