@@ -88,3 +88,18 @@ def token_masked(text: str, *tokens: str) -> str:
         if t:
             text = text.replace(t, IC.mask(t))
     return text
+
+
+def wait_for_active_query(pg, query: str, timeout: float = 15.0) -> None:
+    """Wait until the upstream runs `query` (pg_stat_activity, state active): a cancel sent earlier would find
+    nothing to cancel and the test would wait for the whole statement."""
+    import time
+    deadline = time.monotonic() + timeout
+    with pg.admin_conn() as c:
+        while time.monotonic() < deadline:
+            n = c.execute("select count(*) from pg_stat_activity where state = 'active' and query = %s",
+                          (query,)).fetchone()[0]
+            if n:
+                return
+            time.sleep(0.05)
+    raise AssertionError(f"{query!r} did not start within {timeout} s")

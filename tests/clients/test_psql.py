@@ -12,7 +12,7 @@ import time
 import uuid
 from pathlib import Path
 
-from conftest import PSQL, clean_env, mask, token_masked
+from conftest import PSQL, clean_env, mask, token_masked, wait_for_active_query
 
 
 def uniq(prefix: str) -> str:
@@ -100,13 +100,13 @@ def test_on_error_stop(proxy, mint_token):
     assert 'API token "no_such_token_here" does not exist' in p.stderr
 
 
-def test_cancel_with_sigint(proxy, mint_token):
+def test_cancel_with_sigint(proxy, mint_token, pg):
     _, token, _ = mint_token(user="analyst", duration="1h")
     argv = [PSQL, "-X", "-h", proxy.host, "-p", str(proxy.port), "-U", "analyst", "-d", "postgres",
             "-c", "select pg_sleep(30)"]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=clean_env(PGPASSWORD=token))
-    time.sleep(1.5)
+    wait_for_active_query(pg, "select pg_sleep(30)")
     t0 = time.monotonic()
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=20)

@@ -15,7 +15,7 @@ import psycopg2.errors
 import psycopg2.extensions
 import pytest
 
-from conftest import mask, remember_secret
+from conftest import mask, remember_secret, wait_for_active_query
 
 UTC = dt.timezone.utc
 
@@ -104,16 +104,18 @@ def test_copy_expert(conn):
     conn.commit()
 
 
-def test_cancel(conn):
-    timer = threading.Timer(1.0, conn.cancel)
-    timer.start()
+def test_cancel(conn, pg):
+    def cancel():
+        wait_for_active_query(pg, "select pg_sleep(30)")
+        conn.cancel()
+
+    canceller = threading.Thread(target=cancel, daemon=True)
+    canceller.start()
     t0 = time.monotonic()
-    try:
-        with conn.cursor() as cur:
-            with pytest.raises(psycopg2.errors.QueryCanceled):
-                cur.execute("select pg_sleep(30)")
-    finally:
-        timer.cancel()
+    with conn.cursor() as cur:
+        with pytest.raises(psycopg2.errors.QueryCanceled):
+            cur.execute("select pg_sleep(30)")
+    canceller.join(5)
     assert time.monotonic() - t0 < 10
     conn.rollback()
     with conn.cursor() as cur:

@@ -108,7 +108,15 @@ public class ClientJdbc {
             // Statement.cancel() from another thread.
             try (Statement st = c.createStatement()) {
                 Thread t = new Thread(() -> {
-                    try { Thread.sleep(1000); st.cancel(); } catch (Exception e) { out("cancel_thread_error", e); }
+                    // Wait until the statement runs upstream (seen from a second connection), then cancel.
+                    try (Connection w = connect(url, user, token);
+                         PreparedStatement q = w.prepareStatement("select count(*) from pg_stat_activity where state = 'active' and query = 'select pg_sleep(30)'")) {
+                        for (int i = 0; i < 300; i++) {
+                            try (ResultSet r = q.executeQuery()) { r.next(); if (r.getInt(1) > 0) break; }
+                            Thread.sleep(50);
+                        }
+                        st.cancel();
+                    } catch (Exception e) { out("cancel_thread_error", e); }
                 });
                 long t0 = System.nanoTime();
                 t.start();

@@ -81,7 +81,12 @@ async function main() {
       // client's key, as Client#cancel does.
       const started = Date.now();
       const sleeping = client.query('select pg_sleep(30)');
-      await new Promise((r) => setTimeout(r, 1000));
+      // Wait until it runs upstream (a cancel before that would find nothing to cancel).
+      for (let i = 0; i < 300; i++) {
+        const r = await pool.query("select count(*)::int as n from pg_stat_activity where state = 'active' and query = 'select pg_sleep(30)'");
+        if (r.rows[0].n > 0) break;
+        await new Promise((r) => setTimeout(r, 50));
+      }
       const canceller = new pg.Client({...base, password: process.env.TG_TOKEN});
       canceller.cancel(client, client.activeQuery);
       try {
