@@ -706,6 +706,9 @@ bool Server::Impl::open_services() {
     spdlog::critical("{}", problem);
     return false;
   }
+  if (config.upstream.is_unix() &&
+      (*upmode == UpstreamSslMode::require || *upmode == UpstreamSslMode::verify_full))
+    spdlog::warn("upstream.sslmode = {} has no effect: the upstream is a Unix socket", config.upstream_sslmode);
   upstream_tls = UpstreamTlsContext::create(*upmode, config.upstream_sslrootcert, err);
   if (!upstream_tls) {
     spdlog::critical("upstream TLS: {}", err);

@@ -49,12 +49,25 @@ ClientHandshake::Action ClientHandshake::next(ByteView received, std::size_t& co
       if (auto* err = std::get_if<StartupPacketError>(&packet)) return reject("08P01", err->message);
       if (std::holds_alternative<SSLRequest>(packet) ||
           std::holds_alternative<GSSENCRequest>(packet)) {
+        // Each request may come once (after TLS, neither may): PostgreSQL
+        // then reads the code as a protocol version and refuses it.
+        bool ssl = std::holds_alternative<SSLRequest>(packet);
+        if (ssl ? ssl_done_ : gss_done_)
+          return reject("08P01", std::string("unsupported frontend protocol ") +
+                                     (ssl ? "1234.5679" : "1234.5680") + ": server supports 3.0 to 3.0");
         // Bytes sent after the request but before our answer would be read
         // as if negotiated; PostgreSQL refuses them too (CVE-2021-23214).
         if (received.size() > consumed)
           return reject("08P01", "received unencrypted data after SSL request");
-        if (std::holds_alternative<SSLRequest>(packet) && options_.tls_available && !tls_active_)
-          return StartTls{};
+        if (ssl) {
+          ssl_done_ = true;
+          if (options_.tls_available && !tls_active_) {
+            gss_done_ = true;
+            return StartTls{};
+          }
+        } else {
+          gss_done_ = true;
+        }
         return Reply{Bytes{'N'}};
       }
       if (auto* cancel = std::get_if<CancelRequest>(&packet)) {

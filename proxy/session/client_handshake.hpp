@@ -73,6 +73,8 @@ class ClientHandshake {
 
   Options options_;
   bool tls_active_ = false;
+  bool ssl_done_ = false;  // SSLRequest answered
+  bool gss_done_ = false;  // GSSENCRequest answered, or TLS started
   State state_ = State::await_startup;
   protocol::StartupMessage startup_;
 };

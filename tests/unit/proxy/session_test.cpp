@@ -68,6 +68,15 @@ TEST_CASE("handshake: protocol 3.2 and _pq_ options are negotiated down to 3.0")
   CHECK(startup.parameters.size() == 1);
 }
 
+TEST_CASE("handshake: GSSENCRequest then SSLRequest (libpq's order) both get N") {
+  HandshakeScript s;
+  auto g = s.feed(startup_packet(kGSSENCRequestCode));
+  REQUIRE(std::holds_alternative<ClientHandshake::Reply>(g));
+  auto l = s.feed(startup_packet(kSSLRequestCode));
+  REQUIRE(std::holds_alternative<ClientHandshake::Reply>(l));
+  CHECK(std::get<ClientHandshake::Reply>(l).bytes == Bytes{'N'});
+}
+
 TEST_CASE("handshake: GSSENCRequest gets N") {
   HandshakeScript s;
   auto a = s.feed(startup_packet(kGSSENCRequestCode));
@@ -136,12 +145,17 @@ TEST_CASE("handshake: with TLS available, SSLRequest starts TLS; require refuses
   auto ssl = startup_packet(kSSLRequestCode);
   CHECK(std::holds_alternative<ClientHandshake::StartTls>(hs.next(ssl, consumed)));
   hs.tls_established();
-  // A second SSLRequest inside TLS is declined, as PostgreSQL does.
-  auto again = hs.next(ssl, consumed);
-  REQUIRE(std::holds_alternative<ClientHandshake::Reply>(again));
-  CHECK(std::get<ClientHandshake::Reply>(again).bytes == Bytes{'N'});
   auto login = hs.next(startup_packet(kProtocolVersion3, startup_params({{"user", "u"}})), consumed);
   CHECK(std::holds_alternative<ClientHandshake::Reply>(login));
+
+  // A second SSLRequest is refused as PostgreSQL refuses it.
+  ClientHandshake twice({.tls_available = true, .require_tls = false, .refuse_plaintext_password = false});
+  CHECK(std::holds_alternative<ClientHandshake::StartTls>(twice.next(ssl, consumed)));
+  twice.tls_established();
+  auto again = twice.next(ssl, consumed);
+  REQUIRE(std::holds_alternative<ClientHandshake::Reject>(again));
+  CHECK(std::get<ClientHandshake::Reject>(again).bytes ==
+        error_response("FATAL", "08P01", "unsupported frontend protocol 1234.5679: server supports 3.0 to 3.0"));
 
   ClientHandshake plain({.tls_available = true, .require_tls = true, .refuse_plaintext_password = false});
   auto refused = plain.next(startup_packet(kProtocolVersion3, startup_params({{"user", "u"}})), consumed);
