@@ -80,7 +80,8 @@ def test_pgpass_file(proxy, mint_token, tmp_path: Path):
     pgpass.write_text(f"{proxy.host}:{proxy.port}:*:analyst:{token}\n")
     pgpass.chmod(0o600)
     p = run_psql(proxy, None, "-At", "-w", "-c", "select current_user", env={"PGPASSFILE": str(pgpass)})
-    assert ok(p, token).strip() == "analyst"
+    out = ok(p, token).strip()  # (not inside the assert: pytest would show the token argument)
+    assert out == "analyst"
     # Without the file (and no PGPASSWORD) -w must fail: the login really used the file.
     p = run_psql(proxy, None, "-At", "-w", "-c", "select 1", env={"PGPASSFILE": str(tmp_path / "none")})
     assert p.returncode == 2, p.stderr
@@ -130,7 +131,8 @@ def test_token_statements(proxy, mint_token):
     assert expires_at.endswith("+00"), expires_at
 
     # The new token logs in too.
-    assert ok(run_psql(proxy, new_token, "-At", "-c", "select current_user"), new_token).strip() == "analyst"
+    out = ok(run_psql(proxy, new_token, "-At", "-c", "select current_user"), new_token).strip()  # (not inside the assert: pytest would show the token argument)
+    assert out == "analyst"
 
     # Column types through Describe (\gdesc prepares the statement without running it).
     p = run_psql(proxy, token, "-At", input=f"CREATE API TOKEN {uniq('desc')} \\gdesc\nSHOW API TOKENS \\gdesc\n")
@@ -149,7 +151,8 @@ def test_token_statements(proxy, mint_token):
     assert not leaked, "SHOW API TOKENS shows a token"
 
     p = run_psql(proxy, token, "-c", f"DROP API TOKEN {name}")
-    assert ok(p, token).strip() == "DROP API TOKEN"
+    out = ok(p, token).strip()  # (not inside the assert: pytest would show the token argument)
+    assert out == "DROP API TOKEN"
     p = run_psql(proxy, new_token, "-c", "select 1")
     assert p.returncode == 2 and "password authentication failed" in p.stderr or "revoked" in p.stderr, \
         token_masked(p.stderr, new_token)
