@@ -154,7 +154,7 @@ def test_token_statements(proxy, mint_token):
     out = ok(p, token).strip()  # (not inside the assert: pytest would show the token argument)
     assert out == "DROP API TOKEN"
     p = run_psql(proxy, new_token, "-c", "select 1")
-    assert p.returncode == 2 and "password authentication failed" in p.stderr or "revoked" in p.stderr, \
+    assert p.returncode == 2 and ("password authentication failed" in p.stderr or "revoked" in p.stderr), \
         token_masked(p.stderr, new_token)
     p = run_psql(proxy, token, "--csv", "-c", "SHOW API TOKENS")
     show = {r["name"]: r for r in csv.DictReader(io.StringIO(ok(p, token)))}
