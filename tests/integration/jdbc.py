@@ -37,9 +37,10 @@ def program_dir() -> Path:
 
 
 def run(mode: str, host: str, port: int, user: str, password: str, *args: str, params: str = "",
-        timeout: float = 120) -> tuple[int, dict[str, list[str]], str]:
-    """Run TokenJdbc; returns (rc, {key: [values…]}, stderr). Token values it prints are remembered as secrets."""
-    url = f"jdbc:postgresql://{host}:{port}/postgres?sslmode=disable&connectTimeout=10"
+        timeout: float = 120, ssl_params: str = "sslmode=disable") -> tuple[int, dict[str, list[str]], str]:
+    """Run TokenJdbc; returns (rc, {key: [values…]}, stderr). Token values it prints are remembered as secrets.
+    ssl_params replaces the default `sslmode=disable`, e.g. "ssl=true&sslmode=verify-full&sslrootcert=/ca.crt"."""
+    url = f"jdbc:postgresql://{host}:{port}/postgres?{ssl_params}&connectTimeout=10"
     if params:
         url += "&" + params
     argv = ["java", "-Dfile.encoding=UTF-8", "-Duser.timezone=Europe/Berlin", "-cp",
