@@ -54,6 +54,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--scale", type=int, default=10)
+    ap.add_argument("--tokengate-args", default="", help="extra flags for tokengate, e.g. '--threads 1'")
     a = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="tg-bench-"))
@@ -73,7 +74,7 @@ def main() -> int:
         tg_port, tg_data = free_port(), tmp / "tg-data"
         tg = subprocess.Popen([str(REPO / "build" / "tokengate"), "serve", "--listen", f"127.0.0.1:{tg_port}",
                                "--upstream", f"{pg.socket_dir}:{pg.port}", "--data-dir", str(tg_data),
-                               "--log-level", "warn"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               "--log-level", "warn", *a.tokengate_args.split()], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         procs.append(tg)
         wait_port(tg_port, tg, "tokengate")
         token = subprocess.run([str(REPO / "build" / "tokengate"), "tokens", "create", "bench", "--user", "admin",
