@@ -3,7 +3,9 @@
 // only from the driver's .cpp files.
 #pragma once
 
+#include <chrono>
 #include <memory>
+#include <string>
 #include <tuple>
 
 #include "proxy/net/endpoint.hpp"
@@ -14,5 +16,14 @@ namespace tokengate::net {
 // Resolves and connects on the calling coroutine's executor; TCP sockets get
 // TCP_NODELAY. On error the stream is null.
 asio::awaitable<std::tuple<error_code, std::unique_ptr<ByteStream>>> connect_to(const Endpoint& ep);
+
+class UpstreamTlsContext;
+
+// connect_to, then TLS as upstream.sslmode says (SSLRequest, handshake,
+// verification) when `tls` is set and the endpoint is TCP; the string is a
+// detail for the log (OpenSSL's reason). Used by sessions and control
+// connections alike, so both honour upstream.sslmode.
+asio::awaitable<std::tuple<error_code, std::unique_ptr<ByteStream>, std::string>> connect_upstream(
+    const Endpoint& ep, const UpstreamTlsContext* tls, std::chrono::steady_clock::time_point deadline);
 
 }  // namespace tokengate::net

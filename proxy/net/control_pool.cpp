@@ -282,8 +282,11 @@ struct ControlPool::Impl {
 
   // Connects and logs in as the control user; an error text on failure.
   asio::awaitable<std::optional<std::string>> open(Connection& c) {
-    auto [ec, stream] = co_await connect_to(settings.upstream);
-    if (ec) co_return "connecting to " + settings.upstream.to_string() + " failed: " + ec.message();
+    auto [ec, stream, detail] = co_await connect_upstream(settings.upstream, settings.tls,
+                                                          Clock::now() + settings.connect_timeout);
+    if (ec)
+      co_return "connecting to " + settings.upstream.to_string() + " failed: " + ec.message() +
+          (detail.empty() ? "" : " (" + detail + ")");
     c.stream = std::move(stream);
     c.have = 0;
 

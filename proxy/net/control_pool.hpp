@@ -37,6 +37,8 @@ inline constexpr const char* kDefaultAuthQuery =
     "SELECT rolpassword, extract(epoch from rolvaliduntil), rolcanlogin "
     "FROM pg_catalog.pg_authid WHERE rolname = $1";
 
+class UpstreamTlsContext;
+
 struct ControlPoolSettings {
   Endpoint upstream;                      // `upstream.address`
   std::string user = "postgres";          // `upstream.control_user`
@@ -57,6 +59,9 @@ struct ControlPoolSettings {
   //   3. whether the role may log in, boolean ('t'/'f').
   // No row means no such role. Runs as `user` on `database`.
   std::string auth_query = kDefaultAuthQuery;
+  // upstream.sslmode for control connections too (they read password
+  // verifiers); null: plain. Must outlive the pool.
+  const UpstreamTlsContext* tls = nullptr;
   // Connecting and logging in one control connection.
   std::chrono::milliseconds connect_timeout{10000};
   // A whole call, waiting for a free connection included.

@@ -221,23 +221,7 @@ asio::awaitable<void> Server::Impl::accept_loop(Acceptor& acceptor, std::string 
 
 asio::awaitable<std::tuple<error_code, std::unique_ptr<ByteStream>, std::string>> Server::Impl::connect_upstream(
     Clock::time_point deadline) {
-  const Endpoint& ep = config.upstream;
-  // TLS makes no sense over a Unix socket (PostgreSQL refuses it there).
-  if (ep.is_unix() || !upstream_tls || upstream_tls->mode() == UpstreamSslMode::disable) {
-    auto [ec, stream] = co_await connect_to(ep);
-    co_return std::make_tuple(ec, std::move(stream), std::string());
-  }
-  auto exec = co_await asio::this_coro::executor;
-  tcp::resolver resolver(exec);
-  auto [rec, results] = co_await resolver.async_resolve(ep.host, std::to_string(ep.port), use_nothrow);
-  if (rec) co_return std::make_tuple(rec, std::unique_ptr<ByteStream>(), std::string());
-  tcp::socket sock(exec);
-  auto [ec, connected] = co_await asio::async_connect(sock, results, use_nothrow);
-  if (ec) co_return std::make_tuple(ec, std::unique_ptr<ByteStream>(), std::string());
-  error_code ignored;
-  sock.set_option(tcp::no_delay(true), ignored);
-  auto tls_result = co_await start_upstream_tls(std::move(sock), *upstream_tls, ep.host, deadline);
-  co_return std::make_tuple(tls_result.ec, std::move(tls_result.stream), tls_result.detail);
+  co_return co_await net::connect_upstream(config.upstream, upstream_tls.get(), deadline);
 }
 
 // Decides whether the client proved who it is (SPEC §4 steps 3 and 4).
@@ -752,6 +736,7 @@ bool Server::Impl::open_services() {
   cs.database = config.control_database;
   cs.admin_role = config.admin_role;
   cs.auth_query = config.auth_query;
+  cs.tls = upstream_tls.get();
   control = std::make_unique<ControlPool>(contexts[0]->get_executor(), std::move(cs));
   return true;
 }
