@@ -12,6 +12,7 @@
 #include <string>
 #include <toml++/toml.h>
 
+#include "proxy/audit.hpp"
 #include "proxy/config.hpp"
 #include "proxy/net/server.hpp"
 #include "tokenstore/cli.hpp"
@@ -192,12 +193,58 @@ Config build_config(const std::vector<Setting>& table) {
   return c;
 }
 
+// `tokengate tokens create|revoke` change tokens from another process; they
+// go to the same audit log as the server's operations (DATA_DIR/audit.log,
+// or TOKENGATE_AUDIT_LOG). Arguments were already validated by cli_main.
+void audit_cli_operation(int argc, char** argv, int rc) {
+  if (argc < 4 || std::string_view(argv[1]) != "tokens") return;
+  std::string_view op = argv[2];
+  if (op != "create" && op != "revoke") return;
+  std::string name, user, data_dir;
+  if (const char* env = std::getenv("TOKENGATE_DATA_DIR")) data_dir = env;
+  if (data_dir.empty()) data_dir = "./tokengate-data";
+  for (int i = 3; i < argc; ++i) {
+    std::string_view a = argv[i];
+    auto value = [&](std::string_view flag, std::string& out) {
+      if (a == flag && i + 1 < argc) {
+        out = argv[++i];
+        return true;
+      }
+      if (a.rfind(std::string(flag) + "=", 0) == 0) {
+        out = std::string(a.substr(flag.size() + 1));
+        return true;
+      }
+      return false;
+    };
+    std::string ignored;
+    if (value("--user", user) || value("--data-dir", data_dir) || value("--duration", ignored) ||
+        value("--comment", ignored))
+      continue;
+    if (name.empty() && !a.empty() && a.front() != '-') name = std::string(a);
+  }
+  std::string path = data_dir + "/audit.log";
+  if (const char* env = std::getenv("TOKENGATE_AUDIT_LOG"); env && *env) path = env;
+  if (path == "off") return;
+  AuditLog audit(path);
+  if (audit.open()) return;  // the command's own output already said what happened
+  AuditEvent ev;
+  ev.event = op == "create" ? "create_token" : "revoke_token";
+  ev.actor = "(command line)";
+  ev.owner = user;
+  ev.token_name = name;
+  ev.outcome = rc == 0 ? "ok" : "error";
+  audit.write(ev);
+}
+
 }  // namespace
 
 int run_cli(int argc, char** argv) {
   // The store's own commands parse their arguments themselves.
-  if (argc >= 2 && (std::string_view(argv[1]) == "tokens" || std::string_view(argv[1]) == "keys"))
-    return tokenstore::cli_main(argc, argv);
+  if (argc >= 2 && (std::string_view(argv[1]) == "tokens" || std::string_view(argv[1]) == "keys")) {
+    int rc = tokenstore::cli_main(argc, argv);
+    audit_cli_operation(argc, argv, rc);
+    return rc;
+  }
   std::vector<Setting> table = settings_table();
   CLI::App app{"tokengate: API tokens for any PostgreSQL server"};
   app.set_version_flag("--version", TOKENGATE_VERSION);
