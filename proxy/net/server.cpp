@@ -109,6 +109,9 @@ struct LoginDecision {
   std::optional<tokenstore::tid_t> tid;
   std::int64_t token_expires_at = 0;
   Bytes notice;  // sent just before the first ReadyForQuery
+  // password mode, ordinary password: the upstream's answer decides; the
+  // session audits and throttles it.
+  bool upstream_decides = false;
 };
 
 struct Server::Impl {
@@ -303,6 +306,7 @@ asio::awaitable<LoginDecision> Server::Impl::decide_login(const protocol::Startu
   if (config.upstream_auth == Config::UpstreamAuth::password) {
     // The upstream checks the password; its answer reaches the client as is.
     d.ok = true;
+    d.upstream_decides = true;
     d.upstream_password = password;
     co_return d;
   }
@@ -501,13 +505,31 @@ asio::awaitable<void> Server::Impl::session(std::unique_ptr<ByteStream> client, 
       // The expiry warning goes just before the first ReadyForQuery.
       step.to_client.insert(step.to_client.begin(), decision.notice.begin(), decision.notice.end());
     }
+    const bool failed = step.status == session::UpstreamLogin::Status::failed;
+    if (failed && decision.upstream_decides) {
+      // password mode: the upstream judged the password; count and audit it
+      // like our own checks, and throttle before passing its answer on.
+      const bool bad_password = login.failure_reason().rfind("28P01", 0) == 0;
+      audit_login(user, peer, app, "password", bad_password ? "denied" : "error", login.failure_reason());
+      if (bad_password) {
+        auto delay = throttle.record_failure(user, address_of(peer), Clock::now());
+        if (delay.count() > 0) {
+          asio::steady_timer wait(exec, delay);
+          co_await wait.async_wait(use_nothrow);
+        }
+      }
+    }
     if (!step.to_client.empty()) {
       if (auto [ec, n] = co_await client->write(asio::buffer(step.to_client)); ec) co_return;
     }
-    if (step.status == session::UpstreamLogin::Status::failed) {
+    if (failed) {
       spdlog::info("login of user \"{}\" to database \"{}\" from {} failed upstream: {}", user, database, peer,
                    login.failure_reason());
       co_return;
+    }
+    if (done && decision.upstream_decides) {
+      throttle.record_success(user, address_of(peer), Clock::now());
+      audit_login(user, peer, app, "password", "ok", "");
     }
     tx_status = login.tx_status();
   }

@@ -34,3 +34,18 @@ def test_failed_cli_revoke_is_audited_as_error(tokengate: TokengateProcess):
     assert revoked.returncode != 0
     mine = [e for e in audit_events(tokengate) if e.get("token_name") == name]
     assert [(e["event"], e["outcome"]) for e in mine] == [("revoke_token", "error")]
+
+
+def test_password_mode_logins_are_audited(tokengate_pw: TokengateProcess, proxy_pw):
+    """In password mode the upstream judges ordinary passwords; each attempt is still audited."""
+    import pgwire
+
+    app = f"audit_{uuid.uuid4().hex[:8]}"
+    with proxy_pw.wire() as c:
+        assert pgwire.login(c, "analyst", "analyst", extra={"application_name": app}).ok
+    with proxy_pw.wire() as c:
+        assert not pgwire.login(c, "analyst", "not the password", extra={"application_name": app}).ok
+    mine = [e for e in audit_events(tokengate_pw) if e.get("application_name") == app]
+    assert [(e["event"], e["method"], e["outcome"]) for e in mine] == [
+        ("login", "password", "ok"), ("login", "password", "denied")]
+    assert "not the password" not in tokengate_pw.audit_path.read_text()
