@@ -142,7 +142,8 @@ struct Server::Impl {
   SessionRegistry token_sessions;
   std::vector<std::unique_ptr<asio::io_context>> contexts;
   std::atomic<std::size_t> next{0};
-  std::atomic<int> active_sessions{0};
+  std::atomic<int> active_sessions{0};     // every client connection
+  std::atomic<int> relaying_sessions{0};  // past login: what SIGTERM waits for
   std::atomic<bool> stopping{false};
   std::vector<std::unique_ptr<tcp::acceptor>> tcp_acceptors;
   std::vector<std::unique_ptr<unix_socket::acceptor>> unix_acceptors;
@@ -545,6 +546,13 @@ asio::awaitable<void> Server::Impl::session(std::unique_ptr<ByteStream> client, 
   Bytes().swap(up);
 
   // ---- relay ---------------------------------------------------------------
+  // Only logged-in sessions hold up a SIGTERM drain; one still logging in
+  // (or idle before its startup packet) is simply closed.
+  ++relaying_sessions;
+  struct Relaying {
+    std::atomic<int>& n;
+    ~Relaying() { --n; }
+  } relaying{relaying_sessions};
   Relay relay(exec, *client, *upstream,
               RelayServices{tokens.get(), control.get(), audit.enabled() ? &audit : nullptr},
               SessionInfo{user, database, app, peer, tx_status});
@@ -627,12 +635,12 @@ asio::awaitable<void> Server::Impl::watch_tokens() {
 asio::awaitable<void> Server::Impl::drain_then_stop() {
   auto deadline = Clock::now() + config.shutdown_timeout;
   asio::steady_timer tick(co_await asio::this_coro::executor);
-  while (active_sessions.load() > 0 && Clock::now() < deadline) {
+  while (relaying_sessions.load() > 0 && Clock::now() < deadline) {
     tick.expires_after(100ms);
     co_await tick.async_wait(use_nothrow);
   }
-  if (active_sessions.load() > 0)
-    spdlog::warn("closing {} session(s) still open after {} s", active_sessions.load(),
+  if (relaying_sessions.load() > 0)
+    spdlog::warn("closing {} session(s) still open after {} s", relaying_sessions.load(),
                  config.shutdown_timeout.count());
   stop_all();
 }
@@ -817,7 +825,7 @@ int Server::run() {
     for (auto& a : im.tcp_acceptors) a->close();
     for (auto& a : im.unix_acceptors) a->close();
     if (sig == SIGTERM) {
-      spdlog::info("SIGTERM: no new connections; waiting for {} session(s)", im.active_sessions.load());
+      spdlog::info("SIGTERM: no new connections; waiting for {} session(s)", im.relaying_sessions.load());
       asio::co_spawn(main_ctx, im.drain_then_stop(), asio::detached);
       signals.async_wait(on_signal);  // a second signal still works (SIGINT: at once)
     } else {
