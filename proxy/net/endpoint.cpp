@@ -17,6 +17,14 @@ std::string Endpoint::to_string() const {
   return host + ":" + std::to_string(port);
 }
 
+std::string client_address(const std::string& peer) {
+  if (peer.empty() || peer.front() == '/') return "[local]";
+  auto colon = peer.rfind(':');
+  std::string host = colon == std::string::npos ? peer : peer.substr(0, colon);
+  if (host.size() > 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
+  return host;
+}
+
 std::optional<Endpoint> parse_endpoint(std::string_view text, std::uint16_t default_port) {
   Endpoint ep;
   ep.port = default_port;

@@ -21,6 +21,11 @@ struct Endpoint {
   std::string to_string() const;
 };
 
+// The client address of a peer as the session names it ("1.2.3.4:5678",
+// "[::1]:5678", or a socket path): the IP without the port, or "[local]" for
+// Unix sockets, as PostgreSQL's logs say. Used by the audit log and throttle.
+std::string client_address(const std::string& peer);
+
 // Parses "HOST:PORT", "[V6]:PORT", "/dir:PORT", or HOST alone with default_port.
 std::optional<Endpoint> parse_endpoint(std::string_view text, std::uint16_t default_port);
 

@@ -35,13 +35,6 @@ std::string_view audit_event_name(parser_ext::StatementKind k) {
   return "api_token_statement";
 }
 
-std::string address_of(const std::string& peer) {
-  // "1.2.3.4:5678" → "1.2.3.4"; Unix socket paths are reported as "[local]".
-  if (!peer.empty() && peer.front() == '/') return "[local]";
-  auto colon = peer.rfind(':');
-  return colon == std::string::npos ? peer : peer.substr(0, colon);
-}
-
 }  // namespace
 
 protocol::ErrorResponse local_sql_error(const parser_ext::ParseError& e) {
@@ -93,7 +86,7 @@ boost::asio::awaitable<session::LocalResult> LocalSql::run(const parser_ext::Sta
     ev.owner = result.owner;
     ev.token_name = result.token_name.value_or("");
     if (result.tid) ev.tid = tokenstore::tid_to_hex(*result.tid);
-    ev.client_address = address_of(info_.peer);
+    ev.client_address = client_address(info_.peer);
     ev.application_name = info_.application_name;
     ev.outcome = result.ok() ? "ok" : "error";
     if (result.error) ev.reason = result.error->sqlstate + " " + result.error->message;

@@ -82,15 +82,6 @@ std::string utc_text(std::int64_t t) {
   return buf;
 }
 
-// "1.2.3.4:5678" → "1.2.3.4"; Unix sockets are "[local]", as in PostgreSQL's logs.
-std::string address_of(const std::string& peer) {
-  if (peer.empty() || peer.front() == '/') return "[local]";
-  auto colon = peer.rfind(':');
-  std::string host = colon == std::string::npos ? peer : peer.substr(0, colon);
-  if (host.size() > 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
-  return host;
-}
-
 // A named coroutine, not a capturing lambda: GCC 12 freed a lambda's
 // captured strings from the caller's coroutine frame (found with valgrind).
 asio::awaitable<auth::VerifierCheck> check_verifier(std::string verifier, std::string user, std::string password) {
@@ -180,7 +171,7 @@ void Server::Impl::audit_login(const std::string& user, const std::string& peer,
   ev.owner = !owner.empty() ? owner : (method == "token" && outcome == "ok" ? user : "");
   ev.token_name = token_name;
   if (tid) ev.tid = tokenstore::tid_to_hex(*tid);
-  ev.client_address = address_of(peer);
+  ev.client_address = client_address(peer);
   ev.application_name = app;
   ev.method = method;
   ev.outcome = outcome;
@@ -234,7 +225,7 @@ asio::awaitable<LoginDecision> Server::Impl::decide_login(const protocol::Startu
   LoginDecision d;
   const std::string user = startup.find("user") ? *startup.find("user") : "";
   const std::string app = startup.find("application_name") ? *startup.find("application_name") : "";
-  const std::string address = address_of(peer);
+  const std::string address = client_address(peer);
   auto generic = [&](Bytes& out) {
     // PostgreSQL's own words; the real reason goes to the log and audit log only.
     out = fatal("28P01", "password authentication failed for user \"" + user + "\"");
@@ -513,7 +504,7 @@ asio::awaitable<void> Server::Impl::session(std::unique_ptr<ByteStream> client, 
       const bool bad_password = login.failure_reason().rfind("28P01", 0) == 0;
       audit_login(user, peer, app, "password", bad_password ? "denied" : "error", login.failure_reason());
       if (bad_password) {
-        auto delay = throttle.record_failure(user, address_of(peer), Clock::now());
+        auto delay = throttle.record_failure(user, client_address(peer), Clock::now());
         if (delay.count() > 0) {
           asio::steady_timer wait(exec, delay);
           co_await wait.async_wait(use_nothrow);
@@ -529,7 +520,7 @@ asio::awaitable<void> Server::Impl::session(std::unique_ptr<ByteStream> client, 
       co_return;
     }
     if (done && decision.upstream_decides) {
-      throttle.record_success(user, address_of(peer), Clock::now());
+      throttle.record_success(user, client_address(peer), Clock::now());
       audit_login(user, peer, app, "password", "ok", "");
     }
     tx_status = login.tx_status();

@@ -38,3 +38,10 @@ TEST_CASE("malformed endpoints are refused") {
   REQUIRE(list);
   CHECK(list->size() == 2);
 }
+
+TEST_CASE("client addresses drop the port and name Unix sockets [local]") {
+  CHECK(client_address("10.1.2.3:5432") == "10.1.2.3");
+  CHECK(client_address("[::1]:40000") == "::1");
+  CHECK(client_address("/run/tokengate/.s.PGSQL.6432") == "[local]");
+  CHECK(client_address("") == "[local]");
+}
