@@ -117,8 +117,24 @@ def main() -> int:
             tps = {n: pgbench(port, pw, [*args, "-T", str(a.seconds), "-n"]) for n, (port, pw) in targets.items()}
             cells = [f"{tps[n]:,.0f}" + ("" if n == "direct" else f" ({tps[n] / tps['direct']:.2f}×)") for n in names]
             print(f"| {label} | " + " | ".join(cells) + " |", flush=True)
-        rss = int(re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{tg.pid}/status").read_text()).group(1))
-        print(f"\ntokengate resident memory after the runs: {rss} KiB")
+        def rss_kib(pid: int) -> int:
+            return int(re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{pid}/status").read_text()).group(1))
+
+        # Memory per idle logged-in client (SPEC §8: ≤ 2 KiB): open many
+        # sessions with the token, let them idle, compare resident sizes.
+        import psycopg
+        n_idle = 150
+        before = rss_kib(tg.pid)
+        conns = [psycopg.connect(host="127.0.0.1", port=tg_port, user="admin", dbname="postgres", password=token,
+                                 sslmode="disable") for _ in range(n_idle)]
+        for c in conns:
+            c.execute("select 1")
+        time.sleep(1)
+        after = rss_kib(tg.pid)
+        for c in conns:
+            c.close()
+        print(f"\ntokengate resident memory: {before} KiB before {n_idle} idle token sessions, {after} KiB with "
+              f"them: {(after - before) / n_idle:.1f} KiB per idle session")
         print("The last row logs in for every transaction: direct and PgBouncer with a SCRAM/plain password,\n"
               "tokengate with an API token (verified locally, upstream login by trust).")
         return 0
