@@ -106,7 +106,24 @@ def _cleanup_tmp(path: Path) -> None:
 # ---------------------------------------------------------------- PostgreSQL
 
 
-class PgCluster:
+class LogFile:
+    """log_mark()/log_since() over a process's log file (self.log_path): what was written between two points."""
+
+    log_path: Path
+
+    def log_mark(self) -> int:
+        try:
+            return self.log_path.stat().st_size
+        except OSError:
+            return 0
+
+    def log_since(self, mark: int) -> str:
+        with open(self.log_path, "rb") as f:
+            f.seek(mark)
+            return f.read().decode("utf-8", "replace")
+
+
+class PgCluster(LogFile):
     """A PostgreSQL 15 cluster in a temp dir, listening on 127.0.0.1:<port> and a Unix socket in the same dir."""
 
     HBA = "\n".join(
@@ -208,17 +225,6 @@ class PgCluster:
             connect_timeout=10,
         )
 
-    def log_mark(self) -> int:
-        try:
-            return self.log_path.stat().st_size
-        except OSError:
-            return 0
-
-    def log_since(self, mark: int) -> str:
-        with open(self.log_path, "rb") as f:
-            f.seek(mark)
-            return f.read().decode("utf-8", "replace")
-
     def logged_statements(self, mark: int) -> list[str]:
         """Statements the upstream received since `mark` (log_statement=all), in order: simple Query strings
         ("statement: …") and extended-protocol executions ("execute <name>: …"). For proving that a statement
@@ -258,7 +264,7 @@ class TokengateUnavailable(Exception):
     pass
 
 
-class TokengateProcess:
+class TokengateProcess(LogFile):
     """build/tokengate serve in front of the cluster; stderr to <tmp>/tokengate.log."""
 
     def __init__(self, binary: Path, upstream: tuple[str, int], extra_args: list[str] | None = None) -> None:
@@ -338,17 +344,6 @@ class TokengateProcess:
 
     def log_tail(self, lines: int = 40) -> str:
         return tail(self.log_path, lines)
-
-    def log_mark(self) -> int:
-        try:
-            return self.log_path.stat().st_size
-        except OSError:
-            return 0
-
-    def log_since(self, mark: int) -> str:
-        with open(self.log_path, "rb") as f:
-            f.seek(mark)
-            return f.read().decode("utf-8", "replace")
 
     def stop(self) -> None:
         if self._stopped:
