@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Relay benchmark: pgbench select-only against PostgreSQL directly, through
 tokengate and through PgBouncer (session pooling), in one run on this machine,
-reported as transactions per second and as ratios to direct (SPEC §8).
+reported as transactions per second and as ratios to direct.
 
 Usage: /usr/bin/python3 bench/relay_bench.py [--seconds 10] [--scale 10]
 Run by `./dev bench`. Not a test: nothing here asserts a speed."""
@@ -120,7 +120,7 @@ def main() -> int:
         def rss_kib(pid: int) -> int:
             return int(re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{pid}/status").read_text()).group(1))
 
-        # Memory per idle logged-in client (SPEC §8: ≤ 2 KiB): open many
+        # Memory per idle logged-in client (target: at most 2 KiB): open many
         # sessions with the token, let them idle, compare resident sizes.
         import psycopg
         n_idle = 150

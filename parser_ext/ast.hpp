@@ -1,4 +1,4 @@
-// Typed AST of the API TOKEN statements of SPEC §3, as produced by parser_ext::parse_statement.
+// Typed AST of the API TOKEN statements, as produced by parser_ext::parse_statement.
 #pragma once
 
 #include <optional>
@@ -91,7 +91,7 @@ enum class StatementKind {
   return static_cast<StatementKind>(s.index());
 }
 
-// The CommandComplete tag (SPEC §3.1). For drop_all_api_tokens the caller appends
+// The CommandComplete tag. For drop_all_api_tokens the caller appends
 // " <n>" (the number of revoked tokens): "DROP API TOKENS 3". Static storage.
 [[nodiscard]] constexpr std::string_view command_tag(StatementKind k) noexcept {
   switch (k) {

@@ -1,4 +1,4 @@
-// Recursive-descent parser of the API TOKEN statements (SPEC §3) over libpg_query's scanner.
+// Recursive-descent parser of the API TOKEN statements over libpg_query's scanner.
 #pragma once
 
 #include <cstddef>

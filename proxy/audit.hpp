@@ -1,4 +1,4 @@
-// The audit log (SPEC §7, issue 5): one JSON line per token operation and per
+// The audit log (issue 5): one JSON line per token operation and per
 // login attempt, appended to a file an operator can rotate. Never a token,
 // password or key: there is no field for one, and values that look like a
 // token are refused.

@@ -1,5 +1,5 @@
 // tokengate's settings: defaults, then the TOML file, then TOKENGATE_*
-// environment variables, then command-line flags (SPEC §7).
+// environment variables, then command-line flags.
 #pragma once
 
 #include <chrono>
@@ -22,7 +22,7 @@ struct Config {
   // On SIGTERM, sessions get this long to finish before they are closed.
   std::chrono::seconds shutdown_timeout{30};
 
-  // ---- logging in (SPEC §4) ----
+  // ---- logging in ----
   // How sessions log in upstream: trust (the upstream trusts tokengate;
   // tokengate checks ordinary passwords itself) or password.
   enum class UpstreamAuth { trust, password };

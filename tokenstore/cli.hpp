@@ -1,4 +1,4 @@
-// The `tokengate tokens …` and `tokengate keys …` command line (SPEC §7), usable while the server runs.
+// The `tokengate tokens …` and `tokengate keys …` command line, usable while the server runs.
 #pragma once
 
 namespace tokengate::tokenstore {

@@ -1,4 +1,4 @@
-// Duration strings of SPEC §3.1 ('30d', '1d12h', '12 hours', '1 year'): parsing with precise errors, formatting.
+// Duration strings ('30d', '1d12h', '12 hours', '1 year'): parsing with precise errors, formatting.
 #pragma once
 
 #include <chrono>
@@ -9,7 +9,7 @@
 
 namespace tokengate::tokenstore {
 
-// A year is 365 days and a month 30 days (SPEC §3.1).
+// A year is 365 days and a month 30 days.
 inline constexpr std::chrono::seconds max_token_duration{100LL * 365 * 86400};
 
 // Parses one or more `<integer><unit>` parts, optionally separated by spaces.

@@ -1,4 +1,4 @@
-// Error codes of the token service, their std::error_category, and their SQLSTATEs (SPEC §3.3).
+// Error codes of the token service, their std::error_category, and their SQLSTATEs.
 #pragma once
 
 #include <string>

@@ -1,4 +1,4 @@
-// The token form (SPEC §5.1): compact JWT, HS256 with a keyring key; minting and the stateless part of verification.
+// The token form: compact JWT, HS256 with a keyring key; minting and the stateless part of verification.
 #pragma once
 
 #include <array>
@@ -48,7 +48,7 @@ struct token_claims {
 [[nodiscard]] bool looks_like_token(std::string_view text) noexcept;
 
 // Every reason verification can give. Only `ok` admits a login; the caller
-// logs the reason and decides what the client sees (SPEC §4 step 3).
+// logs the reason and decides what the client sees.
 enum class verify_status {
     ok,
     bad_format,         // not three base64url parts, bad JSON, missing or mistyped claims, too long

@@ -1,4 +1,4 @@
-// Token service: permission rules, names, durations and policies of SPEC §3, and the login verification path.
+// Token service: permission rules, names, durations and policies of the API TOKEN statements, and the login verification path.
 #include "tokenstore/service.hpp"
 
 #include <botan/mem_ops.h>

@@ -1,4 +1,4 @@
-// The token service: the operations of SPEC §3 with their permission rules, plus login verification.
+// The token service: the operations of the API TOKEN statements with their permission rules, plus login verification.
 //
 // UI-agnostic: the SQL front end and the HTTP API call the same functions and
 // turn `error`s into ErrorResponses/JSON with sqlstate(). Nothing here touches
@@ -46,7 +46,7 @@ namespace tokengate::tokenstore {
 using namespace std::chrono_literals;
 
 // Who runs an operation: the session's user and whether the upstream says
-// they are an administrator (SPEC §1, §5.3).
+// they are an administrator.
 struct actor {
     std::string user;
     bool is_admin = false;
@@ -61,8 +61,8 @@ struct role_facts {
 };
 
 struct service_config {
-    std::chrono::seconds default_duration = 365 * 24h;      // without MAX DURATION (SPEC §3.1)
-    std::chrono::seconds max_duration_default = 365 * 24h;  // with no policy (SPEC §3.2)
+    std::chrono::seconds default_duration = 365 * 24h;      // without MAX DURATION
+    std::chrono::seconds max_duration_default = 365 * 24h;  // with no policy
     std::chrono::seconds retention = 30 * 24h;              // listing/purge of ended tokens
     std::chrono::seconds last_used_interval = 60s;          // at most one write per token per interval
 };
@@ -177,12 +177,12 @@ public:
     [[nodiscard]] result<policy_listing> list_policies(const actor& who, const std::optional<std::string>& for_user,
                                                        const role_facts& user_facts);
 
-    // §3.2: the longest of the policies on `user` and on every role in
+    // The effective maximum: the longest of the policies on `user` and on every role in
     // `member_of`; the configured default when there is none.
     [[nodiscard]] result<effective_max> effective_maximum(std::string_view user,
                                                           std::span<const std::string> member_of);
 
-    // Login check (SPEC §5.1 order). Read-only transaction; on ok queues a
+    // Login check (parse, kid, signature, exp, tid, hash, status, owner). Read-only transaction; on ok queues a
     // last_used_at update (written by flush_last_used, at most once per
     // last_used_interval per token). Never logs the token.
     [[nodiscard]] verify_result verify(std::string_view token, std::string_view expected_user, std::int64_t now);

@@ -12,7 +12,7 @@ namespace tokengate::tokenstore {
 
 namespace {
 
-// Named databases (SPEC §5.2).
+// Named databases.
 constexpr const char* db_tokens = "tokens";      // tid(16) -> token record
 constexpr const char* db_names = "names";        // owner_key + name -> tid, active tokens only
 constexpr const char* db_owners = "owners";      // owner_key + be64(created_at) + tid -> "" (listing order)

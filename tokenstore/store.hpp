@@ -1,4 +1,4 @@
-// The LMDB token store (SPEC §5.2): records, indexes, policies, revocation log. No permission checks here.
+// The LMDB token store: records, indexes, policies, revocation log. No permission checks here.
 #pragma once
 
 #include <array>

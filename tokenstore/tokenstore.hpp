@@ -17,7 +17,7 @@
 //         // expired -> "API token expired"; anything else -> 28P01, reason to_string(v.status) in the log only
 //     }
 //
-// Statements (after fetching role facts upstream, SPEC §5.3):
+// Statements (after fetching role facts upstream):
 //
 //     auto r = svc.create(actor{user, is_admin}, req, owner_facts, unix_now);
 //     if (!r) send ErrorResponse(r.error_value().sqlstate(), .message, .detail);

@@ -12,7 +12,7 @@
 namespace tokengate::auth {
 
 // The client half of one SCRAM-SHA-256 exchange without channel binding
-// (tokengate never offers or uses SCRAM-SHA-256-PLUS, see PITFALLS.md).
+// (tokengate never offers or uses SCRAM-SHA-256-PLUS: the client would bind to our certificate, the server to its own).
 // The password is SASLprep'd as PostgreSQL does (saslprep.hpp).
 class ScramClient {
  public:

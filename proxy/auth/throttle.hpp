@@ -1,4 +1,4 @@
-// Throttling of failed logins (SPEC §4.1): counts failures per user and per
+// Throttling of failed logins: counts failures per user and per
 // client address in a sliding window and says how long to wait before
 // answering a failed attempt. No I/O, no clock: time is passed in.
 #pragma once

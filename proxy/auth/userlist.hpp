@@ -1,4 +1,4 @@
-// The `auth.userlist` file (SPEC §4.2, `upstream.auth = password`): the
+// The `auth.userlist` file (`upstream.auth = password`): the
 // passwords token sessions use to log in upstream as their owner, in
 // PgBouncer's auth_file format.
 #pragma once

@@ -1,5 +1,5 @@
 // Per-thread pool of relay buffers: a session holds one only while bytes are
-// in flight, so idle sessions cost no buffer memory (SPEC §8).
+// in flight, so idle sessions cost no buffer memory.
 #pragma once
 
 #include <cstddef>

@@ -1,7 +1,7 @@
 // A small pool of control connections to the upstream, logged in as
 // `upstream.control_user`, for tokengate's own catalog look-ups: role
-// existence, membership and administrator status (SPEC §5.3) and the password
-// verifier of `upstream.auth_query` (SPEC §4.2). Every value is a bound
+// existence, membership and administrator status and the password
+// verifier of `upstream.auth_query`. Every value is a bound
 // parameter; nothing is ever spliced into SQL.
 //
 // Threads: one ControlPool serves every io_context. Its state (connections,
@@ -48,7 +48,7 @@ struct ControlPoolSettings {
   std::string database = "postgres";      // `upstream.control_database`
   std::size_t size = 2;                   // `upstream.control_pool_size`; at least 1
   // Members of this role (directly or through other roles) are tokengate
-  // administrators (SPEC §5.3), as are superusers and a role named `admin`.
+  // administrators, as are superusers and a role named `admin`.
   std::string admin_role = "tokengate_admin";
   // How long role_info() answers from its cache; 0 disables the cache.
   std::chrono::milliseconds role_cache_ttl{5000};

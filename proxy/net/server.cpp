@@ -140,13 +140,13 @@ struct Server::Impl {
   std::vector<std::unique_ptr<unix_socket::acceptor>> unix_acceptors;
   std::vector<std::string> unix_paths;
 
-  // Token store (SPEC §5).
+  // Token store.
   std::unique_ptr<tokenstore::store> store;
   std::unique_ptr<tokenstore::keyring> keys;
   std::unique_ptr<tokenstore::token_service> tokens;
   std::unique_ptr<tokenstore::maintenance_thread> maintenance;
 
-  // Logging in (SPEC §4).
+  // Logging in.
   std::unique_ptr<ControlPool> control;
   auth::LoginThrottle throttle;
   AuditLog audit;
@@ -219,7 +219,7 @@ asio::awaitable<std::tuple<error_code, std::unique_ptr<ByteStream>, std::string>
   co_return co_await net::connect_upstream(config.upstream, upstream_tls.get(), deadline);
 }
 
-// Decides whether the client proved who it is (SPEC §4 steps 3 and 4).
+// Decides whether the client proved who it is.
 asio::awaitable<LoginDecision> Server::Impl::decide_login(const protocol::StartupMessage& startup,
                                                           const std::string& password, const std::string& peer) {
   LoginDecision d;
@@ -241,11 +241,11 @@ asio::awaitable<LoginDecision> Server::Impl::decide_login(const protocol::Startu
 
   // Anything shaped like a JWT (base64url of '{"' then a dot) is treated as a
   // token, malformed ones included ("alg":"none" with no signature): a
-  // token-form password is never tried upstream as a password (PITFALLS.md).
+  // token-form password is never tried upstream as a password.
   const bool token_form = tokenstore::looks_like_token(password) ||
                           (password.rfind("eyJ", 0) == 0 && password.find('.') != std::string::npos);
   if (token_form) {
-    // A token is never tried upstream as a password (PITFALLS.md).
+    // A token is never tried upstream as a password.
     if (!tokens) {
       Bytes out;
       generic(out);

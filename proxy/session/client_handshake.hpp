@@ -23,7 +23,7 @@ class ClientHandshake {
     bool require_tls = false;
     // Without TLS, the client is refused instead of asked for a cleartext
     // password (plain TCP from a non-loopback address, unless the operator
-    // allows it: SPEC §4 step 2).
+    // allows it).
     bool refuse_plaintext_password = false;
   };
   ClientHandshake() = default;

@@ -2,7 +2,7 @@
 // sans-io state machine: writes Parse/Bind/Describe/Execute/Sync (extended
 // protocol, unnamed statement and portal, text format) and collects the
 // column names, rows, command tag or ErrorResponse until ReadyForQuery.
-// tokengate's own catalog look-ups use it (SPEC §4.2, §5.3); the SQL is fixed
+// tokengate's own catalog look-ups use it; the SQL is fixed
 // text and every value travels as a parameter, never spliced into the SQL.
 #pragma once
 

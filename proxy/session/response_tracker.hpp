@@ -1,7 +1,7 @@
 // Follows which client message each upstream response belongs to, so that
 // answers tokengate gives itself (API TOKEN statements) reach the client in
 // the order of the client's messages, and are skipped after an upstream error
-// exactly as PostgreSQL skips messages until Sync (PITFALLS.md). Sans-io: the
+// exactly as PostgreSQL skips messages until Sync. Sans-io: the
 // relay feeds it the messages it forwards and the bytes it receives.
 #pragma once
 

@@ -196,7 +196,7 @@ class Runner {
   }
 
   // For statements whose service call does not check the FOR USER role:
-  // it must exist upstream (SPEC §3.1). Only an administrator naming another
+  // it must exist upstream. Only an administrator naming another
   // role gets here; the service refuses everyone else with 42501 first, so a
   // non-administrator cannot probe which roles exist.
   bool other_role_exists(const std::optional<std::string>& for_user) {

@@ -1,4 +1,4 @@
-// Runs a parsed API TOKEN statement (SPEC §3) against the token service and
+// Runs a parsed API TOKEN statement against the token service and
 // turns the outcome into PostgreSQL protocol bytes, for the simple and the
 // extended protocol. Sans-io: the caller looks up role facts upstream first
 // (facts_needed), calls execute(), and writes the bytes it gets.
@@ -46,7 +46,7 @@ struct FactsNeeded {
   std::vector<std::string> roles;
 };
 //   CREATE API TOKEN        the owner: the FOR USER role, else the session user
-//                           (existence and memberships for the policy, §3.2)
+//                           (existence and memberships for the policy)
 //   ALTER USER|ROLE …       the target role
 //   SHOW API TOKEN POLICIES FOR USER u
 //                           u (memberships for the effective maximum)
@@ -77,10 +77,10 @@ struct LocalResult {
   std::optional<protocol::ErrorResponse> error;  // severity ERROR
 
   // Tokens this statement revoked: sessions logged in with them must end
-  // (SPEC §3.1, FATAL 57P01). The service's on_revoked listener fires too.
+  // (FATAL 57P01). The service's on_revoked listener fires too.
   std::vector<tokenstore::tid_t> revoked;
 
-  // ---- for the audit log (SPEC §7); never holds a token value ----
+  // ---- for the audit log; never holds a token value ----
   parser_ext::StatementKind kind{};
   // False when nothing reached the token store: a failed transaction block
   // (25P02) or a role whose facts were missing/absent upstream.
@@ -106,7 +106,7 @@ struct LocalResult {
 //        once and will not be rolled back);
 //   'E'  does not run it: ERROR 25P02 `current transaction is aborted, commands
 //        ignored until end of transaction block`.
-// Errors of the service keep their SQLSTATE, message and DETAIL (§3.3). A FOR
+// Errors of the service keep their SQLSTATE, message and DETAIL. A FOR
 // USER role that does not exist upstream is 42704 `role "x" does not exist`
 // (checked after the permission check, so a non-admin learns nothing).
 // The token value appears only in the CREATE row; it is never in a notice,

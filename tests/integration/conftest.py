@@ -12,7 +12,7 @@
 #   pg         session: PgCluster (host/port, socket_dir, log_path, admin_conn(), log_mark()/log_since(),
 #              logged_statements(mark): what the upstream received since mark)
 #   tokengate  session: TokengateProcess (host/port, data_dir, log_path, audit_path, log_tail(), rss_kib()); skipped or
-#              failed when unusable. Upstream login mode `trust` (SPEC §4.2): it reaches PostgreSQL over the Unix
+#              failed when unusable. Upstream login mode `trust`: it reaches PostgreSQL over the Unix
 #              socket, which the cluster trusts; tokengate must check ordinary passwords itself.
 #   tokengate_pw  session: a second tokengate in `password` mode (upstream over TCP, scram/md5/password as for
 #              direct clients; token sessions use the owner's password from a userlist file); proxy_pw its Target
@@ -130,7 +130,7 @@ class PgCluster(LogFile):
         [
             "# written by tests/integration/conftest.py",
             "local all postgres trust",  # the harness itself
-            "local all all trust",  # tokengate's upstream login in trust mode (SPEC §4.2): only it uses the socket
+            "local all all trust",  # tokengate's upstream login in trust mode: only it uses the socket
             "host all md5user 127.0.0.1/32 md5",  # md5user has an MD5 verifier: upstream asks MD5
             "host all plainuser 127.0.0.1/32 password",  # upstream asks cleartext
             "host all all 127.0.0.1/32 scram-sha-256",
@@ -274,7 +274,7 @@ class TokengateProcess(LogFile):
         self.tmp = Path(tempfile.mkdtemp(prefix="tg-proxy-"))
         self.data_dir = self.tmp / "tg-data"
         self.log_path = self.tmp / "tokengate.log"
-        self.audit_path = self.data_dir / "audit.log"  # the default audit_log (SPEC §7, issue 5)
+        self.audit_path = self.data_dir / "audit.log"  # the default audit_log (issue 5)
         self.host = "127.0.0.1"
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
@@ -534,7 +534,7 @@ def sql_literal(text: str) -> str:
 def create_token(target: Target, user: str = "analyst", password: str | None = None, name: str | None = None,
                  for_user: str | None = None, duration: str | None = None, comment: str | None = None,
                  ) -> tuple[str, str, Any]:
-    """CREATE API TOKEN through tokengate (SPEC §3.1) as `user`; returns (name, token, expires_at) and remembers
+    """CREATE API TOKEN through tokengate as `user`; returns (name, token, expires_at) and remembers
     the token for the log scan."""
     sql = "CREATE API TOKEN"
     if name is not None:
@@ -655,7 +655,7 @@ def tokengate(pg: PgCluster) -> TokengateProcess:
     if os.environ.get("TG_UPSTREAM_AUTH") == "password":
         proc = _password_mode_process(binary, pg)  # the whole suite in the other login mode
     elif binary_has_flag(binary, "--upstream-auth"):
-        # Upstream login mode `trust`, the default (SPEC §4.2): the cluster trusts its Unix socket
+        # Upstream login mode `trust`, the default: the cluster trusts its Unix socket
         # (`local all all trust`), so tokengate itself must verify ordinary passwords.
         # Throttling (issue 5) is tested on instances of its own; the suite's many deliberate failures from
         # 127.0.0.1 must not slow every later test down.
@@ -685,7 +685,7 @@ def write_userlist(path: Path, users: dict[str, str]) -> Path:
 
 @pytest.fixture(scope="session")
 def tokengate_pw(pg: PgCluster) -> TokengateProcess:
-    """tokengate in `password` mode (SPEC §4.2): the upstream (TCP, scram/md5/password) checks every password;
+    """tokengate in `password` mode: the upstream (TCP, scram/md5/password) checks every password;
     token sessions and the control connections (--control-user admin) use passwords from the userlist."""
     proc = _password_mode_process(tokengate_binary(), pg)
     _cleanups.append(proc.stop)

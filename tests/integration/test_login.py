@@ -1,4 +1,4 @@
-# Logging in with ordinary passwords: the upstream's verdicts (SQLSTATE, message) reach the client unchanged (SPEC §4, issue 2).
+# Logging in with ordinary passwords: the upstream's verdicts (SQLSTATE, message) reach the client unchanged (issue 2).
 #
 # libpq does not expose the SQLSTATE of a failed connection, so the startup phase is driven with
 # tests/integration/pgwire.py, which speaks SCRAM-SHA-256, MD5 and cleartext like libpq.
@@ -57,7 +57,7 @@ def test_auth_methods(target: Target, user: str):
         # The cluster is set up so that the proxy has to speak each upstream method once.
         assert r.auth_requests[0] == UPSTREAM_METHOD[user], r.messages
     else:
-        # tokengate asks the client for a cleartext password whatever the upstream asks (SPEC §4 step 2).
+        # tokengate asks the client for a cleartext password whatever the upstream asks.
         assert r.auth_requests == ["CleartextPassword", "Ok"], (
             f"tokengate should ask for a cleartext password and then say Ok; got {r.auth_requests}: {r.messages}")
     assert r.backend_key is not None, f"no BackendKeyData: {r.messages}"
@@ -103,7 +103,7 @@ def test_parameter_status_relayed(twin: Twin):
         return r.parameters
 
     p = twin.run(params, "ParameterStatus set")
-    # pgjdbc reads these at startup (PITFALLS.md "Drivers").
+    # pgjdbc reads these at startup.
     for name in ("server_version", "integer_datetimes", "standard_conforming_strings", "client_encoding",
                  "TimeZone", "DateStyle", "application_name", "session_authorization", "is_superuser"):
         assert name in p, f"ParameterStatus {name} missing: {p}"
@@ -161,7 +161,7 @@ def test_many_logins_in_a_row(target: Target):
 
 
 def test_passwords_never_logged(proxy: Target, tokengate, pg):
-    """No password, right or wrong, ever appears in tokengate's log (SPEC §4.1)."""
+    """No password, right or wrong, ever appears in tokengate's log."""
     role = f"tg_secret_{uuid.uuid4().hex[:8]}"
     secret = f"right-{uuid.uuid4().hex}"
     wrong = f"wrong-{uuid.uuid4().hex}"

@@ -144,7 +144,7 @@ def test_flush_without_sync(twin: Twin):
 
 
 def test_simple_query_right_after_extended_messages(twin: Twin):
-    """pgjdbc sometimes sends a Query after Parse/Bind/Execute with no Sync between (PITFALLS.md)."""
+    """pgjdbc sometimes sends a Query after Parse/Bind/Execute with no Sync between."""
     data = (
         parse_message("", "select 'extended'") + bind_message("", "") + execute_message()
         + query_message("select 'simple'")

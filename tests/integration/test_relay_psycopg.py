@@ -92,7 +92,7 @@ def test_prepared_statements(twin: Twin):
 
 
 def test_describe_prepared_statement(twin: Twin):
-    """Describe on a statement (no Execute): what pgjdbc's getMetaData() does (PITFALLS.md)."""
+    """Describe on a statement (no Execute): what pgjdbc's getMetaData() does."""
 
     def run(t: Target):
         with t.connect() as conn:
@@ -186,7 +186,7 @@ def test_binary_results(twin: Twin):
 
     row, raw, formats, _ = twin.run(run, "binary row, raw values, formats and RowDescription")
     assert formats == {1}, "every column should come back in binary format"
-    # timestamptz binary: int64 microseconds since 2000-01-01 UTC (PITFALLS.md).
+    # timestamptz binary: int64 microseconds since 2000-01-01 UTC.
     micros = int((dt.datetime(2026, 7, 20, 9, tzinfo=dt.timezone.utc)
                   - dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)).total_seconds()) * 1_000_000
     assert raw[6] == micros.to_bytes(8, "big", signed=True)
@@ -194,7 +194,7 @@ def test_binary_results(twin: Twin):
 
 
 def test_large_bind_parameter(twin: Twin):
-    """A Bind of 20 MB must stream through (seen hanging in Odyssey, PITFALLS.md)."""
+    """A Bind of 20 MB must stream through (seen hanging in Odyssey)."""
     blob = os.urandom(20 * 1024 * 1024)
 
     def run(t: Target):
@@ -234,7 +234,7 @@ def test_listen_notify(target: Target):
         with notifier.transaction():
             notifier.execute("notify tg_chan, 'after commit'")
         # The notifications must arrive on an idle connection by themselves (relayed whenever they come,
-        # PITFALLS.md "Sessions"), not only piggy-backed on the next query.
+        # at any time), not only piggy-backed on the next query.
         ready, _, _ = select.select([listener.fileno()], [], [], 5.0)
         assert ready, "no NotificationResponse reached the idle listener within 5 s"
         deadline = time.monotonic() + 5
@@ -298,7 +298,7 @@ def test_cancel_hits_only_its_own_session(target: Target):
 
 
 def test_cancel_with_unknown_key_is_ignored(target: Target):
-    """A CancelRequest with a key nobody issued must not cancel anything (SPEC §4.3)."""
+    """A CancelRequest with a key nobody issued must not cancel anything."""
     with target.connect() as conn:
         pid = conn.pgconn.backend_pid  # libpq does not expose the secret; the ones below are made up
         result: dict[str, object] = {}

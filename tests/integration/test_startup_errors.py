@@ -1,4 +1,4 @@
-# Bad or unusual startup input over raw sockets: clear 08P01 errors, no hangs, and tokengate keeps serving (SPEC §4 step 1, issue 2).
+# Bad or unusual startup input over raw sockets: clear 08P01 errors, no hangs, and tokengate keeps serving (issue 2).
 #
 # Direct PostgreSQL is run through the same cases to pin down the harness and to document where tokengate
 # deliberately differs: PostgreSQL closes silently on most bad packets (and answers protocol 2.0 in the v2
@@ -14,7 +14,7 @@ import pytest
 import pgwire
 from conftest import Target
 
-STARTUP_LIMIT = 10_000  # bytes; PostgreSQL's MAX_STARTUP_PACKET_LENGTH, SPEC §4 step 1
+STARTUP_LIMIT = 10_000  # bytes; PostgreSQL's MAX_STARTUP_PACKET_LENGTH
 
 
 def assert_still_serving(t: Target) -> None:

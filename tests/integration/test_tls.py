@@ -237,7 +237,7 @@ def test_python_ssl_sees_the_configured_certificate(tls_tg: TokengateProcess, pk
 
 
 def test_no_channel_binding_offered(tls_tg: TokengateProcess, pki):
-    # SPEC: never offer SCRAM-SHA-256-PLUS through the proxy, so channel_binding=require cannot succeed.
+    # Never offer SCRAM-SHA-256-PLUS through the proxy, so channel_binding=require cannot succeed.
     token = token_for(tls_tg)
     err = connect_error(tls_conninfo(tls_tg, pki, token, channel_binding="require"))
     assert "channel binding" in err, err

@@ -12,7 +12,7 @@ import pytest
 import pgwire
 from conftest import PgCluster, Target, binary_has_flag, create_token, mask, tokengate_binary
 
-BATCH_INTERVAL = 5.0  # seconds between the store's last_used_at writes (SPEC §5)
+BATCH_INTERVAL = 5.0  # seconds between the store's last_used_at writes
 
 
 def uniq(prefix: str) -> str:

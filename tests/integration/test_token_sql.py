@@ -1,4 +1,4 @@
-# API TOKEN statements over the wire (issue 4, SPEC §3): the seed scenario through psql, errors with SQLSTATEs and
+# API TOKEN statements over the wire (issue 4): the seed scenario through psql, errors with SQLSTATEs and
 # positions, simple-protocol mixes, transaction blocks, command tags, look-alikes that must stay ordinary SQL, and
 # psycopg 3 with server-side prepare, binary results and pipelines. Nothing of these statements may reach the
 # upstream (its log_statement=all log is checked).
@@ -658,7 +658,7 @@ def test_psycopg_transaction_rollback_keeps_token(proxy: Target):
 
 
 def test_extended_named_statement_shadowing(proxy: Target):
-    """S_1 first a local API TOKEN statement, closed, then an ordinary upstream one (PITFALLS 'shadow')."""
+    """S_1 first a local API TOKEN statement, closed, then an ordinary upstream one (names shadow across the two sides)."""
     with session(proxy) as c:
         c.send(pgwire.parse_message("S_1", "SHOW API TOKENS") + pgwire.describe_message(b"S", "S_1")
                + pgwire.bind_message("", "S_1") + pgwire.execute_message("") + pgwire.sync_message())

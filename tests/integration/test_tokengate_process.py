@@ -59,7 +59,7 @@ def test_sigterm_stops_promptly(spawn_tokengate, pg: PgCluster):
 
 
 def test_slow_reader_does_not_make_tokengate_buffer_everything(proxy: Target, tokengate: TokengateProcess):
-    """A client that stops reading must push back on the upstream, not grow tokengate's memory (SPEC §8, STYLE 5)."""
+    """A client that stops reading must push back on the upstream, not grow tokengate's memory (bounded memory)."""
     result_bytes = 120 * 1024 * 1024
     rows = result_bytes // 1000
     with proxy.wire(timeout=30) as w:

@@ -15,7 +15,7 @@ const ParseResult not_api{NotApiTokenStatement{}};
 
 }  // namespace
 
-TEST_CASE("every form of SPEC 3 parses into its AST", "[parser]") {
+TEST_CASE("every form of the API TOKEN grammar parses into its AST", "[parser]") {
   struct Case {
     const char* sql;
     ParseResult expected;

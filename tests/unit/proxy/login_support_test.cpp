@@ -2,7 +2,7 @@
 // and the PgBouncer-format userlist file.
 #include <sys/stat.h>
 
-// Readable failures (STYLE 12): print durations and optionals, not "{?}".
+// Readable failures : print durations and optionals, not "{?}".
 #define CATCH_CONFIG_ENABLE_CHRONO_STRINGMAKER
 #define CATCH_CONFIG_ENABLE_OPTIONAL_STRINGMAKER
 #include <boost/json.hpp>

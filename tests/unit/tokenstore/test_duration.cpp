@@ -1,4 +1,4 @@
-// Duration strings (SPEC §3.1): accepted forms, precise errors, formatting.
+// Duration strings: accepted forms, precise errors, formatting.
 #include "tests/unit/tokenstore/test_helpers.hpp"
 #include "tokenstore/duration.hpp"
 
@@ -22,7 +22,7 @@ std::string detail_of(std::string_view text)
 }
 }  // namespace
 
-TEST_CASE("durations of SPEC 3.1 parse to seconds", "[duration]")
+TEST_CASE("documented duration forms parse to seconds", "[duration]")
 {
     CHECK(secs("30d") == 30 * 86400);
     CHECK(secs("24h") == 86400);

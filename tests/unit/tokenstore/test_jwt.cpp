@@ -1,4 +1,4 @@
-// Token form (SPEC §5.1): base64url, minting, and every stateless rejection reason.
+// Token form: base64url, minting, and every stateless rejection reason.
 #include <botan/mac.h>
 #include <sys/stat.h>
 
@@ -75,7 +75,7 @@ TEST_CASE("tid hex round-trip", "[jwt]")
     CHECK(tid_from_hex(std::string(32, 'G')) == std::nullopt);
 }
 
-TEST_CASE("a minted token has the JWT form of SPEC 5.1", "[jwt]")
+TEST_CASE("a minted token has the documented JWT form", "[jwt]")
 {
     temp_dir dir;
     keyring keys(dir.path());

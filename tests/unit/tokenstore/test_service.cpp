@@ -1,4 +1,4 @@
-// Token service (SPEC §3.1–3.3): permissions, names, durations, policies, listing, and every verify outcome.
+// Token service: permissions, names, durations, policies, listing, and every verify outcome.
 #include <chrono>
 #include <thread>
 
@@ -39,7 +39,7 @@ create_request named(std::string name)
 
 }  // namespace
 
-TEST_CASE("SQLSTATEs of SPEC 3.3", "[service]")
+TEST_CASE("documented SQLSTATE of every service error", "[service]")
 {
     CHECK(sqlstate(errc::name_too_long) == "42622");
     CHECK(sqlstate(errc::name_in_use) == "42710");

@@ -1,4 +1,4 @@
-// LMDB store (SPEC §5.2): wrappers, schema version, record version, map growth, indexes, revocation log, purge.
+// LMDB store: wrappers, schema version, record version, map growth, indexes, revocation log, purge.
 #include <lmdb.h>
 
 #include "tests/unit/tokenstore/test_helpers.hpp"
