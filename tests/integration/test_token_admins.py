@@ -13,7 +13,7 @@ import pytest
 
 import pgwire
 from conftest import (ROLES, PgCluster, Target, binary_has_flag, create_token, fresh_password, mask,
-                      remember_secret, tokengate_binary)
+                      tokengate_binary)
 
 PROTECTED_DETAIL = ("An administrator that is not a superuser cannot act for superusers, roles with REPLICATION, "
                     "BYPASSRLS or CREATEROLE, or other administrators.")
@@ -81,10 +81,10 @@ def test_a_role_named_admin_cannot_mint_a_superusers_token(spawn_tokengate):
         # Nothing was issued for postgres, so no login as postgres with a token can exist.
         assert rows_of(t, "root", root_pw, "SHOW API TOKENS FOR USER postgres") == []
         # The admin role's name is no better than `admin`: a role named like it is no administrator either.
+        named_pw = fresh_password("named")
         with cluster.admin_conn() as c:
-            c.execute("CREATE ROLE tokengate_admin LOGIN PASSWORD 'tokengate_admin'")
-        remember_secret("tokengate_admin")
-        err = sql_error(t, "tokengate_admin", "tokengate_admin", "CREATE API TOKEN x FOR USER postgres")
+            c.execute(f"CREATE ROLE tokengate_admin LOGIN PASSWORD '{named_pw}'")
+        err = sql_error(t, "tokengate_admin", named_pw, "CREATE API TOKEN x FOR USER postgres")
         assert err.sqlstate == "42501", f"{err.sqlstate} {err}"
     finally:
         cluster.stop()
