@@ -100,6 +100,11 @@ LoginRefusal queue_full() {
                       "the verification queue is full (auth.max_pending_verifications)", false};
 }
 
+// What the token policy needs to know of the owner role.
+session::RoleFacts facts_of(const RoleInfo& role) {
+  return session::RoleFacts{role.oid, role.can_login, role.valid_until};
+}
+
 // A host name or address that stays on this machine.
 bool is_loopback_host(const std::string& host) {
   if (host == "localhost") return true;
@@ -114,24 +119,6 @@ bool is_loopback_host(const std::string& host) {
 std::int64_t unix_now() {
   return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
       .count();
-}
-
-// verify_result::owner_oid and token_service::bind_owner_oid come with the
-// binding of tokens to role OIDs; until a store has them, every token counts
-// as issued before binding (owner OID 0).
-template <typename V>
-std::uint32_t owner_oid_of(const V& v) {
-  if constexpr (requires { v.owner_oid; })
-    return v.owner_oid;
-  else
-    return 0;
-}
-template <typename S, typename T>
-bool bind_owner_oid(S& service, const T& tid, std::uint32_t oid) {
-  if constexpr (requires { service.bind_owner_oid(tid, oid); })
-    return service.bind_owner_oid(tid, oid);
-  else
-    return true;
 }
 
 // Connections still logging in, in total and per client address
@@ -553,31 +540,25 @@ asio::awaitable<void> Server::Impl::decide_token(LoginContext& ctx, const sessio
                                       "no control connection");
     co_return;
   }
-  std::vector<session::QueryParam> params;  // no braced list: GCC 12 breaks those in coroutines
-  params.emplace_back(sp.user);
-  auto raced = co_await unless_client_leaves(ctx, control->query(session::kRoleFactsQuery, std::move(params)));
+  auto raced = co_await unless_client_leaves(ctx, control->role_info_fresh(sp.user));
   if (raced.index() != 0) {
     d.refusal = client_hung_up("during the login");
     co_return;
   }
-  const auto& answer = std::get<0>(raced);
-  session::RoleFactsAnswer role;
-  if (answer)
-    role = session::role_facts_from(*answer);
-  else
-    role.error = "role look-up failed: " + answer.error();
-  if (!role.error.empty()) {
+  const auto& info = std::get<0>(raced);
+  if (!info) {
     d.refusal = session::cannot_check("tokengate could not check the token's role with the upstream server",
-                                      role.error);
+                                      "role look-up failed: " + info.error());
     co_return;
   }
-  const auto& facts = role.facts;
-  auto verdict = session::judge_token_role(sp.user, owner_oid_of(vr), facts, now);
+  std::optional<session::RoleFacts> facts;
+  if (const auto& role = *info) facts = facts_of(*role);
+  auto verdict = session::judge_token_role(sp.user, vr.owner_oid, facts, now);
   if (verdict.refusal) {
     d.refusal = std::move(verdict.refusal);
     co_return;
   }
-  if (verdict.bind_oid && facts->oid != 0 && !bind_owner_oid(*tokens, vr.tid, facts->oid)) {
+  if (verdict.bind_oid && !tokens->bind_owner_oid(vr.tid, facts->oid)) {
     d.refusal = session::wrong_password(sp.user, "the token could not be bound to its owner role");
     co_return;
   }
@@ -918,7 +899,8 @@ asio::awaitable<void> Server::Impl::session(std::unique_ptr<ByteStream> client, 
   } relaying{relaying_sessions};
   Relay relay(exec, *client, *upstream,
               RelayServices{tokens.get(), control.get(), audit.enabled() ? &audit : nullptr},
-              SessionInfo{sp.user, sp.database_or_user(), sp.application_name(), peer, up->tx_status});
+              SessionInfo{sp.user, sp.database_or_user(), sp.application_name(), peer, up->tx_status,
+                          decision.tid.has_value()});
   // Token sessions end when their token is revoked (or expires, if so set).
   ending->relay = &relay;
   co_await relay.run(std::move(in));
@@ -1035,7 +1017,9 @@ bool Server::Impl::open_services() {
     ::chmod(config.data_dir.c_str(), 0700);
     keys = std::make_unique<tokenstore::keyring>(config.data_dir);
     store = std::make_unique<tokenstore::store>(config.data_dir);
-    tokens = std::make_unique<tokenstore::token_service>(*store, *keys);
+    tokenstore::service_config service_cfg;
+    service_cfg.token_sessions_manage_credentials = config.token_sessions_manage_credentials;
+    tokens = std::make_unique<tokenstore::token_service>(*store, *keys, service_cfg);
     tokens->on_revoked([this](std::span<const tokenstore::tid_t> tids) {
       if (!config.revoke_ends_sessions) return;
       token_sessions.end_tokens(tids, protocol::ErrorResponse::make("FATAL", "57P01", "API token revoked"));
