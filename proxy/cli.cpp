@@ -20,6 +20,7 @@
 #include "proxy/audit.hpp"
 #include "proxy/config.hpp"
 #include "proxy/net/server.hpp"
+#include "proxy/session/upstream_login.hpp"
 #include "tokenstore/cli.hpp"
 
 namespace tokengate {
@@ -272,6 +273,11 @@ Config build_config(const std::vector<Setting>& table) {
   c.login_max_connections = parse_unsigned(get("login.max_connections"), 1'000'000);
   c.login_max_connections_per_address = parse_unsigned(get("login.max_connections_per_address"), 1'000'000);
   c.upstream_require_auth = get("upstream.require_auth").value;
+  if (!c.upstream_require_auth.empty()) {
+    std::string error;
+    if (!session::UpstreamAuthMethods::parse(c.upstream_require_auth, error))
+      throw ConfigError{"upstream.require_auth: " + error};
+  }
   c.upstream_max_scram_iterations = parse_unsigned(get("upstream.max_scram_iterations"), 10'000'000);
   c.tls_cert = get("tls.cert").value;
   c.tls_key = get("tls.key").value;
