@@ -191,6 +191,7 @@ struct LoginContext {
   std::string peer;                 // for the log
   std::string address;              // IP without the port, or "[local]": for limits, throttle, audit
   Clock::time_point auth_deadline;  // auth_timeout from accept
+  Clock::time_point client_deadline = Clock::time_point::max();  // login.client_timeout from accept
   protocol::InputBuffer in{kMaxClientLoginBytes};
   // What the auth_timeout timer closes, and what the login.client_timeout
   // timer closes (cleared once the password is in).
@@ -443,7 +444,7 @@ asio::awaitable<std::optional<session::ClientHandshake::LoggedIn>> Server::Impl:
       // The 'S' is written; the TLS handshake follows on the same socket.
       auto& plain = static_cast<SocketStream<tcp::socket>&>(*ctx.client);
       tcp::socket raw = std::move(plain.socket());
-      auto result = co_await accept_tls(*tls, std::move(raw), ctx.auth_deadline);
+      auto result = co_await accept_tls(*tls, std::move(raw), std::min(ctx.auth_deadline, ctx.client_deadline));
       if (result.ec) {
         spdlog::info("TLS handshake with {} failed: {} {}", ctx.peer, result.ec.message(), result.detail);
         ctx.set_client(nullptr);
@@ -793,7 +794,8 @@ asio::awaitable<void> Server::Impl::session(std::unique_ptr<ByteStream> client, 
   } leave{ctx};
   asio::steady_timer auth_timer(exec), client_timer(exec);
   arm(auth_timer, ctx.auth_deadline, ctx.cut);
-  arm(client_timer, std::min(ctx.auth_deadline, Clock::now() + config.login_client_timeout), ctx.client_cut);
+  ctx.client_deadline = std::min(ctx.auth_deadline, Clock::now() + config.login_client_timeout);
+  arm(client_timer, ctx.client_deadline, ctx.client_cut);
 
   // Phase 1: the startup packet and the password.
   auto request = co_await handshake_phase(ctx, peer_is_local);
