@@ -213,6 +213,7 @@ struct LoginDecision {
   // For token sessions.
   std::optional<tokenstore::tid_t> tid;
   std::string token_name;
+  std::string token_owner;  // the token's user claim, once its signature checked out
   std::int64_t token_expires_at = 0;
   Bytes notice;  // sent just before the first ReadyForQuery
   // password mode, ordinary password: the upstream's answer decides; the
@@ -529,6 +530,7 @@ asio::awaitable<void> Server::Impl::decide_token(LoginContext& ctx, const sessio
   if (identified) {
     d.tid = vr.tid;
     d.token_name = vr.name;
+    d.token_owner = vr.owner;
   }
   if (auto refused = session::judge_token(sp.user, vr)) {
     d.refusal = std::move(*refused);
@@ -661,7 +663,7 @@ asio::awaitable<void> Server::Impl::refuse(LoginContext& ctx, const session::Sta
   if (r.counts_as_failure) delay = throttle.record_failure(sp.user, ctx.address, Clock::now());
   spdlog::info("login of \"{}\" from {} refused ({}): {}", log_name(sp.user), ctx.peer, d.method, log_text(r.reason));
   audit_login(sp.user, ctx.address, sp.application_name(), d.method, r.outcome, r.reason, d.token_name, d.tid,
-              d.tid ? sp.user : std::string());
+              d.token_owner);
   // The attempt that crosses the limit waits before its answer; one that
   // already waited for its turn does not wait twice.
   if (!d.waited_turn && delay.count() > 0 && !co_await wait_unless_client_leaves(ctx, Clock::now() + delay))
