@@ -100,11 +100,6 @@ LoginRefusal queue_full() {
                       "the verification queue is full (auth.max_pending_verifications)", false};
 }
 
-// What the token policy needs to know of the owner role.
-session::RoleFacts facts_of(const RoleInfo& role) {
-  return session::RoleFacts{role.oid, role.can_login, role.valid_until};
-}
-
 // A host name or address that stays on this machine.
 bool is_loopback_host(const std::string& host) {
   if (host == "localhost") return true;
@@ -543,19 +538,25 @@ asio::awaitable<void> Server::Impl::decide_token(LoginContext& ctx, const sessio
                                       "no control connection");
     co_return;
   }
-  auto raced = co_await unless_client_leaves(ctx, control->role_info_fresh(sp.user));
+  std::vector<session::QueryParam> params;  // no braced list: GCC 12 breaks those in coroutines
+  params.emplace_back(sp.user);
+  auto raced = co_await unless_client_leaves(ctx, control->query(session::kRoleFactsQuery, std::move(params)));
   if (raced.index() != 0) {
     d.refusal = client_hung_up("during the login");
     co_return;
   }
-  const auto& info = std::get<0>(raced);
-  if (!info) {
+  const auto& answer = std::get<0>(raced);
+  session::RoleFactsAnswer role;
+  if (answer)
+    role = session::role_facts_from(*answer);
+  else
+    role.error = "role look-up failed: " + answer.error();
+  if (!role.error.empty()) {
     d.refusal = session::cannot_check("tokengate could not check the token's role with the upstream server",
-                                      "role look-up failed: " + info.error());
+                                      role.error);
     co_return;
   }
-  std::optional<session::RoleFacts> facts;
-  if (const auto& role = *info) facts = facts_of(*role);
+  const auto& facts = role.facts;
   auto verdict = session::judge_token_role(sp.user, vr.owner_oid, facts, now);
   if (verdict.refusal) {
     d.refusal = std::move(verdict.refusal);

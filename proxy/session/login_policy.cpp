@@ -1,7 +1,9 @@
 // The login decisions (see login_policy.hpp).
 #include "proxy/session/login_policy.hpp"
 
+#include <charconv>
 #include <ctime>
+#include <limits>
 
 #include "proxy/protocol/messages.hpp"
 #include "tokenstore/jwt.hpp"
@@ -69,6 +71,63 @@ std::optional<LoginRefusal> judge_token(std::string_view user, const tokenstore:
     default:
       return wrong_password(user, std::string(tokenstore::to_string(v.status)));
   }
+}
+
+std::optional<std::optional<std::int64_t>> parse_epoch(std::string_view s) {
+  using Result = std::optional<std::optional<std::int64_t>>;
+  if (s == "Infinity" || s == "infinity") return Result(std::optional<std::int64_t>());
+  if (s == "-Infinity" || s == "-infinity") return Result(std::numeric_limits<std::int64_t>::min());
+  const auto dot = s.find('.');
+  const auto whole = s.substr(0, dot);
+  const auto frac = dot == std::string_view::npos ? std::string_view() : s.substr(dot + 1);
+  if (whole.empty() || whole == "-" || whole.front() == '+') return std::nullopt;
+  std::int64_t v = 0;
+  auto [end, ec] = std::from_chars(whole.data(), whole.data() + whole.size(), v);
+  if (ec != std::errc() || end != whole.data() + whole.size()) return std::nullopt;
+  if (dot != std::string_view::npos && frac.empty()) return std::nullopt;
+  bool frac_nonzero = false;
+  for (char c : frac) {
+    if (c < '0' || c > '9') return std::nullopt;
+    frac_nonzero |= c != '0';
+  }
+  if (whole.front() == '-' && frac_nonzero) {
+    if (v == std::numeric_limits<std::int64_t>::min()) return std::nullopt;
+    --v;  // rounded down, towards -Infinity
+  }
+  return Result(v);
+}
+
+RoleFactsAnswer role_facts_from(const QueryResult& q) {
+  RoleFactsAnswer out;
+  if (q.error) {
+    out.error = "role look-up failed: " + std::string(q.error->sqlstate()) + " " + std::string(q.error->message());
+    return out;
+  }
+  if (q.columns.size() != 3 || q.rows.size() > 1) {
+    out.error = "role look-up returned an unexpected shape";
+    return out;
+  }
+  if (q.rows.empty()) return out;
+  const auto& row = q.rows.front();
+  RoleFacts f;
+  auto [end, ec] = std::from_chars(row[0] ? row[0]->data() : nullptr,
+                                   row[0] ? row[0]->data() + row[0]->size() : nullptr, f.oid);
+  if (!row[0] || ec != std::errc() || end != row[0]->data() + row[0]->size() || !row[1] ||
+      (*row[1] != "t" && *row[1] != "f")) {
+    out.error = "role look-up returned unexpected values";
+    return out;
+  }
+  f.can_login = *row[1] == "t";
+  if (row[2]) {
+    auto epoch = parse_epoch(*row[2]);
+    if (!epoch) {
+      out.error = "role look-up returned an unexpected VALID UNTIL";
+      return out;
+    }
+    f.valid_until = *epoch;
+  }
+  out.facts = f;
+  return out;
 }
 
 TokenRoleVerdict judge_token_role(std::string_view user, std::uint32_t bound_oid,

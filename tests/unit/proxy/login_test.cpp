@@ -382,6 +382,25 @@ TEST_CASE("policy: a token works only for its role as it is now") {
   CHECK(first.bind_oid);
 }
 
+TEST_CASE("policy: the role look-up's answer is read strictly") {
+  session::QueryResult q;
+  q.columns = {"oid", "rolcanlogin", "extract"};
+  CHECK_FALSE(session::role_facts_from(q).facts);
+  CHECK(session::role_facts_from(q).error.empty());
+  q.rows = {{std::string("16384"), std::string("t"), std::string("1767225600.500000")}};
+  auto a = session::role_facts_from(q);
+  REQUIRE(a.facts);
+  CHECK(a.facts->oid == 16384);
+  CHECK(a.facts->can_login);
+  CHECK(a.facts->valid_until == 1767225600);
+  q.rows = {{std::string("16384"), std::string("f"), std::string("Infinity")}};
+  CHECK(session::role_facts_from(q).facts->valid_until == std::nullopt);
+  q.rows = {{std::string("x"), std::string("t"), std::nullopt}};
+  CHECK_FALSE(session::role_facts_from(q).error.empty());
+  CHECK(session::parse_epoch("-1.5") == std::optional<std::optional<std::int64_t>>(std::int64_t{-2}));
+  CHECK_FALSE(session::parse_epoch("12abc"));
+}
+
 TEST_CASE("policy: passwords are judged in PostgreSQL's order, missing roles cost a dummy check") {
   const std::int64_t now = 1'800'000'000;
   CHECK(session::plan_password_check(std::nullopt).dummy);
