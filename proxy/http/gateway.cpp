@@ -569,4 +569,14 @@ const GatewaySettings& Gateway::settings() const noexcept { return state_->setti
 
 std::size_t Gateway::connections() const noexcept { return state_->connections.load(); }
 
+std::vector<std::string> Gateway::local_endpoints() const {
+  std::vector<std::string> out;
+  for (const auto& a : state_->acceptors) {
+    error_code ec;
+    auto ep = a->local_endpoint(ec);
+    if (!ec) out.push_back(peer_text(ep));
+  }
+  return out;
+}
+
 }  // namespace tokengate::http
