@@ -102,6 +102,7 @@ struct LoginDecision {
   // For token sessions.
   std::optional<tokenstore::tid_t> tid;
   std::string token_name;
+  std::uint32_t token_owner_oid = 0;  // verify_result::owner_oid
   std::int64_t token_expires_at = 0;
   Bytes notice;  // sent just before the first ReadyForQuery
   // password mode, ordinary password: the upstream's answer decides; the
@@ -292,6 +293,7 @@ asio::awaitable<LoginDecision> Server::Impl::decide_login(const protocol::Startu
     d.ok = true;
     d.tid = vr.tid;
     d.token_name = vr.name;
+    d.token_owner_oid = vr.owner_oid;
     d.token_expires_at = vr.expires_at;
     if (vr.expires_at - now <= config.expiry_warning.count()) {
       auto n = protocol::ErrorResponse::make("NOTICE", "01000",
@@ -810,21 +812,33 @@ asio::awaitable<http::HttpLoginResult> Server::Impl::http_login(http::HttpLoginR
     throttle.record_success(r.user, client_address(r.peer), Clock::now());
     audit_login(r.user, r.peer, r.application_name, "password", "ok", "");
   } else if (d.tid) {
-    // A wire session would now log in upstream as the owner, and the upstream
-    // would refuse a role dropped or made NOLOGIN since the token was issued.
-    if (!control) {
+    // What the token login checks after verify (tokenstore.hpp): the owner
+    // role as it is now, not as a cache saw it — the OID the token is bound
+    // to (a role dropped and created again under the name has another),
+    // LOGIN and VALID UNTIL, which the upstream would not check for tokengate.
+    // (No co_await inside ?: — GCC 12 destroys such temporaries twice.)
+    ControlResult<std::optional<RoleInfo>> role(ControlError{"no control connection"});
+    if (control) role = co_await control->role_info_fresh(r.user);
+    if (!role) {
+      spdlog::error("HTTP token login of \"{}\": role look-up failed: {}", r.user, role.error());
+      audit_login(r.user, r.peer, r.application_name, "token", "error", role.error(), d.token_name, d.tid);
       out.sqlstate = "08006";
       out.message = "tokengate could not check the role with the upstream server";
       co_return out;
     }
-    auto role = co_await control->role_info(r.user);
-    std::string why = !role ? role.error() : !role->has_value() ? "role does not exist" : !(*role)->can_login ? "role has NOLOGIN" : "";
+    std::string why;
+    if (!role->has_value()) why = "role does not exist";
+    else if (d.token_owner_oid != 0 && d.token_owner_oid != (*role)->oid) why = "role was dropped and created again";
+    else if (d.token_owner_oid == 0 && !tokens->bind_owner_oid(*d.tid, (*role)->oid)) why = "token bound to another role";
+    else if (!(*role)->can_login) why = "role has NOLOGIN";
+    else if ((*role)->valid_until && *(*role)->valid_until < unix_now()) why = "role expired (VALID UNTIL)";
     if (!why.empty()) {
-      audit_login(r.user, r.peer, r.application_name, "token", role ? "denied" : "error", why, d.token_name, d.tid);
-      out.sqlstate = !role ? "08006" : "28000";
-      out.message = !role ? "tokengate could not check the role with the upstream server"
-                    : !role->has_value() ? "role \"" + r.user + "\" does not exist"
-                                         : "role \"" + r.user + "\" is not permitted to log in";
+      spdlog::info("HTTP login of \"{}\" from {} refused (token): {}", r.user, r.peer, why);
+      audit_login(r.user, r.peer, r.application_name, "token", "denied", why, d.token_name, d.tid);
+      out.delay = throttle.record_failure(r.user, client_address(r.peer), Clock::now());
+      out.sqlstate = why == "role has NOLOGIN" ? "28000" : "28P01";
+      out.message = why == "role has NOLOGIN" ? "role \"" + r.user + "\" is not permitted to log in"
+                                               : "password authentication failed for user \"" + r.user + "\"";
       co_return out;
     }
   }
@@ -853,7 +867,8 @@ bool Server::Impl::start_http() {
   http_gateway = std::make_unique<http::Gateway>(std::move(gs), services,
                                                  [this]() -> asio::io_context& { return next_context(); });
   http::add_token_api(*http_gateway, {tokens.get(), control.get(), audit.enabled() ? &audit : nullptr,
-                                      services.login, config.http_session_duration});
+                                      services.login, config.http_session_duration,
+                                      config.token_sessions_manage_credentials});
   if (auto err = http_gateway->listen(*contexts[0])) {
     spdlog::critical("{}", *err);
     return false;
