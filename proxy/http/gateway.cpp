@@ -167,7 +167,7 @@ struct Gateway::State : std::enable_shared_from_this<Gateway::State> {
   template <typename Stream>
   asio::awaitable<void> serve(Stream stream, beast::flat_buffer buffer, Peer peer,
                               std::shared_ptr<ssl::context> tls_context);
-  asio::awaitable<std::optional<HttpResponse>> authenticate(HttpRequest& request, const Credential& credential);
+  asio::awaitable<std::optional<HttpResponse>> authenticate(HttpRequest& request, Credential credential);
   HttpResponse unauthorized(const HttpRequest& request, std::string_view sqlstate, std::string_view message,
                             std::string_view detail, std::string_view hint, bool token_presented,
                             bool from_cookie) const;
@@ -192,8 +192,9 @@ HttpResponse Gateway::State::unauthorized(const HttpRequest& request, std::strin
   return r;
 }
 
-asio::awaitable<std::optional<HttpResponse>> Gateway::State::authenticate(HttpRequest& request,
-                                                                          const Credential& cred) {
+// The credential by value: a coroutine must not hold a reference to its
+// caller's temporary.
+asio::awaitable<std::optional<HttpResponse>> Gateway::State::authenticate(HttpRequest& request, Credential cred) {
   using Kind = Credential::Kind;
   if (cred.kind == Kind::none)
     co_return unauthorized(request, "28000", "authentication required", {},
