@@ -21,6 +21,7 @@
 #include <csignal>
 #include <filesystem>
 #include <thread>
+#include <unordered_map>
 
 #include "proxy/audit.hpp"
 #include "proxy/auth/scram.hpp"
@@ -60,6 +61,15 @@ constexpr auto kCancelTimeout = 5s;
 // How often the store is asked which tokens were revoked by any process; the
 // issue allows 2 s between a revocation and the end of its sessions.
 constexpr auto kRevocationPoll = 500ms;
+// An HTTP request is a token login, but asking the catalog afresh for every
+// request would cap the gateway at the control pool's rate (about 300
+// requests a second on a 2-core machine, bench/http_bench.py). A change to
+// the owner role (NOLOGIN, VALID UNTIL, DROP) reaches HTTP requests within
+// this time instead, as other processes' revocations reach sessions within
+// kRevocationPoll. Revocation itself is checked on every request.
+constexpr auto kHttpRoleRecheck = 1s;
+// Bounds the table of recent checks (one entry per token owner).
+constexpr std::size_t kHttpRoleChecksMax = 65536;
 
 ByteView view(const Bytes& b, std::size_t n) { return ByteView(b.data(), n); }
 
@@ -169,6 +179,13 @@ struct Server::Impl {
   std::unique_ptr<UpstreamTlsContext> upstream_tls;
 
   std::unique_ptr<http::Gateway> http_gateway;
+  // Owner roles as the catalog showed them to an HTTP request (see kHttpRoleRecheck).
+  struct HttpRoleCheck {
+    Clock::time_point at;
+    RoleInfo role;
+  };
+  std::mutex http_roles_mutex;
+  std::unordered_map<std::string, HttpRoleCheck> http_roles;
 };
 
 void Server::Impl::audit_login(const std::string& user, const std::string& peer, const std::string& app,
@@ -818,7 +835,22 @@ asio::awaitable<http::HttpLoginResult> Server::Impl::http_login(http::HttpLoginR
     // LOGIN and VALID UNTIL, which the upstream would not check for tokengate.
     // (No co_await inside ?: — GCC 12 destroys such temporaries twice.)
     ControlResult<std::optional<RoleInfo>> role(ControlError{"no control connection"});
-    if (control) role = co_await control->role_info_fresh(r.user);
+    std::optional<RoleInfo> recent;
+    {
+      std::lock_guard lock(http_roles_mutex);
+      auto it = http_roles.find(r.user);
+      if (it != http_roles.end() && Clock::now() - it->second.at < kHttpRoleRecheck) recent = it->second.role;
+    }
+    if (recent) {
+      role = std::optional<RoleInfo>(std::move(*recent));
+    } else if (control) {
+      role = co_await control->role_info_fresh(r.user);
+      if (role && role->has_value()) {
+        std::lock_guard lock(http_roles_mutex);
+        if (http_roles.size() >= kHttpRoleChecksMax) http_roles.clear();
+        http_roles[r.user] = {Clock::now(), **role};
+      }
+    }
     if (!role) {
       spdlog::error("HTTP token login of \"{}\": role look-up failed: {}", r.user, role.error());
       audit_login(r.user, r.peer, r.application_name, "token", "error", role.error(), d.token_name, d.tid);
