@@ -68,7 +68,8 @@ struct Config {
   std::string tls_cert, tls_key;  // `tls.cert`, `tls.key`: PEM files
   std::string tls_mode = "allow";  // disable | allow | require
   // disable | prefer | require | verify-full; empty: by address (prefer for
-  // a loopback address, verify-full for any other host; see effective_sslmode).
+  // a loopback address, verify-full for any other host; chosen in
+  // Server::Impl::open_services).
   std::string upstream_sslmode;
   std::string upstream_sslrootcert;  // CA file for verify-full; empty with verify-full by default: "system"
   // `upstream.require_auth`: the authentication requests tokengate answers
@@ -77,6 +78,16 @@ struct Config {
   std::string upstream_require_auth;
   // `upstream.max_scram_iterations`: PBKDF2 rounds an upstream may demand.
   unsigned upstream_max_scram_iterations = 100000;
+
+  // ---- HTTP gateway (proxy/http) ----
+  std::vector<net::Endpoint> http_listen;  // `http.listen`; empty ("off"): no HTTP listener
+  // Lifetime of the token behind a browser login's auth_token cookie.
+  std::chrono::seconds http_session_duration{12 * 3600};
+  unsigned http_max_connections = 256;
+  std::size_t http_max_header_size = 16 * 1024;
+  std::size_t http_max_body_size = 1024 * 1024;
+  std::chrono::seconds http_request_timeout{30};
+  std::chrono::seconds http_idle_timeout{60};
 };
 
 struct ConfigError {

@@ -172,6 +172,14 @@ std::chrono::milliseconds LoginThrottle::record_failure(std::string_view user, s
   add_failure(u, slot);
   add_failure(a, slot);
   add_failure(pair_key(user, address), slot);
+  // A key over the limit admits its next attempt no sooner than its delay
+  // from now: the attempt after this failure waits as this answer does.
+  for (const auto* key : {&u, &a}) {
+    auto it = windows_.find(*key);
+    if (it == windows_.end()) continue;
+    const auto delay = delay_for(count_at(*key, slot));
+    if (delay.count() > 0) it->second.next_turn = std::max(it->second.next_turn, now + delay);
+  }
   return delay_for(std::max(count_at(u, slot), count_at(a, slot)));
 }
 

@@ -47,13 +47,13 @@ struct ThrottleSettings {
 // Intended use:
 //   - before verifying an attempt, `admit(...)`: verify now, wait until the
 //     given time and then verify, or refuse without verifying;
-//   - on failure: `record_failure(...)`; an attempt that was admitted at once
-//     waits the delay it returns before it answers (the one that crossed the
-//     limit), an attempt that already waited its turn answers at once;
+//   - on failure: `record_failure(...)`, then wait the delay it returns
+//     (zero up to the limit) before answering;
 //   - on success: `record_success(...)` and answer at once.
 //
 // Past the limit, admit() hands out one turn per key (the user, the address)
-// every delay_for(failures): 1 s, then 2 s, 4 s… up to 30 s. Attempts queue
+// every delay_for(failures): 1 s, then 2 s, 4 s… up to 30 s; each failure
+// over the limit also puts the key's next turn that far from its own time. Attempts queue
 // for their turn, and one whose turn would come after its own deadline is
 // refused at once, unverified. A correct password in the middle of a guessing
 // flood is therefore not accepted sooner than a wrong one would be answered,

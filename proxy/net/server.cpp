@@ -32,6 +32,9 @@
 #include "proxy/auth/throttle.hpp"
 #include "proxy/auth/userlist.hpp"
 #include "proxy/auth/verifier_queue.hpp"
+#include "proxy/http/gateway.hpp"
+#include "proxy/http/token_api.hpp"
+#include "proxy/http/upstream_check.hpp"
 #include "proxy/log_text.hpp"
 #include "proxy/net/buffer_pool.hpp"
 #include "proxy/net/cancel_registry.hpp"
@@ -80,6 +83,15 @@ constexpr auto kRevocationPoll = 500ms;
 // a second, a line each would bury the log.
 constexpr auto kAcceptRetry = 100ms;
 constexpr auto kAcceptReportInterval = 10s;
+// An HTTP request is a token login, but asking the catalog afresh for every
+// request would cap the gateway at the control pool's rate (about 300
+// requests a second on a 2-core machine, bench/http_bench.py). A change to
+// the owner role (NOLOGIN, VALID UNTIL, DROP) reaches HTTP requests within
+// this time instead, as other processes' revocations reach sessions within
+// kRevocationPoll. Revocation itself is checked on every request.
+constexpr auto kHttpRoleRecheck = 1s;
+// Bounds the table of recent checks (one entry per token owner).
+constexpr std::size_t kHttpRoleChecksMax = 65536;
 
 Bytes fatal(std::string sqlstate, std::string message, std::string detail = {}) {
   Bytes out;
@@ -187,6 +199,9 @@ struct LoginContext {
   std::string address;              // IP without the port, or "[local]": for limits, throttle, audit
   Clock::time_point auth_deadline;  // auth_timeout from accept
   Clock::time_point client_deadline = Clock::time_point::max();  // login.client_timeout from accept
+  // How old a check of a token's owner role may be and still be used: 0 for
+  // wire logins (always afresh), kHttpRoleRecheck for HTTP requests.
+  std::chrono::milliseconds role_recheck{0};
   protocol::InputBuffer in{kMaxClientLoginBytes};
   // What the auth_timeout timer closes, and what the login.client_timeout
   // timer closes (cleared once the password is in).
@@ -203,7 +218,6 @@ struct LoginContext {
 struct LoginDecision {
   std::optional<LoginRefusal> refusal;  // set when the login is refused
   std::string method;                   // "token" or "password", for the audit log
-  bool waited_turn = false;             // the throttle made the attempt wait before it was verified
   std::optional<SecretString> upstream_password;
   // For token sessions.
   std::optional<tokenstore::tid_t> tid;
@@ -244,6 +258,7 @@ struct Server::Impl {
   asio::awaitable<std::optional<auth::VerifierCheck>> verify_off_thread(const std::string& user,
                                                                         const std::string& verifier,
                                                                         const SecretString& password);
+  std::chrono::milliseconds record_refusal(LoginContext& ctx, const session::StartupParameters& sp, LoginDecision& d);
   asio::awaitable<void> refuse(LoginContext& ctx, const session::StartupParameters& sp, LoginDecision& d);
   asio::awaitable<std::optional<UpstreamSession>> login_upstream(LoginContext& ctx,
                                                                  const session::StartupParameters& sp,
@@ -263,6 +278,9 @@ struct Server::Impl {
   asio::awaitable<void> drain_then_stop();
   void reload();
   void stop_all();
+  // The HTTP gateway (proxy/http): its login check is the wire's.
+  bool start_http();
+  asio::awaitable<http::HttpLoginResult> http_login(http::HttpLoginRequest request);
   void audit_login(const std::string& user, const std::string& address, const std::string& app,
                    const std::string& method, const std::string& outcome, const std::string& reason,
                    const std::string& token_name = {}, const std::optional<tokenstore::tid_t>& tid = {},
@@ -303,6 +321,15 @@ struct Server::Impl {
   ClientTlsMode tls_mode = ClientTlsMode::allow;
   std::unique_ptr<TlsServerContext> tls;
   std::unique_ptr<UpstreamTlsContext> upstream_tls;
+
+  std::unique_ptr<http::Gateway> http_gateway;
+  // Owner roles as the catalog showed them to an HTTP request (see kHttpRoleRecheck).
+  struct HttpRoleCheck {
+    Clock::time_point at;
+    session::RoleFacts role;
+  };
+  std::mutex http_roles_mutex;
+  std::unordered_map<std::string, HttpRoleCheck> http_roles;
 };
 
 void Server::Impl::audit_login(const std::string& user, const std::string& address, const std::string& app,
@@ -389,6 +416,12 @@ asio::awaitable<std::tuple<error_code, std::unique_ptr<ByteStream>, std::string>
 // and returns when it hangs up; never returns while it stays (the caller
 // races it against the work).
 asio::awaitable<bool> Server::Impl::client_stays(LoginContext& ctx) {
+  if (!ctx.client) {
+    // No connection to watch (an HTTP request): wait until the work is done.
+    asio::steady_timer never(co_await asio::this_coro::executor, Clock::time_point::max());
+    co_await never.async_wait(use_nothrow);
+    co_return false;
+  }
   for (;;) {
     if (auto ec = co_await ctx.client->wait_readable(); ec) co_return false;
     auto room = ctx.in.prepare();
@@ -483,11 +516,9 @@ asio::awaitable<LoginDecision> Server::Impl::decide_login(LoginContext& ctx, con
     auto r = session::wrong_password(sp.user, "too many failed logins: refused without checking");
     r.counts_as_failure = false;  // nothing was verified
     d.refusal = std::move(r);
-    d.waited_turn = true;
     co_return d;
   }
   if (admission.kind == auth::LoginThrottle::Admission::Kind::wait) {
-    d.waited_turn = true;
     if (!co_await wait_unless_client_leaves(ctx, admission.at)) {
       d.refusal = client_hung_up("while waiting for its turn");
       co_return d;
@@ -538,25 +569,45 @@ asio::awaitable<void> Server::Impl::decide_token(LoginContext& ctx, const sessio
                                       "no control connection");
     co_return;
   }
-  std::vector<session::QueryParam> params;  // no braced list: GCC 12 breaks those in coroutines
-  params.emplace_back(sp.user);
-  auto raced = co_await unless_client_leaves(ctx, control->query(session::kRoleFactsQuery, std::move(params)));
-  if (raced.index() != 0) {
-    d.refusal = client_hung_up("during the login");
-    co_return;
+  std::optional<session::RoleFacts> facts;
+  bool known = false;  // facts come from a check recent enough (HTTP requests only)
+  if (ctx.role_recheck.count() > 0) {
+    std::lock_guard lock(http_roles_mutex);
+    auto it = http_roles.find(sp.user);
+    if (it != http_roles.end() && Clock::now() - it->second.at < ctx.role_recheck) {
+      facts = it->second.role;
+      known = true;
+    }
   }
-  const auto& answer = std::get<0>(raced);
-  session::RoleFactsAnswer role;
-  if (answer)
-    role = session::role_facts_from(*answer);
-  else
-    role.error = "role look-up failed: " + answer.error();
-  if (!role.error.empty()) {
-    d.refusal = session::cannot_check("tokengate could not check the token's role with the upstream server",
-                                      role.error);
-    co_return;
+  if (!known) {
+    std::vector<session::QueryParam> params;  // no braced list: GCC 12 breaks those in coroutines
+    params.emplace_back(sp.user);
+    auto raced = co_await unless_client_leaves(ctx, control->query(session::kRoleFactsQuery, std::move(params)));
+    if (raced.index() != 0) {
+      d.refusal = client_hung_up("during the login");
+      co_return;
+    }
+    const auto& answer = std::get<0>(raced);
+    session::RoleFactsAnswer role;
+    if (answer)
+      role = session::role_facts_from(*answer);
+    else
+      role.error = "role look-up failed: " + answer.error();
+    if (!role.error.empty()) {
+      d.refusal = session::cannot_check("tokengate could not check the token's role with the upstream server",
+                                        role.error);
+      co_return;
+    }
+    facts = role.facts;
+    if (ctx.role_recheck.count() > 0 && facts) {
+      std::lock_guard lock(http_roles_mutex);
+      if (http_roles.size() >= kHttpRoleChecksMax) http_roles.clear();
+      HttpRoleCheck check;
+      check.at = Clock::now();
+      check.role = *facts;
+      http_roles[sp.user] = check;
+    }
   }
-  const auto& facts = role.facts;
   auto verdict = session::judge_token_role(sp.user, vr.owner_oid, facts, now);
   if (verdict.refusal) {
     d.refusal = std::move(verdict.refusal);
@@ -651,25 +702,31 @@ asio::awaitable<std::optional<auth::VerifierCheck>> Server::Impl::verify_off_thr
   co_return job->result ? job->result : std::optional<auth::VerifierCheck>(auth::VerifierCheck::unsupported);
 }
 
-// A refused login: throttle, log, audit, answer.
-asio::awaitable<void> Server::Impl::refuse(LoginContext& ctx, const session::StartupParameters& sp,
-                                           LoginDecision& d) {
+// A refused login's bookkeeping: throttle, log, audit. Returns how long to
+// wait before answering (a failure over the throttle's limit).
+std::chrono::milliseconds Server::Impl::record_refusal(LoginContext& ctx, const session::StartupParameters& sp,
+                                                       LoginDecision& d) {
   auto& r = *d.refusal;
-  std::chrono::milliseconds delay{0};
   if (r.to_client.empty()) {
     // The client hung up before it was answered: nothing was decided.
     spdlog::debug("login of \"{}\" from {} abandoned: {}", log_name(sp.user), ctx.peer, r.reason);
-    co_return;
+    return std::chrono::milliseconds(0);
   }
+  std::chrono::milliseconds delay{0};
   if (r.counts_as_failure) delay = throttle.record_failure(sp.user, ctx.address, Clock::now());
   spdlog::info("login of \"{}\" from {} refused ({}): {}", log_name(sp.user), ctx.peer, d.method, log_text(r.reason));
   audit_login(sp.user, ctx.address, sp.application_name(), d.method, r.outcome, r.reason, d.token_name, d.tid,
               d.token_owner);
-  // The attempt that crosses the limit waits before its answer; one that
-  // already waited for its turn does not wait twice.
-  if (!d.waited_turn && delay.count() > 0 && !co_await wait_unless_client_leaves(ctx, Clock::now() + delay))
-    co_return;
-  co_await ctx.client->write(asio::buffer(r.to_client));
+  return delay;
+}
+
+// A refused wire login: the bookkeeping, then the answer.
+asio::awaitable<void> Server::Impl::refuse(LoginContext& ctx, const session::StartupParameters& sp,
+                                           LoginDecision& d) {
+  const auto delay = record_refusal(ctx, sp, d);
+  if (d.refusal->to_client.empty()) co_return;  // the client is gone
+  if (delay.count() > 0 && !co_await wait_unless_client_leaves(ctx, Clock::now() + delay)) co_return;
+  co_await ctx.client->write(asio::buffer(d.refusal->to_client));
 }
 
 // ---- phase 3: the upstream login ----------------------------------------------------
@@ -733,7 +790,7 @@ asio::awaitable<std::optional<UpstreamSession>> Server::Impl::login_upstream(
     audit_login(sp.user, ctx.address, sp.application_name(), "password", bad_password ? "denied" : "error", reason);
     if (bad_password) {
       auto delay = throttle.record_failure(sp.user, ctx.address, Clock::now());
-      if (!d.waited_turn && delay.count() > 0 && !co_await wait_unless_client_leaves(ctx, Clock::now() + delay))
+      if (delay.count() > 0 && !co_await wait_unless_client_leaves(ctx, Clock::now() + delay))
         co_return std::nullopt;
     }
   }
@@ -867,7 +924,6 @@ asio::awaitable<void> Server::Impl::session(std::unique_ptr<ByteStream> client, 
       decision.refusal = session::judge_token(sp.user, again);
       if (!decision.refusal) decision.refusal = session::wrong_password(sp.user, "token no longer valid");
       decision.refusal->reason += " (during login)";
-      decision.waited_turn = true;  // not a guess: answer at once
       decision.refusal->counts_as_failure = false;
       co_await refuse(ctx, sp, decision);
       co_return;
@@ -1142,6 +1198,96 @@ bool Server::Impl::open_services() {
   return true;
 }
 
+// ---- HTTP gateway ------------------------------------------------------------
+
+// A credential from the HTTP gateway, decided exactly as the same password
+// or token in a wire login: decide_login with a startup packet for the
+// control database, then what the session would learn upstream.
+asio::awaitable<http::HttpLoginResult> Server::Impl::http_login(http::HttpLoginRequest r) {
+  http::HttpLoginResult out;
+  out.user = r.user;
+  // The same rules as a wire login's startup packet (a name with a control
+  // character is refused here too), for the control database.
+  protocol::StartupMessage startup;
+  startup.parameters.emplace_back("user", r.user);
+  startup.parameters.emplace_back("database", config.control_database);
+  if (!r.application_name.empty()) startup.parameters.emplace_back("application_name", r.application_name);
+  auto checked = session::validate_startup(startup);
+  if (auto* refused = std::get_if<session::StartupRefusal>(&checked)) {
+    out.sqlstate = refused->sqlstate;
+    out.message = refused->message;
+    co_return out;
+  }
+  const session::StartupParameters& sp = std::get<session::StartupParameters>(checked);
+  out.user = sp.user;
+  std::unique_ptr<ByteStream> no_client;  // the gateway watches its own connection
+  LoginContext ctx{no_client, r.peer, client_address(r.peer), Clock::now() + config.auth_timeout};
+  ctx.role_recheck = kHttpRoleRecheck;
+  const SecretString secret = SecretString::take(r.secret);
+
+  LoginDecision d = co_await decide_login(ctx, sp, secret);
+  if (d.refusal) {
+    out.delay = record_refusal(ctx, sp, d);
+    auto text = http::error_text(d.refusal->to_client);
+    out.sqlstate = std::move(text.sqlstate);
+    out.message = std::move(text.message);
+    out.detail = std::move(text.detail);
+    co_return out;
+  }
+  if (d.upstream_decides) {
+    // password mode: the upstream judges the password, audited and throttled
+    // as the session does it.
+    auto check = co_await http::check_password_upstream(config.upstream, upstream_tls.get(), sp.for_upstream(sp.user),
+                                                         std::move(*d.upstream_password), upstream_methods,
+                                                         ctx.auth_deadline);
+    const bool bad_password = check.outcome == http::UpstreamCheck::Outcome::refused && check.sqlstate == "28P01";
+    if (check.outcome != http::UpstreamCheck::Outcome::accepted) {
+      audit_login(sp.user, ctx.address, sp.application_name(), "password", bad_password ? "denied" : "error",
+                  check.reason);
+      if (bad_password) out.delay = throttle.record_failure(sp.user, ctx.address, Clock::now());
+      out.sqlstate = std::move(check.sqlstate);
+      out.message = std::move(check.message);
+      out.detail = std::move(check.detail);
+      co_return out;
+    }
+  }
+  throttle.record_success(sp.user, ctx.address, Clock::now());
+  audit_login(sp.user, ctx.address, sp.application_name(), d.method, "ok", "", d.token_name, d.tid);
+  out.ok = true;
+  out.tid = d.tid;
+  out.token_name = std::move(d.token_name);
+  out.expires_at = d.token_expires_at;
+  co_return out;
+}
+
+// Builds the HTTP gateway when http.listen is set; false (logged) when it cannot listen.
+bool Server::Impl::start_http() {
+  if (config.http_listen.empty()) return true;
+  http::GatewaySettings gs;
+  gs.listen = config.http_listen;
+  gs.max_connections = config.http_max_connections;
+  gs.max_header_size = config.http_max_header_size;
+  gs.max_body_size = config.http_max_body_size;
+  gs.request_timeout = config.http_request_timeout;
+  gs.idle_timeout = config.http_idle_timeout;
+  gs.allow_plaintext_passwords = config.allow_plaintext_passwords;
+  http::GatewayServices services;
+  services.login = [this](http::HttpLoginRequest r) { return http_login(std::move(r)); };
+  services.tls = tls.get();
+  services.tls_mode = tls_mode;
+  http_gateway = std::make_unique<http::Gateway>(std::move(gs), services,
+                                                 [this]() -> asio::io_context& { return next_context(); });
+  http::add_token_api(*http_gateway, {tokens.get(), control.get(), audit.enabled() ? &audit : nullptr,
+                                      services.login, config.http_session_duration,
+                                      config.token_sessions_manage_credentials});
+  if (auto err = http_gateway->listen(*contexts[0])) {
+    spdlog::critical("{}", *err);
+    return false;
+  }
+  for (const auto& ep : config.http_listen) spdlog::info("HTTP gateway listening on {}", ep.to_string());
+  return true;
+}
+
 Server::Server(Config config) : impl_(std::make_unique<Impl>(std::move(config))) {}
 Server::~Server() = default;
 
@@ -1151,6 +1297,8 @@ int Server::run() {
   for (unsigned i = 0; i < n; ++i) im.contexts.push_back(std::make_unique<asio::io_context>(1));
   auto& main_ctx = *im.contexts[0];
   if (!im.open_services()) return 1;
+  // Before the wire listeners: once clients can connect there, HTTP works too.
+  if (!im.start_http()) return 1;
 
   for (const auto& ep : im.config.listen) {
     try {
@@ -1195,6 +1343,7 @@ int Server::run() {
     }
     for (auto& a : im.tcp_acceptors) a->close();
     for (auto& a : im.unix_acceptors) a->close();
+    if (im.http_gateway) im.http_gateway->close();
     if (sig == SIGTERM) {
       spdlog::info("SIGTERM: no new connections; waiting for {} session(s)", im.relaying_sessions.load());
       asio::co_spawn(main_ctx, im.drain_then_stop(), asio::detached);

