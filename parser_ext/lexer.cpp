@@ -148,9 +148,9 @@ bool Lexer::next(Token& out) noexcept {
       std::size_t k = b + 1;
       while (is_digit(at(k))) ++k;
       if (k < n && is_ident_start(at(k))) {
-        const std::size_t l = char_at(k);
-        if (l == 0) return false;
-        return fail(LexErrc::trailing_junk_parameter, b, k + l, b);
+        const std::size_t junk_end = identifier_end(k);
+        if (junk_end == npos) return false;
+        return fail(LexErrc::trailing_junk_parameter, b, junk_end, b);
       }
       out = {TokenKind::parameter, b, k};
       i_ = k;
@@ -171,18 +171,8 @@ bool Lexer::next(Token& out) noexcept {
     return true;
   }
   if (is_ident_start(c)) {
-    std::size_t k = b;
-    while (k < n) {
-      const unsigned char d = at(k);
-      if (d < 0x80) {
-        if (!is_ident_cont(d)) break;
-        ++k;
-        continue;
-      }
-      const std::size_t l = char_at(k);
-      if (l == 0) return false;
-      k += l;
-    }
+    const std::size_t k = identifier_end(b);
+    if (k == npos) return false;
     out = {TokenKind::word, b, k};
     i_ = k;
     return true;
@@ -201,6 +191,22 @@ bool Lexer::next(Token& out) noexcept {
   out = {TokenKind::punctuation, b, b + 1};
   i_ = b + 1;
   return true;
+}
+
+std::size_t Lexer::identifier_end(std::size_t k) noexcept {
+  const std::size_t n = s_.size();
+  while (k < n) {
+    const auto d = static_cast<unsigned char>(s_[k]);
+    if (d < 0x80) {
+      if (!is_ident_cont(d)) break;
+      ++k;
+      continue;
+    }
+    const std::size_t l = char_at(k);
+    if (l == 0) return npos;
+    k += l;
+  }
+  return k;
 }
 
 bool Lexer::block_comment(Token& out, std::size_t begin) noexcept {
@@ -399,41 +405,68 @@ bool Lexer::dollar_quoted(Token& out, std::size_t begin, std::size_t tag_end) no
 }
 
 bool Lexer::number(Token& out, std::size_t begin) noexcept {
-  // scan.l integer, decimal, decimalfail, real, realfail and the *_junk rules
-  // (PostgreSQL 15 rejects a number followed directly by a letter).
+  // scan.l integer, decimal, decimalfail, real, realfail and (PostgreSQL 15)
+  // integer_junk, decimal_junk, real_junk: a number directly followed by an
+  // identifier is an error. flex takes the longest match, the earlier rule
+  // on a tie, so "1e3" is a real but "1e3$" and "1ea" are junk.
   const std::size_t n = s_.size();
   const auto at = [this, n](std::size_t k) noexcept -> unsigned char {
     return k < n ? static_cast<unsigned char>(s_[k]) : 0;
   };
-  std::size_t k = begin;
-  while (is_digit(at(k))) ++k;
-  if (at(k) == '.') {
-    if (k > begin && at(k + 1) == '.') {  // 1..2 is 1, .., 2
-      out = {TokenKind::number, begin, k};
-      i_ = k;
+  enum { ok, junk } which = ok;
+  std::size_t best = begin;
+  const auto take = [&](std::size_t end, decltype(which) w) noexcept {
+    if (end > best) {
+      best = end;
+      which = w;
+    }
+  };
+  std::size_t digits_end = begin;
+  while (is_digit(at(digits_end))) ++digits_end;
+  take(digits_end, ok);
+  std::size_t mantissa_end = digits_end;
+  bool decimal = false;
+  if (at(digits_end) == '.') {
+    if (digits_end > begin && at(digits_end + 1) == '.') {  // 1..2 is 1, .., 2
+      out = {TokenKind::number, begin, digits_end};
+      i_ = digits_end;
       return true;
     }
-    ++k;
-    while (is_digit(at(k))) ++k;
+    decimal = true;
+    mantissa_end = digits_end + 1;
+    while (is_digit(at(mantissa_end))) ++mantissa_end;
+    take(mantissa_end, ok);
   }
-  if (at(k) == 'e' || at(k) == 'E') {
-    std::size_t q = k + 1;
-    if (at(q) == '+' || at(q) == '-') {
-      if (!is_digit(at(q + 1))) return fail(LexErrc::trailing_junk_number, begin, q + 1, begin);
-      ++q;
-    }
+  if (at(mantissa_end) == 'e' || at(mantissa_end) == 'E') {
+    std::size_t q = mantissa_end + 1;
+    const bool sign = at(q) == '+' || at(q) == '-';
+    if (sign) ++q;
     if (is_digit(at(q))) {
-      k = q;
-      while (is_digit(at(k))) ++k;
+      std::size_t r = q;
+      while (is_digit(at(r))) ++r;
+      take(r, ok);
+      if (is_ident_start(at(r))) {
+        const std::size_t e = identifier_end(r);
+        if (e == npos) return false;
+        take(e, junk);
+      }
+    } else if (sign) {
+      take(q, junk);  // realfail: 1e+
     }
   }
-  if (k < n && is_ident_start(at(k))) {
-    const std::size_t l = char_at(k);
-    if (l == 0) return false;
-    return fail(LexErrc::trailing_junk_number, begin, k + l, begin);
+  if (digits_end > begin && is_ident_start(at(digits_end))) {
+    const std::size_t e = identifier_end(digits_end);
+    if (e == npos) return false;
+    take(e, junk);
   }
-  out = {TokenKind::number, begin, k};
-  i_ = k;
+  if (decimal && is_ident_start(at(mantissa_end))) {
+    const std::size_t e = identifier_end(mantissa_end);
+    if (e == npos) return false;
+    take(e, junk);
+  }
+  if (which == junk) return fail(LexErrc::trailing_junk_number, begin, best, begin);
+  out = {TokenKind::number, begin, best};
+  i_ = best;
   return true;
 }
 

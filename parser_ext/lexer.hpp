@@ -128,6 +128,8 @@ class Lexer {
   bool quoted_identifier(Token& out, std::size_t begin, std::size_t quote, TokenKind kind) noexcept;
   bool dollar_quoted(Token& out, std::size_t begin, std::size_t tag_end) noexcept;
   bool block_comment(Token& out, std::size_t begin) noexcept;
+  // End of the identifier characters (scan.l ident_cont) from k; npos on an encoding error.
+  std::size_t identifier_end(std::size_t k) noexcept;
   bool number(Token& out, std::size_t begin) noexcept;
   bool operator_run(Token& out, std::size_t begin) noexcept;
   bool backslash_escape(std::size_t& i, std::size_t token_begin, char32_t& high_surrogate) noexcept;
