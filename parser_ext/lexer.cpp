@@ -44,6 +44,32 @@ constexpr bool is_op_char(unsigned char c) noexcept {
 constexpr bool is_high_surrogate(char32_t c) noexcept { return c >= 0xD800 && c <= 0xDBFF; }
 constexpr bool is_low_surrogate(char32_t c) noexcept { return c >= 0xDC00 && c <= 0xDFFF; }
 
+// Bytes a hot loop may pass over without a second look: ASCII other than
+// NUL and the characters that end or escape what is being scanned.
+struct ByteSet {
+  bool stop[256] = {};
+};
+constexpr ByteSet stops(std::string_view chars) {
+  ByteSet s;
+  s.stop[0] = true;
+  for (int c = 0x80; c < 256; ++c) s.stop[c] = true;
+  for (const char c : chars) s.stop[static_cast<unsigned char>(c)] = true;
+  return s;
+}
+constexpr ByteSet line_comment_stops = stops("\n\r");
+constexpr ByteSet block_comment_stops = stops("*/");
+constexpr ByteSet quote_stops = stops("'");
+constexpr ByteSet escape_stops = stops("'\\");
+constexpr ByteSet identifier_stops = stops("\"");
+constexpr ByteSet dollar_stops = stops("$");
+
+inline std::size_t skip_plain(std::string_view s, std::size_t i, const ByteSet& set) noexcept {
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  const std::size_t n = s.size();
+  while (i < n && !set.stop[p[i]]) ++i;
+  return i;
+}
+
 bool is_encoding_error(LexErrc c) noexcept {
   return c == LexErrc::invalid_character || c == LexErrc::no_equivalent ||
          c == LexErrc::unsupported_encoding;
@@ -94,7 +120,7 @@ bool Lexer::next(Token& out) noexcept {
 
   if (c == '-' && at(b + 1) == '-') {
     std::size_t k = b + 2;
-    while (k < n && !is_newline(at(k))) {
+    while ((k = skip_plain(s_, k, line_comment_stops)) < n && !is_newline(at(k))) {
       const std::size_t l = char_at(k);
       if (l == 0) return false;
       k += l;
@@ -214,6 +240,7 @@ bool Lexer::block_comment(Token& out, std::size_t begin) noexcept {
   std::size_t depth = 0;
   std::size_t i = begin + 2;
   while (true) {
+    i = skip_plain(s_, i, block_comment_stops);
     if (i >= n) return fail(LexErrc::unterminated_comment, begin, n, begin);
     const char c = s_[i];
     if (c == '/' && i + 1 < n && s_[i + 1] == '*') {
@@ -269,8 +296,10 @@ bool Lexer::quoted(Token& out, std::size_t begin, std::size_t quote, TokenKind k
                            (kind == TokenKind::string && !o_.standard_conforming_strings);
   const bool doubling = kind != TokenKind::bit_string && kind != TokenKind::hex_string;
   char32_t high_surrogate = 0;  // scan.l state xeu: waiting for the second half
+  const ByteSet& plain = backslashes ? escape_stops : quote_stops;
   std::size_t i = quote + 1;
   while (true) {
+    if (high_surrogate == 0) i = skip_plain(s_, i, plain);
     if (i >= n) {
       if (high_surrogate != 0) return fail(LexErrc::invalid_surrogate_pair, n, n, begin);
       const LexErrc e = kind == TokenKind::bit_string   ? LexErrc::unterminated_bit_string
@@ -362,6 +391,9 @@ bool Lexer::quoted_identifier(Token& out, std::size_t begin, std::size_t quote,
   bool empty = true;
   std::size_t i = quote + 1;
   while (true) {
+    const std::size_t plain_end = skip_plain(s_, i, identifier_stops);
+    if (plain_end > i) empty = false;
+    i = plain_end;
     if (i >= n) return fail(LexErrc::unterminated_identifier, begin, n, begin);
     if (s_[i] == '"') {
       if (i + 1 < n && s_[i + 1] == '"') {
@@ -388,6 +420,7 @@ bool Lexer::dollar_quoted(Token& out, std::size_t begin, std::size_t tag_end) no
   const std::size_t n = s_.size();
   std::size_t i = tag_end;
   while (true) {
+    i = skip_plain(s_, i, dollar_stops);
     if (i >= n) return fail(LexErrc::unterminated_dollar_string, begin, n, begin);
     if (s_[i] == '$') {
       if (s_.compare(i, delimiter.size(), delimiter) == 0) {
