@@ -116,7 +116,8 @@ class Source {
     return encoding::char_count(ClientEncoding::utf8, utf8_.substr(0, off));
   }
   [[nodiscard]] std::size_t prefix_chars() const noexcept {
-    return encoding::char_count(encoding_, query_.substr(0, begin_));
+    if (!prefix_chars_) prefix_chars_ = encoding::char_count(encoding_, query_.substr(0, begin_));
+    return *prefix_chars_;
   }
 
   std::string_view query_;
@@ -124,12 +125,15 @@ class Source {
   std::size_t end_;
   std::string_view utf8_;
   ClientEncoding encoding_;
+  mutable std::optional<std::size_t> prefix_chars_;  // computed on the first error
 };
 
 class Parser {
  public:
-  Parser(const Source& src, const LexOptions& options, std::vector<Tok> toks)
-      : src_(src), q_(src.utf8()), options_(options), t_(std::move(toks)) {}
+  Parser(const Source& src, const LexOptions& options, std::vector<Tok> toks,
+         bool collect_deferred)
+      : src_(src), q_(src.utf8()), options_(options), t_(std::move(toks)),
+        collect_deferred_(collect_deferred) {}
 
   ParseResult run() {
     if (word(0, "create") && word(1, "api")) {
@@ -220,13 +224,13 @@ class Parser {
     return false;
   }
   // Errors PostgreSQL raises after a successful raw parse: reported only if
-  // the statement has no syntax error; the first one wins.
-  void defer(ParseError e) {
-    if (!deferred_) deferred_ = std::move(e);
-  }
+  // the statement has no syntax error; the first one wins. Built only when
+  // wanted: its position costs a pass over the Query before the statement.
+  [[nodiscard]] bool want_deferred() const noexcept { return collect_deferred_ && !deferred_; }
   void conflicting_options(std::size_t clause_at) {
-    defer(make_error(ParseErrc::syntax_error, "conflicting or redundant options",
-                     t_[clause_at].begin));
+    if (want_deferred())
+      deferred_ = make_error(ParseErrc::syntax_error, "conflicting or redundant options",
+                             t_[clause_at].begin);
   }
 
   bool expect_word(std::string_view kw) {
@@ -270,8 +274,9 @@ class Parser {
   }
 
   bool parameter(const Tok& t) {
-    defer(make_error(ParseErrc::undefined_parameter,
-                     "there is no parameter " + std::string(text(t)), t.begin));
+    if (want_deferred())
+      deferred_ = make_error(ParseErrc::undefined_parameter,
+                             "there is no parameter " + std::string(text(t)), t.begin);
     ++i_;
     return true;
   }
@@ -286,14 +291,14 @@ class Parser {
     if (t.type == PG_QUERY__TOKEN__UIDENT && !parse_uescape(esc)) return false;
     DecodedLiteral d = decode_identifier(text(t), esc);
     if (!d.ok()) return decode_failed(d, t);
-    if (d.value.size() > max_name_bytes) {
+    if (d.value.size() > max_name_bytes && want_deferred()) {
       ParseError e = make_error(
           ParseErrc::name_too_long,
           std::string(role ? "role" : "token") + " name \"" + d.value + "\" is too long",
           t.begin);
       e.detail = std::string(role ? "Role" : "Token") + " names are limited to " +
                  std::to_string(max_name_bytes) + " bytes.";
-      defer(std::move(e));
+      deferred_ = std::move(e);
     }
     out = std::move(d.value);
     return true;
@@ -475,6 +480,7 @@ class Parser {
   std::size_t i_ = 0;
   std::optional<ParseError> err_;
   std::optional<ParseError> deferred_;
+  bool collect_deferred_;
 };
 
 // Byte offset of the 1-based character position `pos` within UTF-8 text s.
@@ -509,7 +515,7 @@ void to_client_encoding(ParseError& e, ClientEncoding encoding) {
 }
 
 // Grammar of one statement of UTF-8 text, scanned by libpg_query.
-detail::Parsed parse_utf8(const Source& src, const LexOptions& options) {
+detail::Parsed parse_utf8(const Source& src, const LexOptions& options, bool collect_deferred) {
   const std::string_view stmt = src.utf8();
   const std::string copy(stmt);  // pg_query_scan wants a NUL-terminated string
   const ScannerSettings settings(options.standard_conforming_strings);
@@ -552,7 +558,7 @@ detail::Parsed parse_utf8(const Source& src, const LexOptions& options) {
     toks.push_back(Tok{static_cast<int>(t->token), static_cast<int>(t->keyword_kind),
                        static_cast<std::size_t>(t->start), rel_end});
   }
-  Parser parser(src, options, std::move(toks));
+  Parser parser(src, options, std::move(toks), collect_deferred);
   ParseResult result = parser.run();
   return {std::move(result), std::move(parser.deferred())};
 }
@@ -571,7 +577,7 @@ ParseError limit_error(std::size_t at) {
 }  // namespace
 
 detail::Parsed detail::parse_one(std::string_view query, std::size_t begin, std::size_t end,
-                                 const LexOptions& options) {
+                                 const LexOptions& options, bool collect_deferred) {
   if (end > query.size()) end = query.size();
   if (begin > end) begin = end;
   // Only this much of a Query is ever copied or handed to libpg_query, which
@@ -584,7 +590,7 @@ detail::Parsed detail::parse_one(std::string_view query, std::size_t begin, std:
     return {std::move(*err), std::nullopt};
   }
   const Source src(query, begin, end, utf8, options.encoding);
-  Parsed p = parse_utf8(src, options);
+  Parsed p = parse_utf8(src, options, collect_deferred);
   if (utf8 != stmt) {  // converted: quote the client's own encoding in errors
     if (auto* e = std::get_if<ParseError>(&p.result)) to_client_encoding(*e, options.encoding);
     if (p.deferred) to_client_encoding(*p.deferred, options.encoding);

@@ -71,9 +71,11 @@ struct Parsed {
 };
 // Parses bytes [begin, end) of `query`: one statement (no `;` outside
 // parentheses), from its first token to the end of its last, as the
-// StatementSplitter delimits it.
+// StatementSplitter delimits it. With collect_deferred false no deferred
+// error is built (a caller that already has one saves the pass over the
+// Query that its position costs).
 [[nodiscard]] Parsed parse_one(std::string_view query, std::size_t begin, std::size_t end,
-                               const LexOptions& options);
+                               const LexOptions& options, bool collect_deferred = true);
 // The error for a Query whose lexing stopped inside a candidate statement:
 // the lexer's error, or a syntax error the grammar meets before that token.
 [[nodiscard]] ParseResult lexical_error(std::string_view query, const StatementSplitter& splitter,

@@ -10,6 +10,7 @@
 #include "parser_ext/lexical.hpp"
 #include "parser_ext/parser.hpp"
 #include "parser_ext/pg_query_handles.hpp"
+#include "parser_ext/split.hpp"
 
 namespace tokengate::parser_ext {
 
@@ -102,10 +103,14 @@ bool changes_role_password(std::string_view sql, const LexOptions& options) {
   if (!query_may_change_role_password(sql)) return false;
   StatementSplitter splitter(sql, options);
   std::size_t b = 0, e = 0;
+  std::size_t candidates = 0;
   while (splitter.next(b, e)) {
     const std::size_t first = splitter.first_token(), last = splitter.last_token_end();
     const std::string_view text = sql.substr(first, last - first);
     if (!is_role_statement(text) || !query_may_change_role_password(text)) continue;
+    // Each candidate costs a parse; a Query with this many role statements
+    // that mention PASSWORD is refused rather than parsed at length.
+    if (++candidates > max_api_token_statements_per_query) return true;
     if (statement_sets_password(sql, first, last, options)) return true;
   }
   if (const LexError* le = splitter.error()) {

@@ -16,7 +16,8 @@ namespace tokengate::parser_ext {
 // libpg_query (PostgreSQL 15's grammar). Fails closed (true) where it cannot
 // be: a candidate that does not parse, is longer than
 // max_api_token_statement_bytes, or cannot be lexed (unknown client
-// encoding, an unterminated literal inside it).
+// encoding, an unterminated literal inside it), and a Query with more than
+// max_api_token_statements_per_query candidates.
 //
 // Cost: a Query without the bare word `password` (ASCII case-insensitive,
 // not inside a longer identifier) is rejected by one pass at memchr-like

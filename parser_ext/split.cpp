@@ -56,6 +56,7 @@ std::variant<std::vector<QueryPart>, ParseError> plan_query(std::string_view que
 
   StatementSplitter splitter(query, options);
   std::size_t api_statements = 0;
+  std::size_t candidates = 0;  // statements handed to libpg_query
   std::optional<ParseError> deferred;
   // An error ends planning; PostgreSQL checks the whole string's encoding
   // before parsing, so a bad byte sequence further on wins.
@@ -71,7 +72,10 @@ std::variant<std::vector<QueryPart>, ParseError> plan_query(std::string_view que
       append_ordinary(parts, {b, e});
       continue;
     }
-    detail::Parsed p = detail::parse_one(query, first, last, options);
+    // Each candidate costs a libpg_query scan: as many as there may be API
+    // TOKEN statements, whatever they turn out to be.
+    if (++candidates > max_api_token_statements_per_query) return error(too_many_statements(first));
+    detail::Parsed p = detail::parse_one(query, first, last, options, !deferred);
     if (auto* err = std::get_if<ParseError>(&p.result)) return error(std::move(*err));
     auto* statement = std::get_if<Statement>(&p.result);
     if (statement == nullptr) {
@@ -80,8 +84,7 @@ std::variant<std::vector<QueryPart>, ParseError> plan_query(std::string_view que
     }
     // Analysis errors come after every syntax error of the Query.
     if (p.deferred && !deferred) deferred = std::move(p.deferred);
-    if (++api_statements > max_api_token_statements_per_query)
-      return error(too_many_statements(first));
+    ++api_statements;
     parts.emplace_back(ApiTokenSql{{b, e}, std::move(*statement)});
   }
   if (const LexError* le = splitter.error()) {

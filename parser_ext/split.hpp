@@ -19,9 +19,11 @@ struct StatementSpan {
   bool operator==(const StatementSpan&) const = default;
 };
 
-// Most API TOKEN statements in one Query. Scripts and psql sessions send a
-// handful; the bound keeps a plan's memory (each statement's decoded strings
-// are at most max_api_token_statement_bytes) to a few MiB per Query.
+// Most API TOKEN statements in one Query, counting every statement whose
+// leading words make it a candidate (each costs a libpg_query scan). Scripts
+// and psql sessions send a handful; the bound keeps a plan's memory (each
+// statement's decoded strings are at most max_api_token_statement_bytes) to a
+// few MiB, and its time to milliseconds, whatever the Query's size.
 // More are 54000 "too many API TOKEN statements in one Query".
 inline constexpr std::size_t max_api_token_statements_per_query = 64;
 

@@ -98,6 +98,13 @@ TEST_CASE("what cannot be parsed is taken to change a password", "[role_password
   CHECK(changes_role_password("ALTER ROLE me PASSWORD '" + std::string(max_api_token_statement_bytes, 'x') +
                               "'"));
   CHECK(changes_role_password("ALTER ROLE me PASSWORD '\xe9'", LexOptions{true, ClientEncoding::unknown}));
+  // More candidates than are worth parsing.
+  std::string many;
+  for (std::size_t k = 0; k <= max_api_token_statements_per_query; ++k)
+    many += "ALTER ROLE me RENAME TO password;";
+  CHECK(changes_role_password(many));
+  many.resize(many.size() - std::string("ALTER ROLE me RENAME TO password;").size());
+  CHECK_FALSE(changes_role_password(many));
   // An error in another statement: PostgreSQL runs nothing of the Query.
   CHECK_FALSE(changes_role_password("SELECT password; SELECT 'open"));
   CHECK_FALSE(changes_role_password("SELECT password FROM t WHERE x = '\xff'"));
