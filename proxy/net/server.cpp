@@ -546,7 +546,7 @@ asio::awaitable<void> Server::Impl::session(std::unique_ptr<ByteStream> client, 
   } relaying{relaying_sessions};
   Relay relay(exec, *client, *upstream,
               RelayServices{tokens.get(), control.get(), audit.enabled() ? &audit : nullptr},
-              SessionInfo{user, database, app, peer, tx_status});
+              SessionInfo{user, database, app, peer, tx_status, decision.tid.has_value()});
   // Token sessions end when their token is revoked (or expires, if so set).
   std::optional<SessionRegistry::Handle> registered;
   auto alive = std::make_shared<Relay*>(&relay);
@@ -673,7 +673,9 @@ bool Server::Impl::open_services() {
     ::chmod(config.data_dir.c_str(), 0700);
     keys = std::make_unique<tokenstore::keyring>(config.data_dir);
     store = std::make_unique<tokenstore::store>(config.data_dir);
-    tokens = std::make_unique<tokenstore::token_service>(*store, *keys);
+    tokenstore::service_config service_cfg;
+    service_cfg.token_sessions_manage_credentials = config.token_sessions_manage_credentials;
+    tokens = std::make_unique<tokenstore::token_service>(*store, *keys, service_cfg);
     tokens->on_revoked([this](std::span<const tokenstore::tid_t> tids) {
       if (!config.revoke_ends_sessions) return;
       token_sessions.end_tokens(tids, protocol::ErrorResponse::make("FATAL", "57P01", "API token revoked"));
