@@ -58,8 +58,8 @@ bool could_be_api_token_statement(std::string_view s) noexcept {
   while (start != npos && start < s.size() && s[start] == ';')
     start = skip_space_and_comments(s, start + 1);
   if (start == npos) return false;
-  std::size_t i = 0;
-  const std::string_view first = next_word(s, start, i);
+  const std::string_view first = word_at(s, start);
+  std::size_t i = start + first.size();
   // Every candidate starts with one of four keywords of 4-6 letters.
   if (first.size() < 4 || first.size() > 6) return false;
   const char c0 = static_cast<char>(first[0] | 0x20);
