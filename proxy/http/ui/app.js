@@ -122,7 +122,8 @@
 
   // ---- times ---------------------------------------------------------------------------------------------
 
-  const dateFormat = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' });
+  const dateFormat = new Intl.DateTimeFormat(undefined, {
+    year: 'numeric', month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit', hourCycle: 'h23' });
   const relativeFormat = new Intl.RelativeTimeFormat('en', { numeric: 'always' });
 
   function relative(date) {
@@ -268,10 +269,15 @@
     if (afterLogin) $('tokens-title').focus();
   }
 
+  // The administrator's user picker. Others get none at all: not a hidden one.
   async function setUpPicker() {
-    const box = $('user-picker-box');
-    if (!state.me.is_admin) { show(box, false); return; }
-    const picker = $('user-picker');
+    const old = $('user-picker-box');
+    if (old) old.remove();
+    if (!state.me.is_admin) return;
+    const picker = el('select', { id: 'user-picker', onchange: onPick });
+    const box = el('div', { id: 'user-picker-box', class: 'field field-inline' },
+      el('label', { for: 'user-picker' }, 'Tokens of'), picker);
+    $('toolbar').prepend(box);
     let users = [state.me.user];
     try {
       const answer = await api('GET', '/api/users');
@@ -286,7 +292,6 @@
     state.users = users;
     picker.replaceChildren(...users.map((u) =>
       el('option', { value: u, selected: u === state.forUser }, u === state.me.user ? u + ' (you)' : u)));
-    show(box, true);
   }
 
   function onPick() {
@@ -333,6 +338,7 @@
     const visible = (list) => (hide ? list.filter((t) => t.status === 'active') : list);
     const other = state.forUser !== state.me.user;
 
+    $('lede-user').textContent = state.forUser;
     const shownTokens = visible(apiTokens);
     const box = $('tokens-box');
     if (shownTokens.length === 0) {
@@ -391,7 +397,7 @@
     const tr = el('tr', { 'data-token': t.name, class: active ? '' : 'inactive' },
       name,
       cell('created_at', 'Created', timeCell(t.created_at, false)),
-      cell('expires_at', 'Expires', timeCell(t.expires_at, true)),
+      cell('expires_at', 'Expires', timeCell(t.expires_at, t.status !== 'revoked')),
       cell('last_used_at', 'Last used', timeCell(t.last_used_at, false)),
       cell('status', 'Status', status),
       commentCell(t),
@@ -487,6 +493,7 @@
     show($('created-view'), false);
     $('create-date').min = todayIso();
     $('create-date').disabled = true;
+    show($('create-date-box'), false);
     const other = state.forUser !== state.me.user;
     $('create-for').textContent = other ? 'For user ' + state.forUser + '.' : '';
     show($('create-for'), other);
@@ -497,6 +504,7 @@
   function onExpiryChange() {
     const byDate = document.querySelector('input[name="expiry"]:checked').value === 'date';
     $('create-date').disabled = !byDate;
+    show($('create-date-box'), byDate);
     if (byDate) $('create-date').focus();
   }
 
@@ -661,7 +669,6 @@
     for (const r of document.querySelectorAll('input[name="login-mode"]')) r.addEventListener('change', applyLoginMode);
     $('login-form').addEventListener('submit', onLogin);
     $('logout').addEventListener('click', onLogout);
-    $('user-picker').addEventListener('change', onPick);
     $('new-token').addEventListener('click', openCreate);
 
     $('create-form').addEventListener('submit', onCreate);
