@@ -402,10 +402,13 @@ def test_keyboard_only(ui, proxy, fresh_role):
     assert show_tokens(proxy, user)["kb_token"]["status"] == "revoked"
 
 
-def test_screenshots_for_docs_at_desktop_and_phone_width(ui, proxy, fresh_role):
-    """The pictures of docs/web.md: the list and the create dialog, 1280 px and 390 px wide."""
-    user, password = fresh_role("LOGIN", prefix="analyst")
-    with proxy.connect(user=user, password=password) as conn:
+def test_screenshots_for_docs_at_desktop_and_phone_width(ui, pg, spawn_tokengate):
+    """The pictures of docs/web.md: the list and the create dialog, 1280 px and 390 px wide. On a tokengate
+    with a token store of its own, so that the pictures show `analyst` without touching the session's tokens."""
+    tg = spawn_tokengate(upstream=(str(pg.socket_dir), pg.port), extra_args=["--upstream-auth", "trust"])
+    ui.launch(base_url(tg))
+    user, password = "analyst", "analyst"
+    with tg.target().connect(user=user, password=password) as conn:
         conn.execute("CREATE API TOKEN airflow_nightly MAX DURATION '90d' COMMENT 'Airflow on etl-2, nightly loads'")
         conn.execute("CREATE API TOKEN metabase MAX DURATION '365d' COMMENT 'dashboards'")
         conn.execute("CREATE API TOKEN old_laptop MAX DURATION '30d'")

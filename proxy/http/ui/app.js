@@ -402,7 +402,7 @@
       cell('status', 'Status', status),
       commentCell(t),
       cell('created_by', 'Created by', t.created_by),
-      cell('actions', 'Actions', active ? el('button', {
+      cell(active ? 'actions' : 'actions no-actions', 'Actions', active ? el('button', {
         type: 'button', class: 'button-danger button-small', 'aria-label': 'Revoke ' + t.name,
         onclick: () => openRevoke(t),
       }, 'Revoke') : null));
