@@ -433,3 +433,33 @@ def test_screenshots_for_docs_at_desktop_and_phone_width(ui, pg, spawn_tokengate
         ui.check(HIDE)
         ui.click(role("button", "Log out"))
         ui.wait(role("heading", "Log in to tokengate"))
+
+
+def test_hostile_names_and_comments_stay_text(ui, proxy, fresh_role):
+    """Names and comments are whatever a user typed in SQL: the page shows them as text (never markup), and
+    acts on them through percent-encoded paths."""
+    user, password = fresh_role("LOGIN")
+    name = "ci/<b>bot</b> 1?x=%2F"
+    comment = '<img src=x onerror="document.title=\'pwned\'"><script>document.title="pwned"</script>'
+    with proxy.connect(user=user, password=password) as conn:
+        conn.execute(f'CREATE API TOKEN "{name}" MAX DURATION \'1d\' COMMENT $${comment}$$')
+    log_in(ui, user, password)
+    row = token_row(name)
+    ui.wait(row)
+    shown = ui.text(row)
+    assert name in shown and comment in shown, shown
+    assert ui.count(css("#tokens-box img, #tokens-box script, #tokens-box b")) == 0
+    assert ui.dump()["title"] == "API tokens · tokengate"
+
+    ui.click(role("button", f"Edit comment of {name}"))
+    ui.fill(label(f"Comment of {name}"), "<i>plain</i>")
+    ui.click(role("button", "Save"))
+    ui.wait_text(row, "<i>plain</i>")
+    assert ui.count(css("#tokens-box i")) == 0
+    assert show_tokens(proxy, user)[name]["comment"] == "<i>plain</i>"
+
+    ui.click(role("button", f"Revoke {name}"))
+    ui.wait(role("alertdialog", f"Revoke token {name}?"))
+    ui.click(role("button", f"Revoke {name}", within=role("alertdialog")))
+    ui.wait(row, state="detached")
+    assert show_tokens(proxy, user)[name]["status"] == "revoked"
