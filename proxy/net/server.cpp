@@ -26,6 +26,9 @@
 #include "proxy/auth/scram.hpp"
 #include "proxy/auth/throttle.hpp"
 #include "proxy/auth/userlist.hpp"
+#include "proxy/http/gateway.hpp"
+#include "proxy/http/token_api.hpp"
+#include "proxy/http/upstream_check.hpp"
 #include "proxy/net/buffer_pool.hpp"
 #include "proxy/net/cancel_registry.hpp"
 #include "proxy/net/connect.hpp"
@@ -98,6 +101,7 @@ struct LoginDecision {
   std::optional<std::string> upstream_password;
   // For token sessions.
   std::optional<tokenstore::tid_t> tid;
+  std::string token_name;
   std::int64_t token_expires_at = 0;
   Bytes notice;  // sent just before the first ReadyForQuery
   // password mode, ordinary password: the upstream's answer decides; the
@@ -123,6 +127,9 @@ struct Server::Impl {
   asio::awaitable<void> drain_then_stop();
   void reload();
   void stop_all();
+  // The HTTP gateway (proxy/http): its login check is the wire's.
+  bool start_http();
+  asio::awaitable<http::HttpLoginResult> http_login(http::HttpLoginRequest request);
   void audit_login(const std::string& user, const std::string& peer, const std::string& app,
                    const std::string& method, const std::string& outcome, const std::string& reason,
                    const std::string& token_name = {}, const std::optional<tokenstore::tid_t>& tid = {},
@@ -159,6 +166,8 @@ struct Server::Impl {
   ClientTlsMode tls_mode = ClientTlsMode::allow;
   std::unique_ptr<TlsServerContext> tls;
   std::unique_ptr<UpstreamTlsContext> upstream_tls;
+
+  std::unique_ptr<http::Gateway> http_gateway;
 };
 
 void Server::Impl::audit_login(const std::string& user, const std::string& peer, const std::string& app,
@@ -282,6 +291,7 @@ asio::awaitable<LoginDecision> Server::Impl::decide_login(const protocol::Startu
     }
     d.ok = true;
     d.tid = vr.tid;
+    d.token_name = vr.name;
     d.token_expires_at = vr.expires_at;
     if (vr.expires_at - now <= config.expiry_warning.count()) {
       auto n = protocol::ErrorResponse::make("NOTICE", "01000",
@@ -762,6 +772,94 @@ bool Server::Impl::open_services() {
   return true;
 }
 
+// ---- HTTP gateway ------------------------------------------------------------
+
+// A credential from the HTTP gateway, decided exactly as the same password
+// or token in a wire login: decide_login with a startup packet for the
+// control database, then what the session would learn upstream.
+asio::awaitable<http::HttpLoginResult> Server::Impl::http_login(http::HttpLoginRequest r) {
+  protocol::StartupMessage startup;
+  startup.parameters = {{"user", r.user}, {"database", config.control_database}, {"application_name", r.application_name}};
+  http::HttpLoginResult out;
+  out.user = r.user;
+  LoginDecision d = co_await decide_login(startup, r.secret, r.peer);
+  if (!d.ok) {
+    auto text = http::error_text(d.reject);
+    out.sqlstate = std::move(text.sqlstate);
+    out.message = std::move(text.message);
+    out.detail = std::move(text.detail);
+    out.delay = d.delay;
+    co_return out;
+  }
+  if (d.upstream_decides) {
+    // password mode: the upstream judges the password, audited and throttled
+    // as the session does it.
+    auto check = co_await http::check_password_upstream(config.upstream, upstream_tls.get(), std::move(startup),
+                                                         std::move(r.secret), Clock::now() + config.auth_timeout);
+    const bool bad_password = check.outcome == http::UpstreamCheck::Outcome::refused && check.sqlstate == "28P01";
+    if (check.outcome != http::UpstreamCheck::Outcome::accepted) {
+      audit_login(r.user, r.peer, r.application_name, "password", bad_password ? "denied" : "error", check.reason);
+      if (bad_password) out.delay = throttle.record_failure(r.user, client_address(r.peer), Clock::now());
+      out.sqlstate = std::move(check.sqlstate);
+      out.message = std::move(check.message);
+      out.detail = std::move(check.detail);
+      co_return out;
+    }
+    throttle.record_success(r.user, client_address(r.peer), Clock::now());
+    audit_login(r.user, r.peer, r.application_name, "password", "ok", "");
+  } else if (d.tid) {
+    // A wire session would now log in upstream as the owner, and the upstream
+    // would refuse a role dropped or made NOLOGIN since the token was issued.
+    if (!control) {
+      out.sqlstate = "08006";
+      out.message = "tokengate could not check the role with the upstream server";
+      co_return out;
+    }
+    auto role = co_await control->role_info(r.user);
+    std::string why = !role ? role.error() : !role->has_value() ? "role does not exist" : !(*role)->can_login ? "role has NOLOGIN" : "";
+    if (!why.empty()) {
+      audit_login(r.user, r.peer, r.application_name, "token", role ? "denied" : "error", why, d.token_name, d.tid);
+      out.sqlstate = !role ? "08006" : "28000";
+      out.message = !role ? "tokengate could not check the role with the upstream server"
+                    : !role->has_value() ? "role \"" + r.user + "\" does not exist"
+                                         : "role \"" + r.user + "\" is not permitted to log in";
+      co_return out;
+    }
+  }
+  out.ok = true;
+  out.tid = d.tid;
+  out.token_name = std::move(d.token_name);
+  out.expires_at = d.token_expires_at;
+  co_return out;
+}
+
+// Builds the HTTP gateway when http.listen is set; false (logged) when it cannot listen.
+bool Server::Impl::start_http() {
+  if (config.http_listen.empty()) return true;
+  http::GatewaySettings gs;
+  gs.listen = config.http_listen;
+  gs.max_connections = config.http_max_connections;
+  gs.max_header_size = config.http_max_header_size;
+  gs.max_body_size = config.http_max_body_size;
+  gs.request_timeout = config.http_request_timeout;
+  gs.idle_timeout = config.http_idle_timeout;
+  gs.allow_plaintext_passwords = config.allow_plaintext_passwords;
+  http::GatewayServices services;
+  services.login = [this](http::HttpLoginRequest r) { return http_login(std::move(r)); };
+  services.tls = tls.get();
+  services.tls_mode = tls_mode;
+  http_gateway = std::make_unique<http::Gateway>(std::move(gs), services,
+                                                 [this]() -> asio::io_context& { return next_context(); });
+  http::add_token_api(*http_gateway, {tokens.get(), control.get(), audit.enabled() ? &audit : nullptr,
+                                      services.login, config.http_session_duration});
+  if (auto err = http_gateway->listen(*contexts[0])) {
+    spdlog::critical("{}", *err);
+    return false;
+  }
+  for (const auto& ep : config.http_listen) spdlog::info("HTTP gateway listening on {}", ep.to_string());
+  return true;
+}
+
 Server::Server(Config config) : impl_(std::make_unique<Impl>(std::move(config))) {}
 Server::~Server() = default;
 
@@ -771,6 +869,8 @@ int Server::run() {
   for (unsigned i = 0; i < n; ++i) im.contexts.push_back(std::make_unique<asio::io_context>(1));
   auto& main_ctx = *im.contexts[0];
   if (!im.open_services()) return 1;
+  // Before the wire listeners: once clients can connect there, HTTP works too.
+  if (!im.start_http()) return 1;
 
   for (const auto& ep : im.config.listen) {
     try {
@@ -815,6 +915,7 @@ int Server::run() {
     }
     for (auto& a : im.tcp_acceptors) a->close();
     for (auto& a : im.unix_acceptors) a->close();
+    if (im.http_gateway) im.http_gateway->close();
     if (sig == SIGTERM) {
       spdlog::info("SIGTERM: no new connections; waiting for {} session(s)", im.relaying_sessions.load());
       asio::co_spawn(main_ctx, im.drain_then_stop(), asio::detached);
