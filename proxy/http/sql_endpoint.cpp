@@ -239,14 +239,18 @@ asio::awaitable<HttpResponse> SqlEndpoint::handle(HttpRequest& req) {
     // One transaction: BEGIN with the batch's options, each statement, COMMIT.
     // A failure leaves the transaction open; the reset rolls it back.
     writer.begin_batch();
+    // Named, not temporaries: GCC 12 mishandles temporaries bound to a
+    // coroutine's reference parameters inside co_await.
     const std::string begin = begin_statement(sql);
-    failed = co_await upstream_statement(ctx, begin, {}, nullptr, true, true);
+    const std::string commit = "COMMIT";
+    const std::vector<std::optional<std::string>> no_params;
+    failed = co_await upstream_statement(ctx, begin, no_params, nullptr, true, true);
     for (std::size_t i = 0; !failed && i < sql.queries.size(); ++i) {
       const SqlQuery& q = sql.queries[i];
       info.tx_status = ctx.tx;
       failed = co_await statement(ctx, q, q.array_mode.value_or(sql.array_mode), sql.raw_text_output);
     }
-    if (!failed) failed = co_await upstream_statement(ctx, "COMMIT", {}, nullptr, true, true);
+    if (!failed) failed = co_await upstream_statement(ctx, commit, no_params, nullptr, true, true);
     writer.end_batch();
   }
   ctx.lease.release(ctx.usable, ctx.tx);
@@ -259,6 +263,11 @@ void add_sql_endpoint(Gateway& gateway, SqlEndpointServices services) {
   RouteOptions options;
   options.auth = Auth::none;  // the connection string may carry the credential: handle() authenticates
   options.max_body = gateway.settings().max_body_size;
+  // The driver posts its JSON with fetch()'s default text/plain type. That
+  // opens no hole for other sites' forms: a request authenticated only by
+  // the auth_token cookie still needs the CSRF header (Gateway::authenticate),
+  // and the other credentials travel in headers a form cannot set.
+  options.json_body = false;
   gateway.add_route("POST", "/sql", options, [endpoint](HttpRequest& r) { return endpoint->handle(r); });
 }
 

@@ -412,11 +412,13 @@ Lease::~Lease() {
 
 std::int32_t Lease::backend_pid() const noexcept { return conn_ ? conn_->backend_pid : 0; }
 
+// Not a coroutine: co_spawn(…, use_awaitable) returns the awaitable, and its
+// lambda owns the captures until the coroutine on `home` ends, so
+// run_exchange may take them by reference. (As a coroutine awaiting
+// co_spawn's result, GCC 12 destroyed the lambda too early.)
 asio::awaitable<Lease::Result> Lease::run(http::SqlExchange& exchange, const Bytes& first) {
-  // co_spawn's lambda owns its captures until the coroutine on `home` ends,
-  // so run_exchange may take them by reference.
   const std::size_t max = pool_->settings.max_message;
-  co_return co_await asio::co_spawn(
+  return asio::co_spawn(
       conn_->home, [conn = conn_, &exchange, &first, max] { return run_exchange(*conn, exchange, first, max); },
       asio::use_awaitable);
 }
