@@ -52,6 +52,16 @@ Decision PoolCore::acquire(const std::string& key) {
       return d;
     }
   }
+  if (auto k = keys_.find(key); k != keys_.end() && k->second.resetting > waiting_for(key)) {
+    if (waiters_.size() >= settings_.max_waiters) {
+      d.kind = Decision::Kind::refuse;
+      return d;
+    }
+    d.kind = Decision::Kind::wait;
+    d.waiter = next_waiter_++;
+    waiters_.emplace(d.waiter, key);
+    return d;
+  }
   const std::size_t of_key = size_of(key);
   if (of_key < settings_.max_per_key) {
     if (total_ < settings_.max_connections) {
@@ -99,10 +109,25 @@ std::vector<Grant> PoolCore::open_failed(ConnectionId id) {
   return serve_waiters();
 }
 
+void PoolCore::resetting(ConnectionId id) {
+  auto it = connections_.find(id);
+  if (it == connections_.end() || it->second.idle || it->second.resetting) return;
+  it->second.resetting = true;
+  ++keys_.at(it->second.key).resetting;
+}
+
+std::size_t PoolCore::waiting_for(const std::string& key) const noexcept {
+  return std::size_t(std::count_if(waiters_.begin(), waiters_.end(), [&](const auto& w) { return w.second == key; }));
+}
+
 PoolCore::Released PoolCore::release(ConnectionId id, bool reusable, Clock::time_point now) {
   Released r;
   auto it = connections_.find(id);
   if (it == connections_.end()) return r;
+  if (it->second.resetting) {
+    it->second.resetting = false;
+    --keys_.at(it->second.key).resetting;
+  }
   if (reusable) {
     const std::string& key = it->second.key;
     // The first request waiting for this key takes it over as it is.

@@ -62,10 +62,17 @@ class PoolCore {
   explicit PoolCore(PoolSettings settings) : settings_(settings) {}
 
   // A connection for `key`: the most recently used idle one (warm caches;
-  // the others can expire), else a new one if both limits allow, else a new
-  // one in place of the longest-idle connection of another key, else a
-  // place in the queue.
+  // the others can expire); else, if one of the key is being reset for its
+  // next user and not already promised to a waiter, a place in the queue for
+  // it (a client that sends its next request as soon as it has the answer
+  // would otherwise make the pool open a second backend each time); else a
+  // new one if both limits allow, else a new one in place of the
+  // longest-idle connection of another key, else a place in the queue.
   [[nodiscard]] Decision acquire(const std::string& key);
+
+  // The user of connection `id` is done and the caller resets it (DISCARD
+  // ALL) before calling release(); meanwhile requests of its key wait for it.
+  void resetting(ConnectionId id);
 
   // Opening connection `id` failed: its place is free again.
   [[nodiscard]] std::vector<Grant> open_failed(ConnectionId id);
@@ -104,12 +111,15 @@ class PoolCore {
   struct Connection {
     std::string key;
     bool idle = false;
+    bool resetting = false;
     Clock::time_point idle_since{};
   };
   struct Key {
     std::size_t total = 0;              // opening + idle + in use
+    std::size_t resetting = 0;          // in use, being reset for the next request
     std::vector<ConnectionId> idle;     // most recently used last
   };
+  std::size_t waiting_for(const std::string& key) const noexcept;
 
   ConnectionId reserve(const std::string& key);
   void forget(ConnectionId id);

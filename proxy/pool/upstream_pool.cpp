@@ -431,6 +431,10 @@ void Lease::release(bool reusable, char tx_status) {
     pool->give_back(conn, false);
     return;
   }
+  {
+    std::lock_guard lock(pool->m);
+    pool->core.resetting(conn->id);
+  }
   asio::co_spawn(conn->home, Impl::reset_and_return(pool, conn, tx_status), log_exception);
 }
 

@@ -149,3 +149,29 @@ TEST_CASE("a connection in use is not removed as idle, and drain takes only idle
   CHECK(p.drain_idle() == std::vector<ConnectionId>{b.id});
   CHECK(p.size() == 1);
 }
+
+TEST_CASE("a request waits for its key's connection being reset rather than open another", "[pool]") {
+  PoolCore p(small(10, 10));
+  auto a = p.acquire("k");
+  p.resetting(a.id);
+  auto w = p.acquire("k");
+  REQUIRE(w.kind == Kind::wait);
+  // A second request is not promised the same connection: it opens one.
+  CHECK(p.acquire("k").kind == Kind::open);
+  CHECK(p.acquire("other").kind == Kind::open);
+  auto r = p.release(a.id, true, t0);
+  REQUIRE(r.grants.size() == 1);
+  CHECK(r.grants[0].waiter == w.waiter);
+  CHECK(r.grants[0].decision.kind == Kind::reuse);
+
+  SECTION("a reset that fails frees the place for the waiter") {
+    p.resetting(a.id);
+    auto w2 = p.acquire("k");
+    REQUIRE(w2.kind == Kind::wait);
+    auto r2 = p.release(a.id, false, t0);
+    CHECK(r2.close);
+    REQUIRE(r2.grants.size() == 1);
+    CHECK(r2.grants[0].waiter == w2.waiter);
+    CHECK(r2.grants[0].decision.kind == Kind::open);
+  }
+}
