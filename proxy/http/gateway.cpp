@@ -167,7 +167,7 @@ struct Gateway::State : std::enable_shared_from_this<Gateway::State> {
   template <typename Stream>
   asio::awaitable<void> serve(Stream stream, beast::flat_buffer buffer, Peer peer,
                               std::shared_ptr<ssl::context> tls_context);
-  asio::awaitable<std::optional<HttpResponse>> authenticate(HttpRequest& request, const Credential& credential);
+  asio::awaitable<std::optional<HttpResponse>> authenticate(HttpRequest& request, Credential credential);
   HttpResponse unauthorized(const HttpRequest& request, std::string_view sqlstate, std::string_view message,
                             std::string_view detail, std::string_view hint, bool token_presented,
                             bool from_cookie) const;
@@ -192,8 +192,9 @@ HttpResponse Gateway::State::unauthorized(const HttpRequest& request, std::strin
   return r;
 }
 
-asio::awaitable<std::optional<HttpResponse>> Gateway::State::authenticate(HttpRequest& request,
-                                                                          const Credential& cred) {
+// The credential by value: a coroutine must not hold a reference to its
+// caller's temporary.
+asio::awaitable<std::optional<HttpResponse>> Gateway::State::authenticate(HttpRequest& request, Credential cred) {
   using Kind = Credential::Kind;
   if (cred.kind == Kind::none)
     co_return unauthorized(request, "28000", "authentication required", {},
@@ -568,5 +569,15 @@ void Gateway::close() {
 const GatewaySettings& Gateway::settings() const noexcept { return state_->settings; }
 
 std::size_t Gateway::connections() const noexcept { return state_->connections.load(); }
+
+std::vector<std::string> Gateway::local_endpoints() const {
+  std::vector<std::string> out;
+  for (const auto& a : state_->acceptors) {
+    error_code ec;
+    auto ep = a->local_endpoint(ec);
+    if (!ec) out.push_back(peer_text(ep));
+  }
+  return out;
+}
 
 }  // namespace tokengate::http

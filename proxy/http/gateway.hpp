@@ -148,6 +148,9 @@ class Gateway {
   [[nodiscard]] const GatewaySettings& settings() const noexcept;
   // Connections open now (for metrics and tests).
   [[nodiscard]] std::size_t connections() const noexcept;
+  // The bound addresses as "HOST:PORT" (a port 0 in http.listen shows the
+  // one the kernel chose), after listen().
+  [[nodiscard]] std::vector<std::string> local_endpoints() const;
 
   struct State;
 

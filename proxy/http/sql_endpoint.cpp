@@ -154,6 +154,12 @@ asio::awaitable<std::optional<HttpResponse>> SqlEndpoint::statement(Context& ctx
     if (r.error) co_return answer(kStatementErrorStatus, error_json(*r.error));
     co_return write_local(ctx, r, array_mode, raw);
   }
+  if (ctx.info->via_token && !s_.token_sessions_manage_credentials && s_.changes_role_password != nullptr &&
+      s_.changes_role_password(q.text)) {
+    auto e = protocol::ErrorResponse::make("ERROR", "42501", "a session opened with an API token cannot change passwords");
+    e.hint = "Log in with the role's password to change it.";
+    co_return answer(kStatementErrorStatus, error_json(e));
+  }
   co_return co_await upstream_statement(ctx, q.text, q.params, ctx.writer, array_mode, raw);
 }
 
@@ -166,10 +172,14 @@ asio::awaitable<HttpResponse> SqlEndpoint::handle(HttpRequest& req) {
   // ---- who: a Bearer token (or the cookie) in place of the password, or the
   // connection string's password or token, checked as a wire login.
   std::string user;
+  bool via_token = false;                     // authenticated by a token, not a password
   std::optional<std::string> login_password;  // a password (not a token): password mode may log in with it
   if (req.header("Authorization") != nullptr || cs == nullptr || !cs->password) {
     if (auto refusal = co_await gateway_.authenticate(req)) co_return std::move(*refusal);
     user = req.identity.user;
+    // The cookie of a browser login made with a password is a token too:
+    // /sql treats every Bearer and cookie request as a token session.
+    via_token = true;
     if (cs != nullptr && !cs->user.empty() && cs->user != user) {
       // The token is not this user's: what a wire login with it would say.
       spdlog::info("HTTP /sql from {}: a token of \"{}\" presented for user \"{}\"", req.peer, user, cs->user);
@@ -194,7 +204,8 @@ asio::awaitable<HttpResponse> SqlEndpoint::handle(HttpRequest& req) {
       co_return login_refused(result.sqlstate, result.message, result.detail);
     }
     user = result.user;
-    if (!result.tid) login_password = *cs->password;
+    via_token = result.tid.has_value();
+    if (!via_token) login_password = *cs->password;
   }
 
   // ---- where: a pooled connection of this role, database and settings.
@@ -225,6 +236,7 @@ asio::awaitable<HttpResponse> SqlEndpoint::handle(HttpRequest& req) {
   info.database = key.database;
   info.application_name = application_name(req);
   info.peer = req.peer;
+  info.via_token = via_token;
   Context ctx;
   ctx.lease = std::move(acquired.lease);
   ctx.writer = &writer;

@@ -35,6 +35,13 @@ struct SqlEndpointServices {
   // The largest answer (`http.max_response_size`): beyond it the request
   // fails with 507 and the upstream connection is closed.
   std::size_t max_response_size = 10 * 1024 * 1024;
+  // `token_sessions.manage_credentials`: requests authenticated by a token
+  // may change passwords (they may never create tokens otherwise: the token
+  // service refuses that itself). When the setting is off and
+  // `changes_role_password` is set (the relay's classifier of CREATE/ALTER
+  // ROLE … PASSWORD), such statements are refused with the relay's 42501.
+  bool token_sessions_manage_credentials = false;
+  bool (*changes_role_password)(std::string_view sql) = nullptr;
 };
 
 // Registers POST /sql on `gateway`.

@@ -12,7 +12,9 @@
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
 #include <initializer_list>
+#include <map>
 #include <memory>
+#include <mutex>
 
 #include "parser_ext/ast.hpp"
 #include "proxy/http/credentials.hpp"
@@ -164,14 +166,52 @@ class TokenApi {
 
  private:
   // Runs one API TOKEN statement as the request's user, as a session would.
-  asio::awaitable<session::LocalResult> run(const HttpRequest& req, pe::Statement stmt);
+  // `as_token_session` overrides what the request's identity says (a
+  // password login mints its web session as a password session).
+  asio::awaitable<session::LocalResult> run(const HttpRequest& req, pe::Statement stmt,
+                                            std::optional<bool> as_token_session = std::nullopt);
+
+  // Whether the request stands for a session that logged in with a token:
+  // every request but those carrying a web session this process made from a
+  // password login. (A token's name cannot say so: anyone may name a token
+  // web_session_….)
+  bool via_token(const Identity& id);
+  void remember_password_session(const tokenstore::tid_t& tid, std::int64_t expires_at);
 
   TokenApiServices s_;
+  // The web sessions minted by password logins: tid → expiry. Held in memory
+  // only, so after a restart such a session acts as a token session (it can
+  // list and revoke, and create only with token_sessions.manage_credentials)
+  // until the browser logs in again.
+  std::mutex password_sessions_mutex_;
+  std::map<tokenstore::tid_t, std::int64_t> password_sessions_;
 };
 
-asio::awaitable<session::LocalResult> TokenApi::run(const HttpRequest& req, pe::Statement stmt) {
+bool TokenApi::via_token(const Identity& id) {
+  std::lock_guard lock(password_sessions_mutex_);
+  auto it = password_sessions_.find(id.tid);
+  return it == password_sessions_.end() || it->second <= unix_now();
+}
+
+void TokenApi::remember_password_session(const tokenstore::tid_t& tid, std::int64_t expires_at) {
+  const std::int64_t now = unix_now();
+  std::lock_guard lock(password_sessions_mutex_);
+  if (password_sessions_.size() >= kMaxTrackedWebSessions) {
+    std::erase_if(password_sessions_, [now](const auto& kv) { return kv.second <= now; });
+    while (password_sessions_.size() >= kMaxTrackedWebSessions) {
+      auto soonest = std::min_element(password_sessions_.begin(), password_sessions_.end(),
+                                      [](const auto& a, const auto& b) { return a.second < b.second; });
+      password_sessions_.erase(soonest);
+    }
+  }
+  password_sessions_[tid] = expires_at;
+}
+
+asio::awaitable<session::LocalResult> TokenApi::run(const HttpRequest& req, pe::Statement stmt,
+                                                   std::optional<bool> as_token_session) {
   net::RelayServices services{s_.tokens, s_.control, s_.audit};
-  net::SessionInfo info{req.identity.user, "", application_name(req), req.peer, 'I'};
+  net::SessionInfo info{req.identity.user, "", application_name(req), req.peer, 'I',
+                        as_token_session.value_or(via_token(req.identity))};
   net::LocalSql sql(services, info);
   co_return co_await sql.run(stmt, 'I');
 }
@@ -257,6 +297,9 @@ asio::awaitable<HttpResponse> TokenApi::me(HttpRequest& req) {
   o["via"] = req.identity.via == Identity::Via::cookie ? "cookie" : "bearer";
   o["token_name"] = req.identity.token_name;
   o["expires_at"] = rfc3339(req.identity.expires_at);
+  // Whether POST /api/tokens may succeed for these credentials (the web page
+  // offers "create" only then).
+  o["creates_tokens"] = !via_token(req.identity) || s_.token_sessions_manage_credentials;
   co_return json_response(200, json::serialize(o));
 }
 
@@ -281,7 +324,7 @@ asio::awaitable<HttpResponse> TokenApi::login(HttpRequest& req) {
     // As for a Bearer header: a value without the token form is not tried.
     if (!has_token_form(token.value)) co_return json_error(401, "28P01", "invalid API token");
     login.user = token_user_claim(token.value).value_or("");
-    login.secret = std::move(token.value);
+    login.secret = token.value;
   } else {
     if (!user.optional() || user.value.empty() || !password.optional())
       co_return json_error(422, "22023", "\"user\" and \"password\", or \"token\", are required");
@@ -299,35 +342,52 @@ asio::awaitable<HttpResponse> TokenApi::login(HttpRequest& req) {
     co_return sql_error(result.sqlstate.empty() ? "28P01" : result.sqlstate, result.message, result.detail);
   }
 
-  // The cookie holds a token of its own, short-lived: never longer than
-  // http.session_duration, than the token logged in with, or than the
-  // user's policies allow (they bind it as every other token).
   const std::int64_t now = unix_now();
+  if (result.tid) {
+    // A token login: the browser keeps the very token it logged in with, for
+    // at most http.session_duration. A new token would outlive a revocation
+    // of this one, and a token may not be turned into new credentials
+    // (token_sessions.manage_credentials); so the browser session is a token
+    // session, which ends the moment the token is revoked.
+    const std::int64_t lifetime = std::min<std::int64_t>(s_.session_duration.count(), result.expires_at - now);
+    if (lifetime < 1) co_return json_error(401, "28P01", "API token expired");
+    json::object o;
+    o["user"] = result.user;
+    o["session"] = result.token_name;
+    o["expires_at"] = rfc3339(now + lifetime);
+    auto response = json_response(200, json::serialize(o));
+    response.headers.push_back({"Set-Cookie", session_cookie(token.value, lifetime, req.tls)});
+    std::fill(token.value.begin(), token.value.end(), '\0');
+    co_return response;
+  }
+
+  // A password login: the cookie holds a token of its own, short-lived:
+  // never longer than http.session_duration, nor than the user's policies
+  // allow (they bind it as every other token).
   std::int64_t lifetime = s_.session_duration.count();
-  if (result.tid) lifetime = std::min(lifetime, result.expires_at - now);
   auto role = co_await s_.control->role_info(result.user);
   if (!role) {
     spdlog::error("POST /api/login of \"{}\": role look-up failed: {}", result.user, role.error());
     co_return json_error(503, "58030", "could not read role information from the upstream server");
   }
-  if (!role->has_value()) co_return json_error(401, "28000", "role \"" + result.user + "\" does not exist");
+  if (!role->has_value()) co_return json_error(401, "28P01", "password authentication failed for user \"" + result.user + "\"");
   auto maximum = s_.tokens->effective_maximum(result.user, (*role)->member_of);
   if (!maximum) {
     const auto& e = maximum.error_value();
     co_return sql_error(e.sqlstate(), e.message, e.detail);
   }
   lifetime = std::min<std::int64_t>(lifetime, maximum->max.count());
-  if (lifetime < 1) co_return json_error(401, "28P01", "API token expired");
 
   pe::CreateApiToken stmt;
   stmt.name = std::string(kWebSessionPrefix) + tokenstore::generate_token_name().substr(6);
   stmt.max_duration = std::to_string(lifetime) + "s";
   stmt.comment = "web session from " + req.client_address;
   req.identity.user = result.user;
-  auto r = co_await run(req, stmt);
+  auto r = co_await run(req, stmt, /*as_token_session=*/false);
   if (r.error) co_return error_of(r);
   auto& session_token = std::get<std::string>(r.rows[0][1]);
   const std::int64_t expires_at = std::get<protocol::Timestamp>(r.rows[0][2]).unix_micros / 1'000'000;
+  if (r.tid) remember_password_session(*r.tid, expires_at);
 
   json::object o;
   o["user"] = result.user;

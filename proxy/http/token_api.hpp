@@ -25,9 +25,15 @@ class ControlPool;
 
 namespace tokengate::http {
 
-// Browser sessions are tokens named with this prefix (and a random part),
-// commented "web session from <address>"; POST /api/logout revokes only those.
+// A password login's browser session is a token named with this prefix (and
+// a random part), commented "web session from <address>"; POST /api/logout
+// revokes only those.
 inline constexpr std::string_view kWebSessionPrefix = "web_session_";
+// Web sessions this process keeps track of (see TokenApi::password_sessions_);
+// beyond this many the one closest to expiry is forgotten. A million logins
+// within http.session_duration is far more than one server sees, and the
+// table stays under 100 MiB.
+inline constexpr std::size_t kMaxTrackedWebSessions = 1'000'000;
 
 struct TokenApiServices {
   tokenstore::token_service* tokens = nullptr;  // null: every call answers 503 58030
@@ -35,6 +41,9 @@ struct TokenApiServices {
   AuditLog* audit = nullptr;                    // may be null (audit_log = off)
   LoginCheck login;                             // the same check the gateway authenticates with
   std::chrono::seconds session_duration{12 * 3600};  // http.session_duration
+  // token_sessions.manage_credentials: whether requests authenticated by a
+  // token (not by a password login's web session) may create tokens.
+  bool token_sessions_manage_credentials = false;
 };
 
 // Registers the routes above on `gateway`. The services must outlive it.

@@ -21,6 +21,7 @@
 #include <csignal>
 #include <filesystem>
 #include <thread>
+#include <unordered_map>
 
 #include "proxy/audit.hpp"
 #include "proxy/auth/scram.hpp"
@@ -63,6 +64,15 @@ constexpr auto kCancelTimeout = 5s;
 // How often the store is asked which tokens were revoked by any process; the
 // issue allows 2 s between a revocation and the end of its sessions.
 constexpr auto kRevocationPoll = 500ms;
+// An HTTP request is a token login, but asking the catalog afresh for every
+// request would cap the gateway at the control pool's rate (about 300
+// requests a second on a 2-core machine, bench/http_bench.py). A change to
+// the owner role (NOLOGIN, VALID UNTIL, DROP) reaches HTTP requests within
+// this time instead, as other processes' revocations reach sessions within
+// kRevocationPoll. Revocation itself is checked on every request.
+constexpr auto kHttpRoleRecheck = 1s;
+// Bounds the table of recent checks (one entry per token owner).
+constexpr std::size_t kHttpRoleChecksMax = 65536;
 
 ByteView view(const Bytes& b, std::size_t n) { return ByteView(b.data(), n); }
 
@@ -105,6 +115,7 @@ struct LoginDecision {
   // For token sessions.
   std::optional<tokenstore::tid_t> tid;
   std::string token_name;
+  std::uint32_t token_owner_oid = 0;  // verify_result::owner_oid
   std::int64_t token_expires_at = 0;
   Bytes notice;  // sent just before the first ReadyForQuery
   // password mode, ordinary password: the upstream's answer decides; the
@@ -173,6 +184,13 @@ struct Server::Impl {
   // POST /sql's upstream connections; destroyed after the gateway that uses it.
   std::unique_ptr<pool::UpstreamPool> http_pool;
   std::unique_ptr<http::Gateway> http_gateway;
+  // Owner roles as the catalog showed them to an HTTP request (see kHttpRoleRecheck).
+  struct HttpRoleCheck {
+    Clock::time_point at;
+    RoleInfo role;
+  };
+  std::mutex http_roles_mutex;
+  std::unordered_map<std::string, HttpRoleCheck> http_roles;
 };
 
 void Server::Impl::audit_login(const std::string& user, const std::string& peer, const std::string& app,
@@ -297,6 +315,7 @@ asio::awaitable<LoginDecision> Server::Impl::decide_login(const protocol::Startu
     d.ok = true;
     d.tid = vr.tid;
     d.token_name = vr.name;
+    d.token_owner_oid = vr.owner_oid;
     d.token_expires_at = vr.expires_at;
     if (vr.expires_at - now <= config.expiry_warning.count()) {
       auto n = protocol::ErrorResponse::make("NOTICE", "01000",
@@ -561,7 +580,7 @@ asio::awaitable<void> Server::Impl::session(std::unique_ptr<ByteStream> client, 
   } relaying{relaying_sessions};
   Relay relay(exec, *client, *upstream,
               RelayServices{tokens.get(), control.get(), audit.enabled() ? &audit : nullptr},
-              SessionInfo{user, database, app, peer, tx_status});
+              SessionInfo{user, database, app, peer, tx_status, decision.tid.has_value()});
   // Token sessions end when their token is revoked (or expires, if so set).
   std::optional<SessionRegistry::Handle> registered;
   auto alive = std::make_shared<Relay*>(&relay);
@@ -688,7 +707,9 @@ bool Server::Impl::open_services() {
     ::chmod(config.data_dir.c_str(), 0700);
     keys = std::make_unique<tokenstore::keyring>(config.data_dir);
     store = std::make_unique<tokenstore::store>(config.data_dir);
-    tokens = std::make_unique<tokenstore::token_service>(*store, *keys);
+    tokenstore::service_config service_cfg;
+    service_cfg.token_sessions_manage_credentials = config.token_sessions_manage_credentials;
+    tokens = std::make_unique<tokenstore::token_service>(*store, *keys, service_cfg);
     tokens->on_revoked([this](std::span<const tokenstore::tid_t> tids) {
       if (!config.revoke_ends_sessions) return;
       token_sessions.end_tokens(tids, protocol::ErrorResponse::make("FATAL", "57P01", "API token revoked"));
@@ -813,21 +834,48 @@ asio::awaitable<http::HttpLoginResult> Server::Impl::http_login(http::HttpLoginR
     throttle.record_success(r.user, client_address(r.peer), Clock::now());
     audit_login(r.user, r.peer, r.application_name, "password", "ok", "");
   } else if (d.tid) {
-    // A wire session would now log in upstream as the owner, and the upstream
-    // would refuse a role dropped or made NOLOGIN since the token was issued.
-    if (!control) {
+    // What the token login checks after verify (tokenstore.hpp): the owner
+    // role as it is now, not as a cache saw it — the OID the token is bound
+    // to (a role dropped and created again under the name has another),
+    // LOGIN and VALID UNTIL, which the upstream would not check for tokengate.
+    // (No co_await inside ?: — GCC 12 destroys such temporaries twice.)
+    ControlResult<std::optional<RoleInfo>> role(ControlError{"no control connection"});
+    std::optional<RoleInfo> recent;
+    {
+      std::lock_guard lock(http_roles_mutex);
+      auto it = http_roles.find(r.user);
+      if (it != http_roles.end() && Clock::now() - it->second.at < kHttpRoleRecheck) recent = it->second.role;
+    }
+    if (recent) {
+      role = std::optional<RoleInfo>(std::move(*recent));
+    } else if (control) {
+      role = co_await control->role_info_fresh(r.user);
+      if (role && role->has_value()) {
+        std::lock_guard lock(http_roles_mutex);
+        if (http_roles.size() >= kHttpRoleChecksMax) http_roles.clear();
+        http_roles[r.user] = {Clock::now(), **role};
+      }
+    }
+    if (!role) {
+      spdlog::error("HTTP token login of \"{}\": role look-up failed: {}", r.user, role.error());
+      audit_login(r.user, r.peer, r.application_name, "token", "error", role.error(), d.token_name, d.tid);
       out.sqlstate = "08006";
       out.message = "tokengate could not check the role with the upstream server";
       co_return out;
     }
-    auto role = co_await control->role_info(r.user);
-    std::string why = !role ? role.error() : !role->has_value() ? "role does not exist" : !(*role)->can_login ? "role has NOLOGIN" : "";
+    std::string why;
+    if (!role->has_value()) why = "role does not exist";
+    else if (d.token_owner_oid != 0 && d.token_owner_oid != (*role)->oid) why = "role was dropped and created again";
+    else if (d.token_owner_oid == 0 && !tokens->bind_owner_oid(*d.tid, (*role)->oid)) why = "token bound to another role";
+    else if (!(*role)->can_login) why = "role has NOLOGIN";
+    else if ((*role)->valid_until && *(*role)->valid_until < unix_now()) why = "role expired (VALID UNTIL)";
     if (!why.empty()) {
-      audit_login(r.user, r.peer, r.application_name, "token", role ? "denied" : "error", why, d.token_name, d.tid);
-      out.sqlstate = !role ? "08006" : "28000";
-      out.message = !role ? "tokengate could not check the role with the upstream server"
-                    : !role->has_value() ? "role \"" + r.user + "\" does not exist"
-                                         : "role \"" + r.user + "\" is not permitted to log in";
+      spdlog::info("HTTP login of \"{}\" from {} refused (token): {}", r.user, r.peer, why);
+      audit_login(r.user, r.peer, r.application_name, "token", "denied", why, d.token_name, d.tid);
+      out.delay = throttle.record_failure(r.user, client_address(r.peer), Clock::now());
+      out.sqlstate = why == "role has NOLOGIN" ? "28000" : "28P01";
+      out.message = why == "role has NOLOGIN" ? "role \"" + r.user + "\" is not permitted to log in"
+                                               : "password authentication failed for user \"" + r.user + "\"";
       co_return out;
     }
   }
@@ -856,7 +904,8 @@ bool Server::Impl::start_http() {
   http_gateway = std::make_unique<http::Gateway>(std::move(gs), services,
                                                  [this]() -> asio::io_context& { return next_context(); });
   http::add_token_api(*http_gateway, {tokens.get(), control.get(), audit.enabled() ? &audit : nullptr,
-                                      services.login, config.http_session_duration});
+                                      services.login, config.http_session_duration,
+                                      config.token_sessions_manage_credentials});
   // SQL over HTTP on pooled upstream connections, and the wire protocol over
   // WebSocket as one more kind of client stream for session().
   pool::UpstreamPoolSettings ps;
@@ -876,7 +925,8 @@ bool Server::Impl::start_http() {
   http_pool = std::make_unique<pool::UpstreamPool>(contexts[0]->get_executor(), std::move(ps));
   http::add_sql_endpoint(*http_gateway, {http_pool.get(), tokens.get(), control.get(),
                                          audit.enabled() ? &audit : nullptr, services.login,
-                                         config.http_max_response_size});
+                                         config.http_max_response_size, config.token_sessions_manage_credentials,
+                                         nullptr /* the relay's password-change classifier, when it exists */});
   http::add_websocket_endpoint(*http_gateway, [this](std::unique_ptr<ByteStream> s, std::string peer, bool local) {
     return session(std::move(s), std::move(peer), local);
   });

@@ -70,7 +70,7 @@ def test_neon_driver_and_orms(tokengate, mint_token, analyst_database, pg):
         pytest.fail("this tokengate binary has no --http-listen", pytrace=False)
     _, token, _ = mint_token(user="analyst", duration="1h")
     env = clean_env(TG_HOST=tokengate.host, TG_PORT=str(tokengate.port), TG_HTTP_PORT=str(tokengate.http_port),
-                    TG_USER="analyst", TG_TOKEN=token, TG_DATABASE=analyst_database)
+                    TG_USER="analyst", TG_TOKEN=token, TG_PASSWORD="analyst", TG_DATABASE=analyst_database)
     p = subprocess.run(["node", "neon.mjs"], cwd=NEON_DIR, capture_output=True, text=True, timeout=180, env=env)
     stdout, stderr = token_masked(p.stdout, token), token_masked(p.stderr, token)
     assert p.stdout.strip(), f"no output (rc={p.returncode}): {stderr[-3000:]}"

@@ -2,6 +2,8 @@
 (oversized headers, slow bodies, exact bytes on the wire).
 
 HttpApi(base).call(method, path, token=..., cookie=..., json=..., headers=...) -> requests.Response
+  token: a Bearer token, or a WebSession (a browser login's cookie: sent as the cookie, with the CSRF header)
+HttpApi(base).login(user, password) -> WebSession
 raw_request(host, port, data) -> (status, headers, body) of the first answer, read until the server closes or
 Content-Length is satisfied.
 """
@@ -15,6 +17,17 @@ from typing import Any
 import requests
 
 CSRF_HEADER = "X-Tokengate-CSRF"
+
+
+@dataclass
+class WebSession:
+    """The auth_token cookie of a password login (POST /api/login): what a browser holds."""
+
+    cookie: str
+    name: str  # the web session's token name
+
+    def __repr__(self) -> str:  # never the cookie's token
+        return f"WebSession({self.name})"
 
 
 @dataclass
@@ -39,12 +52,21 @@ class HttpApi:
              json: Any = None, headers: dict[str, str] | None = None, data: bytes | str | None = None,
              timeout: float = 30) -> requests.Response:
         h = dict(headers or {})
-        if token is not None:
+        if isinstance(token, WebSession):
+            cookie = token.cookie
+            h.setdefault(CSRF_HEADER, "1")
+        elif token is not None:
             h["Authorization"] = f"Bearer {token}"
         if cookie is not None:
             h["Cookie"] = f"auth_token={cookie}"
         return requests.request(method, self.base + path, headers=h, json=json, data=data, timeout=timeout,
                                 allow_redirects=False)
+
+    def login(self, user: str, password: str) -> WebSession:
+        """POST /api/login with a password; fails the test unless it answers 200 with the cookie."""
+        r = self.call("POST", "/api/login", json={"user": user, "password": password})
+        assert r.status_code == 200, describe(r)
+        return WebSession(r.cookies["auth_token"], r.json()["session"])
 
 
 def describe(r: requests.Response) -> str:

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import remember_secret
+from conftest import create_token, mask, remember_secret
 from http_client import CSRF_HEADER, HttpApi, describe
 from test_http_gateway import assert_error
 
@@ -48,9 +48,10 @@ def test_password_login_sets_the_cookie(http_api, tokengate, mint_token):
 
     me = http_api.call("GET", "/api/me", cookie=session_token)
     assert me.status_code == 200 and me.json()["via"] == "cookie" and me.json()["token_name"] == body["session"]
+    assert me.json()["creates_tokens"] is True, "a password login's session may create tokens"
     sessions = {t["name"]: t for t in http_api.call("GET", "/api/tokens", cookie=session_token).json()["tokens"]}
     assert sessions[body["session"]]["comment"] == "web session from 127.0.0.1", sessions[body["session"]]
-    events = [json.loads(x) for x in tokengate.audit_path.read_text()[audit_mark:].splitlines()]
+    events = [json.loads(x) for x in tokengate.audit_path.read_bytes()[audit_mark:].decode().splitlines()]
     assert any(e["event"] == "login" and e["method"] == "password" and e["outcome"] == "ok"
                and e["actor"] == "analyst" for e in events), events
     assert any(e["event"] == "create_token" and e.get("token_name") == body["session"] for e in events), events
@@ -84,19 +85,34 @@ def test_password_failures_as_on_the_wire(http_api, proxy, tokengate, user, pass
     r = login(http_api, user=user, password=password)
     assert_error(r, 401, code, message)
     assert "Set-Cookie" not in r.headers
-    events = [json.loads(x) for x in tokengate.audit_path.read_text()[audit_mark:].splitlines()]
+    events = [json.loads(x) for x in tokengate.audit_path.read_bytes()[audit_mark:].decode().splitlines()]
     assert any(e["event"] == "login" and e["outcome"] == "denied" and e["actor"] == user for e in events), events
 
 
-def test_token_login(http_api, mint_token):
-    name, token, _ = mint_token(user="analyst", duration="2h")
+def test_token_login(spawn_tokengate, pg):
+    """A token login keeps the token itself in the cookie: a new token would outlive its revocation. (An instance
+    with the default token_sessions.manage_credentials = false.)"""
+    tg = spawn_tokengate((str(pg.socket_dir), pg.port))
+    http_api = HttpApi(f"http://{tg.host}:{tg.http_port}")
+    name, token, _ = create_token(tg.target(), user="analyst", duration="2h")
     r = login(http_api, token=token)
     assert r.status_code == 200, describe(r)
+    assert r.json()["session"] == name, r.json()
     # Never longer than the token logged in with: 2 h, not 12 h.
     assert abs(int(cookie_parts(r)["Max-Age"]) - 2 * 3600) <= 5, cookie_parts(r)["Max-Age"]
     session = cookie_parts(r)["auth_token"]
-    assert session != token
-    assert http_api.call("GET", "/api/me", cookie=session).json()["user"] == "analyst"
+    assert session == token, f"the cookie should hold the token logged in with, {mask(token)}"
+    me = http_api.call("GET", "/api/me", cookie=session).json()
+    assert me["user"] == "analyst" and me["creates_tokens"] is False, me
+    # A token session: it may not create tokens (token_sessions.manage_credentials is off) …
+    body = assert_error(http_api.call("POST", "/api/tokens", cookie=session, json={"max_duration": "1h"},
+                                      headers={CSRF_HEADER: "1"}), 403, "42501")
+    assert "manage_credentials" in body.get("hint", ""), body
+    # … logout does not revoke it, and revoking it ends the browser session at once.
+    assert http_api.call("POST", "/api/logout", cookie=session, headers={CSRF_HEADER: "1"}).status_code == 204
+    assert http_api.call("GET", "/api/me", token=token).status_code == 200
+    assert http_api.call("DELETE", f"/api/tokens/{name}", token=token).status_code == 204
+    assert_error(http_api.call("GET", "/api/me", cookie=session), 401, "28P01")
 
 
 def test_token_login_failures(http_api, mint_token):
@@ -173,5 +189,5 @@ def test_password_mode_login_checked_upstream(tokengate_pw, pg):
     audit_mark = tokengate_pw.audit_path.stat().st_size
     assert_error(login(api, user="analyst", password="wrong"), 401, "28P01",
                  'password authentication failed for user "analyst"')
-    events = [json.loads(x) for x in tokengate_pw.audit_path.read_text()[audit_mark:].splitlines()]
+    events = [json.loads(x) for x in tokengate_pw.audit_path.read_bytes()[audit_mark:].decode().splitlines()]
     assert any(e["event"] == "login" and e["outcome"] == "denied" and e["method"] == "password" for e in events)

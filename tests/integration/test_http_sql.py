@@ -396,6 +396,20 @@ def test_api_token_statements_over_http(http_api, tokengate, pg):
     assert "API TOKEN" not in pg.log_since(mark)
 
 
+def test_a_token_request_cannot_create_tokens_by_default(spawn_tokengate, pg):
+    """A request authenticated by a token is a token session (token_sessions.manage_credentials = false by
+    default): it may not mint tokens that would outlive its own; a password request may."""
+    import http_client  # noqa: PLC0415
+
+    tg = spawn_tokengate((str(pg.socket_dir), pg.port), ["--upstream-auth", "trust"])
+    api = http_client.HttpApi(f"http://{tg.host}:{tg.http_port}")
+    tok = remember_secret(ok(sql(api, tg, "CREATE API TOKEN MAX DURATION '1h'", password="analyst"))["rows"][0][1])
+    for kw in ({"password": tok}, {"token": tok}):
+        body = error(sql(api, tg, "CREATE API TOKEN MAX DURATION '1h'", **kw), 400, "42501")
+        assert "API token" in body["detail"], body
+    assert ok(sql(api, tg, "SHOW API TOKENS", password=tok))["command"] == "SHOW"
+
+
 def test_api_token_statements_in_a_batch(http_api, tokengate):
     name = f"http_b_{uuid.uuid4().hex[:8]}"
     r = ok(batch(http_api, tokengate, [("select 1 as a", []), (f"CREATE API TOKEN {name} MAX DURATION '1h'", []),

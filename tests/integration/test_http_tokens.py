@@ -10,8 +10,8 @@ import uuid
 import psycopg
 import pytest
 
-from conftest import mask, remember_secret
-from http_client import describe
+from conftest import create_token, mask, remember_secret
+from http_client import HttpApi, describe
 from test_http_gateway import assert_error
 
 TOKEN_FIELDS = ["name", "user", "created_at", "expires_at", "last_used_at", "status", "comment", "created_by"]
@@ -26,22 +26,24 @@ def parse_time(text: str) -> dt.datetime:
 
 
 @pytest.fixture
-def role_token(fresh_role, mint_token, proxy):
-    """A fresh LOGIN role and a 1-hour token of it: make() -> (role, password, token)."""
+def role_token(fresh_role, http_api):
+    """A fresh LOGIN role and a browser session of it (password login: it may create tokens):
+    make() -> (role, password, WebSession). Pass the session as `token=`."""
 
     def make():
         role, password = fresh_role("LOGIN")
-        with proxy.connect(user=role, password=password) as c:
-            token = c.execute("CREATE API TOKEN bootstrap MAX DURATION '1h'").fetchone()[1]
-        remember_secret(token)
-        return role, password, token
+        session = http_api.login(role, password)
+        remember_secret(session.cookie)
+        return role, password, session
 
     return make
 
 
 @pytest.fixture
-def admin_token(mint_token):
-    return mint_token(user="admin", duration="1h")[1]
+def admin_token(http_api):
+    session = http_api.login("admin", "admin")
+    remember_secret(session.cookie)
+    return session
 
 
 def create(http_api, token, **body):
@@ -110,7 +112,7 @@ def test_create_list_comment_revoke(http_api, role_token, proxy, tokengate):
                  f'API token "{name}" does not exist')
 
     # The audit log has the same events as for the statements, without the value.
-    text = tokengate.audit_path.read_text()[audit_mark:]
+    text = tokengate.audit_path.read_bytes()[audit_mark:].decode()
     assert created["token"] not in text
     events = [json.loads(x) for x in text.splitlines()]
     mine = [(e["event"], e.get("outcome")) for e in events if e.get("token_name") == name]
@@ -269,3 +271,36 @@ def test_token_value_appears_only_once(http_api, role_token, tokengate):
         assert value not in http_api.call("GET", path, token=token).text, path
     assert value not in tokengate.log_since(log_mark), f"token {mask(value)} in the log"
     assert_error(create(http_api, token, name=name), 409, "42710")
+
+
+def test_token_requests_cannot_create_tokens(spawn_tokengate, pg):
+    """A Bearer request is a session that logged in with a token: it lists, comments on and revokes, but a stolen
+    token must not turn into new credentials (token_sessions.manage_credentials, off by default; the session
+    tokengate of these tests turns it on)."""
+    tg = spawn_tokengate((str(pg.socket_dir), pg.port))
+    http_api = HttpApi(f"http://{tg.host}:{tg.http_port}")
+    _, token, _ = create_token(tg.target(), user="analyst", duration="1h")
+    assert http_api.call("GET", "/api/me", token=token).json()["creates_tokens"] is False
+    body = assert_error(http_api.call("POST", "/api/tokens", token=token, json={"max_duration": "1h"}), 403, "42501",
+                        "permission denied to create API tokens")
+    assert "token_sessions.manage_credentials" in body["hint"], body
+    name, _, _ = create_token(tg.target(), user="analyst", duration="1h")
+    assert http_api.call("PATCH", f"/api/tokens/{name}", token=token, json={"comment": "x"}).status_code == 204
+    assert http_api.call("DELETE", f"/api/tokens/{name}", token=token).status_code == 204
+    assert name in listed(http_api, token)
+    # A password login's browser session may create.
+    session = http_api.login("analyst", "analyst")
+    remember_secret(session.cookie)
+    assert http_api.call("GET", "/api/me", token=session).json()["creates_tokens"] is True
+    r = create(http_api, session, max_duration="1h")
+    assert r.status_code == 201, describe(r)
+
+
+def test_manage_credentials_lets_tokens_create(spawn_tokengate, pg):
+    tg = spawn_tokengate((str(pg.socket_dir), pg.port), ["--token-sessions-manage-credentials", "true"])
+    _, token, _ = create_token(tg.target(), user="analyst", duration="1h")
+    api = HttpApi(f"http://{tg.host}:{tg.http_port}")
+    assert api.call("GET", "/api/me", token=token).json()["creates_tokens"] is True
+    r = api.call("POST", "/api/tokens", token=token, json={"max_duration": "1h"})
+    assert r.status_code == 201, describe(r)
+    remember_secret(r.json()["token"])

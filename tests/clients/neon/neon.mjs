@@ -1,7 +1,8 @@
 // @neondatabase/serverless and the ORMs built on it through tokengate, run by tests/clients/test_neon.py.
 // The driver is pointed at tokengate only through neonConfig (fetchEndpoint, wsProxy, useSecureWebSocket) and
-// a token as the password. Env: TG_HOST, TG_PORT (wire), TG_HTTP_PORT, TG_USER, TG_TOKEN, TG_DATABASE (a database
-// TG_USER owns). Prints one JSON object of facts; the Python test checks them. Never prints a token.
+// a token as the password. Env: TG_HOST, TG_PORT (wire), TG_HTTP_PORT, TG_USER, TG_TOKEN, TG_PASSWORD (the role's
+// password: a session opened with a token may not create tokens), TG_DATABASE (a database TG_USER owns). Prints
+// one JSON object of facts; the Python test checks them. Never prints a token.
 import { neon, neonConfig, Pool } from '@neondatabase/serverless';
 import ws from 'ws';
 import { drizzle } from 'drizzle-orm/neon-http';
@@ -15,6 +16,7 @@ import { PrismaClient } from './generated/prisma/index.js';
 const { TG_HOST: host, TG_PORT: port, TG_HTTP_PORT: httpPort, TG_USER: user, TG_TOKEN: token } = process.env;
 const database = process.env.TG_DATABASE;
 const url = `postgresql://${user}:${encodeURIComponent(token)}@${host}:${port}/${database}`;
+const passwordUrl = `postgresql://${user}:${encodeURIComponent(process.env.TG_PASSWORD)}@${host}:${port}/${database}`;
 
 // Only these three settings point the driver at tokengate.
 neonConfig.fetchEndpoint = (h) => `http://${h}:${httpPort}/sql`;
@@ -65,8 +67,9 @@ async function httpQueries() {
     out.readOnlyTransaction = e.code;
   }
 
-  // API TOKEN statements, answered by tokengate.
-  const [created] = await sql`CREATE API TOKEN node_http MAX DURATION '1h' COMMENT 'from neon()'`;
+  // API TOKEN statements, answered by tokengate. (Created with the password: by default a session opened with a
+  // token may not create tokens.)
+  const [created] = await neon(passwordUrl)`CREATE API TOKEN node_http MAX DURATION '1h' COMMENT 'from neon()'`;
   const shown = await sql`SHOW API TOKENS`;
   const mine = shown.find((t) => t.name === 'node_http');
   const other = neon(`postgresql://${user}:${encodeURIComponent(created.token)}@${host}:${port}/${database}`);
@@ -106,7 +109,9 @@ async function webSocketPool() {
       const p = await client.query('select $1::int + 1 as i, $2::text as t, $3::timestamptz as ts, $4::jsonb as j',
         [1, 'ü', new Date(Date.UTC(2026, 0, 2)), { k: true }]);
       const shown = await client.query('SHOW API TOKENS');
-      const created = await client.query("CREATE API TOKEN node_ws MAX DURATION '1h'");
+      const byPassword = new Pool({ connectionString: passwordUrl, max: 1 });
+      const created = await byPassword.query("CREATE API TOKEN node_ws MAX DURATION '1h'");
+      await byPassword.end();
       await client.query('DROP API TOKEN node_ws');
       out.ws = { inside, after, committed, row: { ...p.rows[0], ts: p.rows[0].ts.toISOString() },
         showFields: shown.fields.map((f) => f.name), createdCommand: created.command,
