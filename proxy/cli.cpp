@@ -112,6 +112,8 @@ std::vector<Setting> settings_table() {
        "seconds an idle pooled upstream connection is kept", "60"},
       {"pool.wait_timeout", "--pool-wait-timeout", "TOKENGATE_POOL_WAIT_TIMEOUT",
        "seconds an HTTP query waits for a pooled connection (then 503)", "10"},
+      {"pool.max_lifetime", "--pool-max-lifetime", "TOKENGATE_POOL_MAX_LIFETIME",
+       "seconds after which a pooled upstream connection is closed once free", "3600"},
   };
 }
 
@@ -244,12 +246,14 @@ Config build_config(const std::vector<Setting>& table) {
   c.pool_max_connections_per_key = parse_unsigned(get("pool.max_connections_per_key"), 100000);
   c.pool_idle_timeout = std::chrono::seconds(parse_unsigned(get("pool.idle_timeout"), 86400));
   c.pool_wait_timeout = std::chrono::seconds(parse_unsigned(get("pool.wait_timeout"), 3600));
+  c.pool_max_lifetime = std::chrono::seconds(parse_unsigned(get("pool.max_lifetime"), 100u * 86400));
   if (c.http_max_response_size < 1024)  // an error answer or one small row must fit
     throw ConfigError{"http.max_response_size: expected at least 1024, got '" +
                       get("http.max_response_size").value + "'"};
   if (c.pool_max_connections == 0) throw ConfigError{"pool.max_connections: must be at least 1"};
   if (c.pool_max_connections_per_key == 0) throw ConfigError{"pool.max_connections_per_key: must be at least 1"};
   if (c.pool_idle_timeout.count() == 0) throw ConfigError{"pool.idle_timeout: must be at least 1"};
+  if (c.pool_max_lifetime.count() == 0) throw ConfigError{"pool.max_lifetime: must be at least 1"};
   if (c.audit_log.empty()) c.audit_log = c.data_dir + "/audit.log";
   if (c.audit_log == "off") c.audit_log.clear();
   return c;

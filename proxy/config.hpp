@@ -70,6 +70,7 @@ struct Config {
   unsigned pool_max_connections_per_key = 10;              // `pool.max_connections_per_key`
   std::chrono::seconds pool_idle_timeout{60};              // `pool.idle_timeout`
   std::chrono::seconds pool_wait_timeout{10};              // `pool.wait_timeout`
+  std::chrono::seconds pool_max_lifetime{3600};            // `pool.max_lifetime`
 };
 
 struct ConfigError {

@@ -921,6 +921,7 @@ bool Server::Impl::start_http() {
   };
   ps.connect_timeout = config.auth_timeout;
   ps.wait_timeout = config.pool_wait_timeout;
+  ps.max_lifetime = config.pool_max_lifetime;
   ps.max_message = config.http_max_response_size + 64 * 1024;
   http_pool = std::make_unique<pool::UpstreamPool>(contexts[0]->get_executor(), std::move(ps));
   http::add_sql_endpoint(*http_gateway, {http_pool.get(), tokens.get(), control.get(),

@@ -78,6 +78,7 @@ struct Lease::Connection {
   Bytes buf;
   std::size_t have = 0;
   std::int32_t backend_pid = 0;
+  std::chrono::steady_clock::time_point opened_at{};
   std::uint64_t idle_generation = 0;  // under the pool's mutex: which idle period a watcher belongs to
 
   void close() noexcept {
@@ -240,6 +241,7 @@ struct Lease::Impl : std::enable_shared_from_this<Lease::Impl> {
     auto conn = std::make_shared<Connection>();
     conn->id = id;
     conn->home = exec;
+    conn->opened_at = std::chrono::steady_clock::now();
     conn->stream = std::move(stream);
 
     protocol::StartupMessage startup;
@@ -333,12 +335,14 @@ struct Lease::Impl : std::enable_shared_from_this<Lease::Impl> {
     self->give_back(conn, ok);
   }
 
-  void give_back(const std::shared_ptr<Connection>& conn, bool reusable) {
+  void give_back(const std::shared_ptr<Connection>& conn, bool reusable) {  // reusable: reset and idle upstream
     std::vector<std::shared_ptr<Connection>> to_close;
     std::optional<std::uint64_t> watch;
+    const auto now = std::chrono::steady_clock::now();
+    if (reusable && now - conn->opened_at >= settings.max_lifetime) reusable = false;
     {
       std::lock_guard lock(m);
-      auto r = core.release(conn->id, reusable && !closed, std::chrono::steady_clock::now());
+      auto r = core.release(conn->id, reusable && !closed, now);
       const bool handed_over = std::any_of(r.grants.begin(), r.grants.end(), [&](const Grant& g) {
         return g.decision.kind == Decision::Kind::reuse && g.decision.id == conn->id;
       });
@@ -377,7 +381,8 @@ struct Lease::Impl : std::enable_shared_from_this<Lease::Impl> {
   }
 
   static asio::awaitable<void> expire_loop(std::shared_ptr<Impl> self) {
-    const auto tick = std::min<std::chrono::steady_clock::duration>(kExpiryTick, self->settings.limits.idle_timeout);
+    const auto tick = std::min<std::chrono::steady_clock::duration>(
+        {kExpiryTick, self->settings.limits.idle_timeout, self->settings.max_lifetime});
     for (;;) {
       self->expiry.expires_after(tick);
       auto [ec] = co_await self->expiry.async_wait(use_nothrow);
@@ -386,7 +391,17 @@ struct Lease::Impl : std::enable_shared_from_this<Lease::Impl> {
         std::lock_guard lock(self->m);
         if (self->closed) co_return;
         std::vector<Grant> grants;
-        gone = self->take(self->core.expire(std::chrono::steady_clock::now(), grants));
+        const auto now = std::chrono::steady_clock::now();
+        gone = self->take(self->core.expire(now, grants));
+        // Idle connections past pool.max_lifetime go too (lent ones when given back).
+        std::vector<ConnectionId> old;
+        for (const auto& [id, c] : self->conns)
+          if (now - c->opened_at >= self->settings.max_lifetime) old.push_back(id);
+        std::vector<ConnectionId> removed;
+        for (auto id : old)
+          if (self->core.remove_idle(id, grants)) removed.push_back(id);
+        auto more = self->take(removed);
+        gone.insert(gone.end(), more.begin(), more.end());
         self->deliver(std::move(grants));
       }
       close_at_home(gone);
@@ -427,7 +442,7 @@ void Lease::release(bool reusable, char tx_status) {
   auto pool = std::move(pool_);
   auto conn = std::move(conn_);
   if (!pool || !conn) return;
-  if (!reusable) {
+  if (!reusable || std::chrono::steady_clock::now() - conn->opened_at >= pool->settings.max_lifetime) {
     pool->give_back(conn, false);
     return;
   }
@@ -536,6 +551,12 @@ asio::awaitable<AcquireResult> UpstreamPool::acquire(const PoolKey& key,
       std::lock_guard lock(self->m);
       auto it = self->conns.find(d.id);
       if (it != self->conns.end()) conn = it->second;
+    }
+    if (conn && std::chrono::steady_clock::now() - conn->opened_at >= self->settings.max_lifetime) {
+      // Idle past pool.max_lifetime (the expiry tick had not seen it yet):
+      // closed instead, and the request asks again. Each retry closes one.
+      self->give_back(conn, false);
+      co_return co_await acquire(key, client_password);
     }
     if (conn) {
       ++self->reused;

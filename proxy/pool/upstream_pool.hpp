@@ -63,6 +63,11 @@ struct UpstreamPoolSettings {
   std::chrono::milliseconds connect_timeout{10000};
   // Waiting in the queue for a connection (`pool.wait_timeout`).
   std::chrono::milliseconds wait_timeout{10000};
+  // A connection older than this is closed when given back rather than lent
+  // again (`pool.max_lifetime`), so that role and database settings changed
+  // with ALTER ROLE/DATABASE … SET, which a backend reads when it starts,
+  // reach busy pools too. PgBouncer's server_lifetime has the same default.
+  std::chrono::milliseconds max_lifetime{std::chrono::hours(1)};
   // The largest upstream message read while a statement runs (a DataRow
   // larger than the answer's limit could never be sent anyway).
   std::size_t max_message = 64 * 1024 * 1024;

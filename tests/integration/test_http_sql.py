@@ -507,6 +507,17 @@ def test_pool_limits_queue_then_refuse(spawn_tokengate, pg):
         assert ok(queued.result())["rows"][0][0].isdigit()
 
 
+def test_connections_are_replaced_after_their_lifetime(spawn_tokengate, pg):
+    tg = spawn_tokengate((str(pg.socket_dir), pg.port), ["--upstream-auth", "trust", "--pool-max-lifetime", "1"])
+    import http_client  # noqa: PLC0415
+
+    api = http_client.HttpApi(f"http://{tg.host}:{tg.http_port}")
+    (first,) = backend_pids(api, tg, 2, password="analyst")
+    time.sleep(1.2)
+    second = backend_pids(api, tg, 1, password="analyst")
+    assert first not in second
+
+
 def test_password_mode(tokengate_pw):
     """tokengate in password mode: the upstream checks passwords; tokens log in with the userlist's password."""
     import http_client  # noqa: PLC0415
