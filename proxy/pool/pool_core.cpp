@@ -5,9 +5,12 @@
 
 namespace tokengate::pool {
 
-ConnectionId PoolCore::reserve(const std::string& key) {
+ConnectionId PoolCore::reserve(const std::string& key, std::uintptr_t affinity) {
   const ConnectionId id = next_id_++;
-  connections_.emplace(id, Connection{key, false, {}});
+  Connection c;
+  c.key = key;
+  c.affinity = affinity;
+  connections_.emplace(id, std::move(c));
   ++keys_[key].total;
   ++total_;
   return id;
@@ -42,12 +45,16 @@ std::optional<ConnectionId> PoolCore::longest_idle_elsewhere(const std::string& 
   return best;
 }
 
-Decision PoolCore::acquire(const std::string& key) {
+Decision PoolCore::acquire(const std::string& key, std::uintptr_t affinity) {
   Decision d;
   if (auto k = keys_.find(key); k != keys_.end()) {
-    if (!k->second.idle.empty()) {
+    const auto& idle = k->second.idle;
+    if (!idle.empty()) {
+      // The most recently used one of the caller's thread, else of any.
+      auto same = std::find_if(idle.rbegin(), idle.rend(),
+                               [&](ConnectionId id) { return connections_.at(id).affinity == affinity; });
       d.kind = Decision::Kind::reuse;
-      d.id = k->second.idle.back();
+      d.id = same != idle.rend() ? *same : idle.back();
       take_idle(d.id);
       return d;
     }
@@ -66,7 +73,7 @@ Decision PoolCore::acquire(const std::string& key) {
   if (of_key < settings_.max_per_key) {
     if (total_ < settings_.max_connections) {
       d.kind = Decision::Kind::open;
-      d.id = reserve(key);
+      d.id = reserve(key, affinity);
       return d;
     }
     if (auto victim = longest_idle_elsewhere(key)) {
@@ -74,7 +81,7 @@ Decision PoolCore::acquire(const std::string& key) {
       forget(*victim);
       d.close.push_back(*victim);
       d.kind = Decision::Kind::open;
-      d.id = reserve(key);
+      d.id = reserve(key, affinity);
       return d;
     }
   }
@@ -97,7 +104,7 @@ std::vector<Grant> PoolCore::serve_waiters() {
     Grant g;
     g.waiter = it->first;
     g.decision.kind = Decision::Kind::open;
-    g.decision.id = reserve(it->second);
+    g.decision.id = reserve(it->second, 0);
     waiters_.erase(it);
     grants.push_back(std::move(g));
   }

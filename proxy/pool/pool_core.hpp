@@ -68,7 +68,11 @@ class PoolCore {
   // would otherwise make the pool open a second backend each time); else a
   // new one if both limits allow, else a new one in place of the
   // longest-idle connection of another key, else a place in the queue.
-  [[nodiscard]] Decision acquire(const std::string& key);
+  //
+  // `affinity` names the caller's I/O thread: among idle connections of the
+  // key, one opened on the same thread is preferred (its I/O then needs no
+  // hop to another thread). A new connection is tagged with it.
+  [[nodiscard]] Decision acquire(const std::string& key, std::uintptr_t affinity = 0);
 
   // The user of connection `id` is done and the caller resets it (DISCARD
   // ALL) before calling release(); meanwhile requests of its key wait for it.
@@ -110,6 +114,7 @@ class PoolCore {
  private:
   struct Connection {
     std::string key;
+    std::uintptr_t affinity = 0;
     bool idle = false;
     bool resetting = false;
     Clock::time_point idle_since{};
@@ -121,7 +126,7 @@ class PoolCore {
   };
   std::size_t waiting_for(const std::string& key) const noexcept;
 
-  ConnectionId reserve(const std::string& key);
+  ConnectionId reserve(const std::string& key, std::uintptr_t affinity);
   void forget(ConnectionId id);
   std::optional<ConnectionId> longest_idle_elsewhere(const std::string& key) const;
   void take_idle(ConnectionId id);

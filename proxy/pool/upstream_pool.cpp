@@ -507,7 +507,8 @@ asio::awaitable<AcquireResult> UpstreamPool::acquire(const PoolKey& key,
       result.error = failure("57P01", "tokengate is shutting down");
       co_return result;
     }
-    d = self->core.acquire(k);
+    // The caller's io_context tells its I/O thread apart from the others.
+    d = self->core.acquire(k, reinterpret_cast<std::uintptr_t>(&asio::query(exec, asio::execution::context)));
     evicted = self->take(d.close);
     if (d.kind == Decision::Kind::wait) {
       waiter = std::make_shared<Waiter>(exec);

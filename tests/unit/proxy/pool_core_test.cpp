@@ -175,3 +175,17 @@ TEST_CASE("a request waits for its key's connection being reset rather than open
     CHECK(r2.grants[0].decision.kind == Kind::open);
   }
 }
+
+TEST_CASE("an idle connection of the caller's thread is preferred", "[pool]") {
+  PoolCore p(small(10, 10));
+  auto a = p.acquire("k", 1);
+  auto b = p.acquire("k", 2);
+  (void)p.release(a.id, true, t0);
+  (void)p.release(b.id, true, t0 + 1s);
+  auto c = p.acquire("k", 1);
+  CHECK(c.kind == Kind::reuse);
+  CHECK(c.id == a.id);
+  auto d = p.acquire("k", 3);  // none of thread 3: the most recent of any
+  CHECK(d.kind == Kind::reuse);
+  CHECK(d.id == b.id);
+}
