@@ -32,6 +32,7 @@
 #include "proxy/http/token_api.hpp"
 #include "proxy/http/upstream_check.hpp"
 #include "proxy/http/websocket_stream.hpp"
+#include "proxy/http/web_ui.hpp"
 #include "proxy/net/buffer_pool.hpp"
 #include "proxy/net/cancel_registry.hpp"
 #include "proxy/net/connect.hpp"
@@ -931,6 +932,7 @@ bool Server::Impl::start_http() {
   http::add_websocket_endpoint(*http_gateway, [this](std::unique_ptr<ByteStream> s, std::string peer, bool local) {
     return session(std::move(s), std::move(peer), local);
   });
+  http::add_web_ui(*http_gateway);
   if (auto err = http_gateway->listen(*contexts[0])) {
     spdlog::critical("{}", *err);
     return false;
