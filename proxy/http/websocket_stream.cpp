@@ -142,7 +142,7 @@ asio::awaitable<void> upgrade(Next stream, std::unique_ptr<Takeover> t, const Wi
                     "this endpoint speaks the PostgreSQL protocol over WebSocket: send an Upgrade: websocket request");
     co_return;
   }
-  // A client sends frames only after the 101 answer (RFC 6455 §4.1); bytes
+  // A client sends frames only after the 101 answer (RFC 6455, section 4.1); bytes
   // already here are not a WebSocket client's.
   if (t->buffer.size() != 0) {
     co_await refuse(stream, req, bhttp::status::bad_request, "08P01",
