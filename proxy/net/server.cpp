@@ -1299,6 +1299,7 @@ bool Server::Impl::start_http() {
     std::lock_guard lock(userlist_mutex);
     return userlist.password_for(user);
   };
+  ps.upstream_methods = upstream_methods;
   ps.connect_timeout = config.auth_timeout;
   ps.wait_timeout = config.pool_wait_timeout;
   ps.max_lifetime = config.pool_max_lifetime;

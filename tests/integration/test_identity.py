@@ -166,3 +166,27 @@ def test_replication_connection_with_a_token(proxy: Target, fresh_role, tokengat
     _, token, _ = create_token(proxy, user=repl, password=repl_pw, duration="1h")
     got = identify_system(proxy, repl, token, "database")
     assert got == ("ok", 1, True), f"replication login with token {mask(token)}: {got}"
+
+
+# ---------------------------------------------------------------- SQL over HTTP
+
+
+@pytest.mark.parametrize("options,fragment", [
+    ("-c%20session_authorization%3Dpostgres", 'startup option "session_authorization"'),
+    ("-c%20role%3Dadmin", 'startup option "role"'),
+    ("-P", 'startup option "-P"'),
+])
+def test_sql_over_http_connection_strings_follow_the_same_rules(http_api, tokengate: TokengateProcess, pg: PgCluster,
+                                                               options, fragment):
+    """POST /sql logs in on pooled connections with the connection string's settings: the same checks apply."""
+    conn = f"postgresql://analyst:analyst@{tokengate.host}:{tokengate.port}/postgres?options={options}"
+    r = http_api.call("POST", "/sql", json={"query": "select current_user"},
+                      headers={"Neon-Connection-String": conn})
+    assert r.status_code == 400, (r.status_code, r.text)
+    body = r.json()
+    assert body["code"] == "08P01" and fragment in body["message"], body
+    # Settings that pass still work.
+    ok_conn = f"postgresql://analyst:analyst@{tokengate.host}:{tokengate.port}/postgres?options=-c%20work_mem%3D7MB"
+    r = http_api.call("POST", "/sql", json={"query": "show work_mem"}, headers={"Neon-Connection-String": ok_conn,
+                                                                               "Neon-Array-Mode": "true"})
+    assert r.status_code == 200 and r.json()["rows"] == [["7MB"]], r.text
