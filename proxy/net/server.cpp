@@ -422,8 +422,14 @@ asio::awaitable<std::tuple<error_code, std::unique_ptr<ByteStream>, std::string>
 // and returns when it hangs up; never returns while it stays (the caller
 // races it against the work).
 asio::awaitable<bool> Server::Impl::client_stays(LoginContext& ctx) {
-  if (!ctx.client) {
-    // No connection to watch (an HTTP request): wait until the work is done.
+  // Only a plain socket is watched: waiting for it to turn readable can be
+  // cancelled without losing a byte. A TLS record or a WebSocket frame may be
+  // half read when the work ends first, and cancelling that read would break
+  // the stream; such a client's hang-up is noticed when it is answered.
+  const bool plain = dynamic_cast<SocketStream<tcp::socket>*>(ctx.client.get()) != nullptr ||
+                     dynamic_cast<SocketStream<unix_socket::socket>*>(ctx.client.get()) != nullptr;
+  if (!plain) {
+    // Nothing to watch (an HTTP request, TLS, WebSocket): wait until the work is done.
     asio::steady_timer never(co_await asio::this_coro::executor, Clock::time_point::max());
     co_await never.async_wait(use_nothrow);
     co_return false;
