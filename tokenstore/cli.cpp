@@ -10,6 +10,8 @@
 #include <iostream>
 #include <memory>
 
+#include "tokenstore/kek.hpp"
+#include "tokenstore/pg_store.hpp"
 #include "tokenstore/service.hpp"
 
 namespace tokengate::tokenstore {
@@ -124,6 +126,19 @@ int cli_main(int argc, char** argv)
     revoke->add_option("name", name, "token name")->required();
     revoke->add_option("--user", user, "owner")->required();
 
+    auto* storecmd = app.add_subcommand("store", "move the token store");
+    storecmd->require_subcommand(1, 1);
+    auto* migrate = storecmd->add_subcommand(
+        "migrate", "copy an LMDB store (tokens, policies, revocations, signing keys) into a PostgreSQL registry");
+    add_data_dir(migrate);
+    std::string to, dsn, kek_file;
+    if (const char* env = std::getenv("TOKENGATE_STORE_DSN")) dsn = env;
+    if (const char* env = std::getenv("TOKENGATE_KEK_FILE")) kek_file = env;
+    migrate->add_option("--to", to, "where to: postgres")->required()->check(CLI::IsMember({"postgres"}));
+    migrate->add_option("--store-dsn", dsn, "libpq connection string of the registry (env TOKENGATE_STORE_DSN)");
+    migrate->add_option("--kek-file", kek_file,
+                        "the fleet's key-encryption key (env TOKENGATE_KEK_FILE, or the key in TOKENGATE_KEK)");
+
     auto* klist = keys->add_subcommand("list", "list signing keys (ids only)");
     add_data_dir(klist);
     auto* krotate = keys->add_subcommand("rotate", "add a new signing key; old ones keep verifying");
@@ -177,6 +192,35 @@ int cli_main(int argc, char** argv)
             auto r = ctx.svc->revoke(operator_actor, name, user, false, now);
             if (!r) return report(r.error_value());
             std::cerr << "revoked API token \"" << name << "\" of user \"" << user << "\"\n";
+            return 0;
+        }
+        if (*migrate) {
+            if (dsn.empty()) {
+                std::cerr << "ERROR:  store migrate needs --store-dsn (or TOKENGATE_STORE_DSN)\n";
+                return 2;
+            }
+            pg_store_options o;
+            o.dsn = dsn;
+            o.serve = false;
+            o.version = "command line";
+            if (!kek_file.empty()) {
+                o.current = load_kek_file(kek_file);
+            } else if (const char* env = std::getenv("TOKENGATE_KEK"); env && *env) {
+                o.current = kek_from_text(env, "TOKENGATE_KEK");
+            } else {
+                std::cerr << "ERROR:  store migrate needs the fleet's key-encryption key: --kek-file or TOKENGATE_KEK\n";
+                return 2;
+            }
+            ctx.open_keys();
+            store lmdb(ctx.data_dir);
+            keyring registry_keys(keyring::in_memory_t{});
+            pg_store registry(std::move(o), registry_keys);
+            auto n = registry.import_lmdb(lmdb, *ctx.keys, now);
+            std::cout << "copied " << n.tokens << " token(s) (" << n.revoked << " revoked), " << n.policies
+                      << " policy(ies) and " << n.keys << " signing key(s) from " << ctx.data_dir
+                      << " into the registry";
+            if (n.tokens_present) std::cout << "; " << n.tokens_present << " token(s) were there already";
+            std::cout << '\n';
             return 0;
         }
         if (*klist) {
