@@ -250,8 +250,9 @@ void audit_cli_operation(int argc, char** argv, int rc) {
       return false;
     };
     std::string ignored;
+    // --store-dsn may hold a password: consumed here, never taken for the name.
     if (value("--user", user) || value("--data-dir", data_dir) || value("--duration", ignored) ||
-        value("--comment", ignored))
+        value("--comment", ignored) || value("--store-dsn", ignored) || value("--kek-file", ignored))
       continue;
     if (name.empty() && !a.empty() && a.front() != '-') name = std::string(a);
   }
