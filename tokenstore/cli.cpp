@@ -2,6 +2,8 @@
 #include "tokenstore/cli.hpp"
 
 #include <CLI/CLI.hpp>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
 
 #include <chrono>
 #include <cstdio>
@@ -118,6 +120,9 @@ struct context {
 
 int cli_main(int argc, char** argv)
 {
+    // stdout carries only what a command prints (`tokens create`: the token
+    // alone); what the store logs goes to stderr.
+    if (!spdlog::get("tokengate-cli")) spdlog::set_default_logger(spdlog::stderr_color_mt("tokengate-cli"));
     CLI::App app{"tokengate token store administration"};
     app.name(argc > 0 ? std::string(argv[0]) : "tokengate");
     app.require_subcommand(1, 1);

@@ -225,6 +225,15 @@ def test_a_token_created_anywhere_logs_in_everywhere(balanced_fleet, pg, fleet_d
     # Through the balancer and through each instance directly.
     paths = [lb.target()] + [p.target() for p in procs]
     tokens = [create_token(t, user="analyst", name=f"anywhere_{i}") for i, t in enumerate(paths)]
+    # The command line on the registry: a key rotation reaches every instance, then a token it creates.
+    cli = [str(procs[0].binary), "--store-dsn", f"host={pg.socket_dir} port={pg.port} user=postgres dbname={fleet_db}",
+           "--kek-file", str(procs[0].extra_args[procs[0].extra_args.index("--kek-file") + 1])]
+    rotated = subprocess.run([cli[0], "keys", "rotate", *cli[1:]], capture_output=True, text=True, timeout=30)
+    assert rotated.returncode == 0, rotated.stderr
+    made = subprocess.run([cli[0], "tokens", "create", "from_cli", "--user", "analyst", *cli[1:]],
+                          capture_output=True, text=True, timeout=30)
+    assert made.returncode == 0, made.stderr
+    tokens.append(("from_cli", remember_secret(made.stdout.strip()), None))
     for name, token, _ in tokens:
         for t in paths:
             with login(t, "analyst", token) as c:
