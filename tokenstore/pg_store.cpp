@@ -100,6 +100,8 @@ constexpr std::string_view cache_columns =
 constexpr std::string_view record_columns =
     "tid, owner, owner_oid, name, kid, created_by, comment, created_at, expires_at, revoked_at, last_used_at, "
     "hash";
+// Tokens per INSERT when importing an LMDB store.
+constexpr std::size_t import_batch = 2000;
 // Rows per page while loading the copy or catching up after a long outage.
 constexpr int page_rows = 20000;
 // Revocations kept for revocations_since: the server reads them twice a
@@ -121,14 +123,19 @@ std::string hex_plain(const tid_t& t)
     return s.substr(2);
 }
 
-// A text[] literal: every element double-quoted, with \ and " escaped.
-std::string text_array(std::span<const std::string> items)
+// An array literal: every element double-quoted, with \ and " escaped;
+// nullopt is NULL.
+std::string text_array(std::span<const std::optional<std::string>> items)
 {
     std::string out = "{";
     for (std::size_t i = 0; i < items.size(); ++i) {
         if (i) out += ',';
+        if (!items[i]) {
+            out += "NULL";
+            continue;
+        }
         out += '"';
-        for (char c : items[i]) {
+        for (char c : *items[i]) {
             if (c == '"' || c == '\\') out += '\\';
             out += c;
         }
@@ -136,6 +143,12 @@ std::string text_array(std::span<const std::string> items)
     }
     out += '}';
     return out;
+}
+
+std::string text_array(std::span<const std::string> items)
+{
+    std::vector<std::optional<std::string>> all(items.begin(), items.end());
+    return text_array(all);
 }
 
 std::int64_t steady_ns()
@@ -1084,26 +1097,47 @@ pg_store::import_counts pg_store::import_lmdb(store& from, const keyring& file_k
                              opts_.current.id, num(seq)});
             counts.keys += static_cast<std::size_t>(r.rows());
         }
-        for (const auto& t : tokens) {
-            bool released = false;
-            if (!t.revoked()) released = holder[{t.owner, t.name}].second != t.tid;
-            auto r = c.exec("INSERT INTO tokengate.tokens (" + std::string(record_columns) +
-                                ", name_released, change_seq) VALUES ($1::bytea, $2, $3::oid, $4, $5, $6, $7, "
-                                "$8::bigint, $9::bigint, $10::bigint, $11::bigint, $12::bytea, $13::boolean, "
-                                "$14::bigint) ON CONFLICT (tid) DO NOTHING RETURNING 1",
-                            {bytea(t.tid), t.owner, num(t.owner_oid), t.name, t.kid, t.created_by, t.comment,
-                             num(t.created_at), num(t.expires_at), num(t.revoked_at), num(t.last_used_at),
-                             pg::bytea_param(t.hash), std::string(released ? "true" : "false"), num(seq)});
-            if (r.rows() == 0) {
-                ++counts.tokens_present;
-                continue;
+        // In batches of import_batch rows, one statement each: a million
+        // tokens move in seconds, not one round trip per token.
+        for (std::size_t at = 0; at < tokens.size(); at += import_batch) {
+            const std::size_t upto = std::min(tokens.size(), at + import_batch);
+            std::vector<std::string> tid, owner, oid, name, kid, by, created, expires, revoked, used, hash, released;
+            std::vector<std::optional<std::string>> comment;
+            for (std::size_t i = at; i < upto; ++i) {
+                const auto& t = tokens[i];
+                tid.push_back(hex_plain(t.tid));
+                owner.push_back(t.owner);
+                oid.push_back(num(t.owner_oid));
+                name.push_back(t.name);
+                kid.push_back(t.kid);
+                by.push_back(t.created_by);
+                comment.push_back(t.comment);
+                created.push_back(num(t.created_at));
+                expires.push_back(num(t.expires_at));
+                revoked.push_back(num(t.revoked_at));
+                used.push_back(num(t.last_used_at));
+                hash.push_back(pg::bytea_param(t.hash).substr(2));
+                released.push_back(!t.revoked() && holder[{t.owner, t.name}].second != t.tid ? "true" : "false");
             }
-            ++counts.tokens;
-            if (t.revoked()) {
-                ++counts.revoked;
-                c.exec("INSERT INTO tokengate.revocations (tid, revoked_at, feed_seq) VALUES ($1::bytea, $2, $3)",
-                       {bytea(t.tid), num(t.revoked_at), num(seq)});
-            }
+            auto r = c.exec(
+                "WITH v AS (SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], "
+                "$6::text[], $7::text[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $12::text[], "
+                "$13::boolean[]) AS v(tid, owner, owner_oid, name, kid, created_by, comment, created_at, expires_at, "
+                "revoked_at, last_used_at, hash, released)), "
+                "ins AS (INSERT INTO tokengate.tokens (" + std::string(record_columns) + ", name_released, change_seq) "
+                "SELECT decode(tid, 'hex'), owner, owner_oid::oid, name, kid, created_by, comment, created_at, "
+                "expires_at, revoked_at, last_used_at, decode(hash, 'hex'), released, $14::bigint FROM v "
+                "ON CONFLICT (tid) DO NOTHING RETURNING tid, revoked_at), "
+                "rev AS (INSERT INTO tokengate.revocations (tid, revoked_at, feed_seq) "
+                "SELECT tid, revoked_at, $14::bigint FROM ins WHERE revoked_at <> 0) "
+                "SELECT count(*), count(*) FILTER (WHERE revoked_at <> 0) FROM ins",
+                {text_array(tid), text_array(owner), text_array(oid), text_array(name), text_array(kid),
+                 text_array(by), text_array(comment), text_array(created), text_array(expires), text_array(revoked),
+                 text_array(used), text_array(hash), text_array(released), num(seq)});
+            const auto inserted = static_cast<std::size_t>(r.i64(0, 0));
+            counts.tokens += inserted;
+            counts.revoked += static_cast<std::size_t>(r.i64(0, 1));
+            counts.tokens_present += (upto - at) - inserted;
         }
         for (const auto& p : policies) {
             auto r = c.exec("INSERT INTO tokengate.policies (role, kind, max_seconds, set_at, set_by) "
