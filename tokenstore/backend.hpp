@@ -86,6 +86,17 @@ struct token_view {
     const std::uint8_t* hash = nullptr;  // 32 bytes
 };
 
+// One running instance of a fleet, as its heartbeat row says.
+struct instance_info {
+    std::uint32_t id = 0;
+    std::string address;  // where peers forward cancel requests
+    std::string version;
+    std::int64_t started_at = 0;    // unix seconds
+    std::int64_t heartbeat_at = 0;  // unix seconds
+    std::uint32_t sessions = 0;
+    std::uint64_t feed_seq = 0;     // the last change feed position its copy applied
+};
+
 // Receives the stored token during store_backend::lookup. Must not call back
 // into the backend.
 class verify_visitor {
@@ -164,6 +175,11 @@ public:
     [[nodiscard]] virtual std::vector<policy_record> list_policies() = 0;
     // The policies set on any of `roles` (missing ones are skipped).
     [[nodiscard]] virtual std::vector<policy_record> policies_for(std::span<const std::string> roles) = 0;
+
+    // ---- fleet ----------------------------------------------------------------
+    // The instances sharing this registry, by id; none for a store of one
+    // instance (LMDB).
+    [[nodiscard]] virtual std::vector<instance_info> instances() { return {}; }
 
     // ---- upkeep -------------------------------------------------------------
     // LMDB: tops up the space reserved for revocations on a full disk; true

@@ -678,16 +678,16 @@ std::optional<std::string> pg_store::peer_address(std::uint32_t id) const
     return it->second;
 }
 
-std::vector<pg_store::instance_row> pg_store::instances()
+std::vector<instance_info> pg_store::instances()
 {
     fail_fast();
     auto c = acquire();
     auto r = c->exec("SELECT id, address, version, extract(epoch from started_at)::bigint,"
                      " extract(epoch from heartbeat_at)::bigint, sessions, feed_seq FROM tokengate.instances ORDER BY id");
     release(std::move(c));
-    std::vector<instance_row> out;
+    std::vector<instance_info> out;
     for (int i = 0; i < r.rows(); ++i) {
-        instance_row row;
+        instance_info row;
         row.id = static_cast<std::uint32_t>(r.i64(i, 0));
         row.address = r.text(i, 1);
         row.version = r.text(i, 2);

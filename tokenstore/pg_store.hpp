@@ -116,17 +116,8 @@ public:
     std::string rotate_key();
 
     // ---- fleet ----------------------------------------------------------------
-    struct instance_row {
-        std::uint32_t id = 0;
-        std::string address;
-        std::string version;
-        std::int64_t started_at = 0;    // unix seconds
-        std::int64_t heartbeat_at = 0;  // unix seconds
-        std::uint32_t sessions = 0;
-        std::uint64_t feed_seq = 0;
-    };
     // Every instance row, fresh from the registry, by id.
-    [[nodiscard]] std::vector<instance_row> instances();
+    [[nodiscard]] std::vector<instance_info> instances() override;
     // This instance's id (0 when not serving).
     [[nodiscard]] std::uint32_t instance_id() const noexcept { return instance_id_; }
     // Where peer `id` takes CancelRequests, as of the last heartbeat; nullopt

@@ -310,6 +310,16 @@ result<revoke_all_outcome> token_service::revoke_all(const actor& who, const std
     return out;
 }
 
+result<std::vector<instance_info>> token_service::list_instances(const actor& who)
+{
+    if (!who.is_admin) return permission_denied_error("show tokengate instances");
+    try {
+        return store_.instances();
+    } catch (const std::exception& e) {
+        return unavailable(e, "list instances");
+    }
+}
+
 result<void> token_service::set_policy(const actor& who, std::string_view role, const role_facts& facts,
                                        std::string_view duration, std::int64_t now)
 {

@@ -214,6 +214,10 @@ public:
     [[nodiscard]] result<policy_listing> list_policies(const actor& who, const std::optional<std::string>& for_user,
                                                        const role_facts& user_facts);
 
+    // SHOW TOKENGATE INSTANCES (administrators only): the fleet's instances
+    // by id; none for a single instance on LMDB.
+    [[nodiscard]] result<std::vector<instance_info>> list_instances(const actor& who);
+
     // The effective maximum: the longest of the policies on `user` and on every role in
     // `member_of`; the configured default when there is none.
     [[nodiscard]] result<effective_max> effective_maximum(std::string_view user,

@@ -248,6 +248,29 @@ def test_a_token_created_anywhere_logs_in_everywhere(balanced_fleet, pg, fleet_d
     assert n == 3
 
 
+def test_show_tokengate_instances_for_administrators(balanced_fleet, spawn_tokengate, pg):
+    procs, lb = balanced_fleet
+    with login(lb.target(), "admin", "admin") as c:
+        cur = c.execute("SHOW TOKENGATE INSTANCES")
+        cols = [d.name for d in cur.description]
+        rows = cur.fetchall()
+    assert cols == ["instance_id", "address", "version", "sessions", "last_heartbeat", "feed_position", "started_at"]
+    assert sorted(r[0] for r in rows) == [1, 2, 3]
+    assert sorted(r[1] for r in rows) == sorted(f"{p.host}:{p.port}" for p in procs)
+    assert all(r[3] >= 0 and r[5] >= 1 for r in rows), rows
+    # Not an administrator: refused, as the other administrator-only statements are.
+    with login(lb.target(), "analyst", "analyst") as c:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            c.execute("SHOW TOKENGATE INSTANCES")
+        # `SHOW tokengate.x` is still a setting, answered by PostgreSQL.
+        with pytest.raises(psycopg.errors.UndefinedObject):
+            c.execute("SHOW tokengate.x")
+    # A single instance on LMDB has no fleet: no rows.
+    single = spawn_tokengate((str(pg.socket_dir), pg.port))
+    with login(single.target(), "admin", "admin") as c:
+        assert c.execute("SHOW TOKENGATE INSTANCES").fetchall() == []
+
+
 def test_a_drop_through_the_balancer_ends_sessions_on_other_instances(balanced_fleet):
     procs, lb = balanced_fleet
     name, token, _ = create_token(procs[0].target(), user="analyst", name="dropped_everywhere")
