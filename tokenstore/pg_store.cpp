@@ -548,7 +548,9 @@ void pg_store::catch_up(pg::connection& c)
         // Every change stamped at or below `seq` committed before `seq` was
         // handed out (writers take the feed row in turn), so it is visible now.
         load_keys(c, seq);
-        std::string after_seq = num(from), after_tid = "\\x";
+        // Pages continue after (position, tid); the first starts after every
+        // row of the position already applied (no tid sorts after 16 × ff).
+        std::string after_seq = num(from), after_tid = "\\x" + std::string(32, 'f');
         std::vector<tid_t> revoked;
         for (;;) {
             auto r = c.exec("SELECT " + std::string(cache_columns) +
@@ -590,7 +592,12 @@ void pg_store::catch_up(pg::connection& c)
 
 void pg_store::heartbeat(pg::connection& c)
 {
-    const std::uint32_t sessions = session_count_ ? session_count_() : 0;
+    std::function<std::uint32_t()> count;
+    {
+        std::lock_guard lk(peers_mu_);
+        count = session_count_;
+    }
+    const std::uint32_t sessions = count ? count() : 0;
     auto r = c.exec("UPDATE tokengate.instances SET heartbeat_at = now(), sessions = $3, feed_seq = $4 "
                     "WHERE id = $1 AND claim = $2 RETURNING 1",
                     {num(instance_id_), claim_, num(sessions), num(applied_seq_.load())});
@@ -667,7 +674,11 @@ void pg_store::feed_loop(std::stop_token stop)
     }
 }
 
-void pg_store::set_session_counter(std::function<std::uint32_t()> count) { session_count_ = std::move(count); }
+void pg_store::set_session_counter(std::function<std::uint32_t()> count)
+{
+    std::lock_guard lk(peers_mu_);  // the feed thread reads it
+    session_count_ = std::move(count);
+}
 
 std::optional<std::string> pg_store::peer_address(std::uint32_t id) const
 {

@@ -160,12 +160,14 @@ struct Server::Impl {
   std::vector<std::unique_ptr<unix_socket::acceptor>> unix_acceptors;
   std::vector<std::string> unix_paths;
 
-  // Token store: LMDB, or the fleet's registry in PostgreSQL (then `registry` is set).
+  // Token store: LMDB, or the fleet's registry in PostgreSQL (then `registry`
+  // is set). The keys are declared first so they outlive the registry, whose
+  // feed thread adds keys until it is joined.
+  std::unique_ptr<tokenstore::keyring> keys;
   std::unique_ptr<tokenstore::store_backend> store;
   tokenstore::pg_store* registry = nullptr;
   std::map<std::uint32_t, Endpoint> peers;  // fleet.peers
   CancelForwarding cancel_forwarding;
-  std::unique_ptr<tokenstore::keyring> keys;
   std::unique_ptr<tokenstore::token_service> tokens;
   std::unique_ptr<tokenstore::maintenance_thread> maintenance;
 

@@ -246,6 +246,15 @@ def test_a_token_created_anywhere_logs_in_everywhere(balanced_fleet, pg, fleet_d
     for _, token, _ in tokens:
         assert token not in dump and token.split(".")[2] not in dump, "a token value is in the registry"
     assert n == 3
+    # last_used_at arrives in the registry in batches (every few seconds), from whichever instance was used.
+    deadline = time.monotonic() + 15
+    while True:
+        with login(procs[1].target(), "analyst", "analyst") as c:
+            used = {r[0]: r[4] for r in c.execute("SHOW API TOKENS").fetchall()}
+        if all(used.get(name) is not None for name, _, _ in tokens):
+            break
+        assert time.monotonic() < deadline, f"last_used_at not recorded: {used}"
+        time.sleep(0.5)
 
 
 def test_show_tokengate_instances_for_administrators(balanced_fleet, spawn_tokengate, pg):
