@@ -474,3 +474,33 @@ def test_store_migrate_to_postgres(spawn_tokengate, pg, fleet_db, kek_dir):
             **{n: "active" for n, _, _ in active}, **{n: "revoked" for n, _, _ in revoked}}
         pol = c.execute("SHOW API TOKEN POLICIES FOR USER analyst").fetchall()
         assert pol[0][0] == "analyst" and pol[0][2] == "90 days", pol
+
+
+def test_a_revocation_missed_during_an_outage_is_caught_up(spawn_tokengate, pg, fleet_db, kek_dir):
+    """The cut-off instance misses the NOTIFY; on reconnection it reads the feed from its position, refuses the
+    token and ends the session it held."""
+    kek = write_kek(kek_dir)
+    relay = TcpRelay((pg.host, pg.port))
+    dsn = f"host=127.0.0.1 port={relay.port} user=admin password={ROLES['admin']} dbname={fleet_db}"
+    try:
+        [direct_tg] = start_fleet(spawn_tokengate, pg, fleet_db, kek, n=1)
+        [cut_tg] = start_fleet(spawn_tokengate, pg, fleet_db, kek, n=1, extra=["--store-dsn", dsn])
+        name, token, _ = create_token(direct_tg.target(), user="analyst", name="missed")
+        held = login(cut_tg.target(), "analyst", token)
+        held.execute("SELECT 1")
+        relay.cut()
+        with login(direct_tg.target(), "analyst", "analyst") as c:
+            c.execute(f"DROP API TOKEN {name}")
+        time.sleep(1.5)
+        held.execute("SELECT 1")  # cut off: it has not heard (max_staleness allows this for a while)
+        relay.resume()
+        resumed = time.monotonic()
+        with pytest.raises(psycopg.Error):
+            while time.monotonic() - resumed < 8:
+                held.execute("SELECT 1")
+                time.sleep(0.05)
+        assert time.monotonic() - resumed < 6, "the session outlived the reconnection by too long"
+        with pytest.raises(psycopg.OperationalError):
+            login(cut_tg.target(), "analyst", token)
+    finally:
+        relay.cut()
