@@ -82,14 +82,17 @@ bhttp::response<bhttp::string_body> to_beast(HttpResponse r, unsigned version, b
     if (iequals(h.name, "Cache-Control")) has_cache_control = true;
     res.insert(h.name, h.value);
   }
-  if (!r.body.empty() || r.status != 204) res.set(bhttp::field::content_type, r.content_type);
+  // 204 and 304 have no content (RFC 9110, sections 15.3.5 and 15.4.5): no Content-Type,
+  // and for 304 no Content-Length either (it would have to be the 200's).
+  const bool no_content = r.status == 204 || r.status == 304;
+  if (!r.body.empty() || !no_content) res.set(bhttp::field::content_type, r.content_type);
   // Answers may hold a token (POST /api/tokens) or private lists: no cache
   // between the client and tokengate may keep them.
   if (!has_cache_control) res.set(bhttp::field::cache_control, "no-store");
   res.set("X-Content-Type-Options", "nosniff");
   res.body() = std::move(r.body);
   res.keep_alive(keep_alive && !r.close);
-  res.prepare_payload();
+  if (r.status != 304) res.prepare_payload();
   return res;
 }
 

@@ -163,6 +163,7 @@ class TokenApi {
   asio::awaitable<HttpResponse> login(HttpRequest& req);
   asio::awaitable<HttpResponse> logout(HttpRequest& req);
   asio::awaitable<HttpResponse> me(HttpRequest& req);
+  asio::awaitable<HttpResponse> users(HttpRequest& req);
 
  private:
   // Runs one API TOKEN statement as the request's user, as a session would.
@@ -303,6 +304,59 @@ asio::awaitable<HttpResponse> TokenApi::me(HttpRequest& req) {
   co_return json_response(200, json::serialize(o));
 }
 
+asio::awaitable<HttpResponse> TokenApi::users(HttpRequest& req) {
+  if (auto bad = only_params(req, {})) co_return *bad;
+  if (s_.control == nullptr) co_return json_error(503, "58030", "role information is unavailable");
+  // Who may act for others is decided on the role as it is now, as for the
+  // statements that do (a superuser demoted a second ago).
+  auto me = co_await s_.control->role_info_fresh(req.identity.user);
+  if (!me) {
+    spdlog::error("GET /api/users of \"{}\": role look-up failed: {}", req.identity.user, me.error());
+    co_return json_error(503, "58030", "could not read role information from the upstream server");
+  }
+  if (!me->has_value() || !(*me)->is_admin)
+    co_return sql_error("42501", "permission denied to list users",
+                        "Only tokengate administrators may act for other users.");
+  const bool superuser = (*me)->is_superuser;
+
+  // One more row than is listed tells whether the list was cut. Byte order,
+  // as the other lists of role names (protected_roles) are sorted.
+  auto found = co_await s_.control->query(
+      "SELECT rolname FROM pg_catalog.pg_roles WHERE rolcanlogin ORDER BY rolname COLLATE \"C\" LIMIT " +
+          std::to_string(kMaxListedUsers + 1),
+      {});
+  if (!found || found->error || found->columns.size() != 1) {
+    spdlog::error("GET /api/users of \"{}\": role list failed: {}", req.identity.user,
+                  !found ? found.error() : found->error ? std::string(found->error->message()) : "unexpected columns");
+    co_return json_error(503, "58030", "could not read role information from the upstream server");
+  }
+  std::vector<std::string> protected_roles;
+  if (!superuser) {
+    auto p = co_await s_.control->protected_roles();
+    if (!p) {
+      spdlog::error("GET /api/users of \"{}\": protected roles look-up failed: {}", req.identity.user, p.error());
+      co_return json_error(503, "58030", "could not read role information from the upstream server");
+    }
+    protected_roles = std::move(*p);
+  }
+  const bool truncated = found->rows.size() > kMaxListedUsers;
+  json::array users;
+  for (std::size_t i = 0; i < found->rows.size() && i < kMaxListedUsers; ++i) {
+    const auto& name = found->rows[i][0];
+    if (!name) continue;
+    // The rule of tokenstore::actor::may_act_for: oneself, anyone for a
+    // superuser, anyone but protected roles for other administrators.
+    if (*name != req.identity.user && !superuser &&
+        std::binary_search(protected_roles.begin(), protected_roles.end(), *name))
+      continue;
+    users.emplace_back(json::string(*name));
+  }
+  json::object o;
+  o["users"] = std::move(users);
+  o["truncated"] = truncated;
+  co_return json_response(200, json::serialize(o));
+}
+
 asio::awaitable<HttpResponse> TokenApi::login(HttpRequest& req) {
   if (auto bad = only_params(req, {})) co_return *bad;
   json::object body;
@@ -428,6 +482,7 @@ void add_token_api(Gateway& gateway, TokenApiServices services) {
   gateway.add_route("PATCH", "/api/tokens/{name}", authed, [api](HttpRequest& r) { return api->set_comment(r); });
   gateway.add_route("DELETE", "/api/tokens/{name}", no_body, [api](HttpRequest& r) { return api->revoke(r); });
   gateway.add_route("GET", "/api/me", no_body, [api](HttpRequest& r) { return api->me(r); });
+  gateway.add_route("GET", "/api/users", no_body, [api](HttpRequest& r) { return api->users(r); });
   gateway.add_route("POST", "/api/logout", no_body, [api](HttpRequest& r) { return api->logout(r); });
   RouteOptions open = authed;  // the login itself: credentials in the body
   open.auth = Auth::none;

@@ -5,6 +5,7 @@
 //   DELETE /api/tokens/{name}[?user=U]      DROP API TOKEN
 //   POST   /api/login, POST /api/logout     the auth_token cookie (a short-lived token)
 //   GET    /api/me                          who the credentials stand for
+//   GET    /api/users                       roles an administrator may act for (the web page's picker)
 // Each operation is the API TOKEN statement run through net::LocalSql, so
 // permissions, policies, errors and the audit log are those of the SQL.
 #pragma once
@@ -34,6 +35,11 @@ inline constexpr std::string_view kWebSessionPrefix = "web_session_";
 // within http.session_duration is far more than one server sees, and the
 // table stays under 100 MiB.
 inline constexpr std::size_t kMaxTrackedWebSessions = 1'000'000;
+
+// GET /api/users lists at most this many roles (and says when it cut the
+// list): a picker of more is of no use to a person, and ?user= still reaches
+// any role. 1,000 names of at most 63 bytes keep the answer under 70 KB.
+inline constexpr std::size_t kMaxListedUsers = 1000;
 
 struct TokenApiServices {
   tokenstore::token_service* tokens = nullptr;  // null: every call answers 503 58030

@@ -30,6 +30,7 @@
 #include "proxy/http/gateway.hpp"
 #include "proxy/http/token_api.hpp"
 #include "proxy/http/upstream_check.hpp"
+#include "proxy/http/web_ui.hpp"
 #include "proxy/net/buffer_pool.hpp"
 #include "proxy/net/cancel_registry.hpp"
 #include "proxy/net/connect.hpp"
@@ -970,6 +971,7 @@ bool Server::Impl::start_http() {
   http::add_token_api(*http_gateway, {tokens.get(), control.get(), audit.enabled() ? &audit : nullptr,
                                       services.login, config.http_session_duration,
                                       config.token_sessions_manage_credentials});
+  http::add_web_ui(*http_gateway);
   if (auto err = http_gateway->listen(*contexts[0])) {
     spdlog::critical("{}", *err);
     return false;
