@@ -119,6 +119,18 @@ std::vector<Setting> settings_table() {
        "seconds to read a request and write its answer", "30"},
       {"http.idle_timeout", "--http-idle-timeout", "TOKENGATE_HTTP_IDLE_TIMEOUT",
        "seconds a kept-alive HTTP connection may wait for its next request", "60"},
+      {"http.max_response_size", "--http-max-response-size", "TOKENGATE_HTTP_MAX_RESPONSE_SIZE",
+       "bytes of one POST /sql answer (507 beyond)", "10485760"},
+      {"pool.max_connections", "--pool-max-connections", "TOKENGATE_POOL_MAX_CONNECTIONS",
+       "upstream connections the HTTP endpoints' pool holds, all roles together", "50"},
+      {"pool.max_connections_per_key", "--pool-max-connections-per-key", "TOKENGATE_POOL_MAX_CONNECTIONS_PER_KEY",
+       "pooled upstream connections of one role, database and startup settings", "10"},
+      {"pool.idle_timeout", "--pool-idle-timeout", "TOKENGATE_POOL_IDLE_TIMEOUT",
+       "seconds an idle pooled upstream connection is kept", "60"},
+      {"pool.wait_timeout", "--pool-wait-timeout", "TOKENGATE_POOL_WAIT_TIMEOUT",
+       "seconds an HTTP query waits for a pooled connection (then 503)", "10"},
+      {"pool.max_lifetime", "--pool-max-lifetime", "TOKENGATE_POOL_MAX_LIFETIME",
+       "seconds after which a pooled upstream connection is closed once free", "3600"},
   };
 }
 
@@ -257,6 +269,19 @@ Config build_config(const std::vector<Setting>& table) {
   if (c.http_idle_timeout.count() == 0) throw ConfigError{"http.idle_timeout: must be at least 1"};
   if (c.http_max_header_size < 1024)  // a request line and a Bearer token need that much
     throw ConfigError{"http.max_header_size: expected at least 1024, got '" + get("http.max_header_size").value + "'"};
+  c.http_max_response_size = parse_unsigned(get("http.max_response_size"), 1024 * 1024 * 1024);
+  c.pool_max_connections = parse_unsigned(get("pool.max_connections"), 100000);
+  c.pool_max_connections_per_key = parse_unsigned(get("pool.max_connections_per_key"), 100000);
+  c.pool_idle_timeout = std::chrono::seconds(parse_unsigned(get("pool.idle_timeout"), 86400));
+  c.pool_wait_timeout = std::chrono::seconds(parse_unsigned(get("pool.wait_timeout"), 3600));
+  c.pool_max_lifetime = std::chrono::seconds(parse_unsigned(get("pool.max_lifetime"), 100u * 86400));
+  if (c.http_max_response_size < 1024)  // an error answer or one small row must fit
+    throw ConfigError{"http.max_response_size: expected at least 1024, got '" +
+                      get("http.max_response_size").value + "'"};
+  if (c.pool_max_connections == 0) throw ConfigError{"pool.max_connections: must be at least 1"};
+  if (c.pool_max_connections_per_key == 0) throw ConfigError{"pool.max_connections_per_key: must be at least 1"};
+  if (c.pool_idle_timeout.count() == 0) throw ConfigError{"pool.idle_timeout: must be at least 1"};
+  if (c.pool_max_lifetime.count() == 0) throw ConfigError{"pool.max_lifetime: must be at least 1"};
   if (c.audit_log.empty()) c.audit_log = c.data_dir + "/audit.log";
   if (c.audit_log == "off") c.audit_log.clear();
   return c;

@@ -28,8 +28,10 @@
 #include "proxy/auth/throttle.hpp"
 #include "proxy/auth/userlist.hpp"
 #include "proxy/http/gateway.hpp"
+#include "proxy/http/sql_endpoint.hpp"
 #include "proxy/http/token_api.hpp"
 #include "proxy/http/upstream_check.hpp"
+#include "proxy/http/websocket_stream.hpp"
 #include "proxy/http/web_ui.hpp"
 #include "proxy/net/buffer_pool.hpp"
 #include "proxy/net/cancel_registry.hpp"
@@ -40,6 +42,7 @@
 #include "proxy/net/session_registry.hpp"
 #include "proxy/net/stream.hpp"
 #include "proxy/net/tls.hpp"
+#include "proxy/pool/upstream_pool.hpp"
 #include "proxy/protocol/frame.hpp"
 #include "proxy/session/client_handshake.hpp"
 #include "proxy/session/upstream_login.hpp"
@@ -186,6 +189,8 @@ struct Server::Impl {
   std::unique_ptr<TlsServerContext> tls;
   std::unique_ptr<UpstreamTlsContext> upstream_tls;
 
+  // POST /sql's upstream connections; destroyed after the gateway that uses it.
+  std::unique_ptr<pool::UpstreamPool> http_pool;
   std::unique_ptr<http::Gateway> http_gateway;
   // Owner roles as the catalog showed them to an HTTP request (see kHttpRoleRecheck).
   struct HttpRoleCheck {
@@ -971,6 +976,31 @@ bool Server::Impl::start_http() {
   http::add_token_api(*http_gateway, {tokens.get(), control.get(), audit.enabled() ? &audit : nullptr,
                                       services.login, config.http_session_duration,
                                       config.token_sessions_manage_credentials});
+  // SQL over HTTP on pooled upstream connections, and the wire protocol over
+  // WebSocket as one more kind of client stream for session().
+  pool::UpstreamPoolSettings ps;
+  ps.limits.max_connections = config.pool_max_connections;
+  ps.limits.max_per_key = config.pool_max_connections_per_key;
+  ps.limits.idle_timeout = config.pool_idle_timeout;
+  ps.upstream = config.upstream;
+  ps.tls = upstream_tls.get();
+  ps.password_mode = config.upstream_auth == Config::UpstreamAuth::password;
+  ps.password_for = [this](const std::string& user) {
+    std::lock_guard lock(userlist_mutex);
+    return userlist.password_for(user);
+  };
+  ps.connect_timeout = config.auth_timeout;
+  ps.wait_timeout = config.pool_wait_timeout;
+  ps.max_lifetime = config.pool_max_lifetime;
+  ps.max_message = config.http_max_response_size + 64 * 1024;
+  http_pool = std::make_unique<pool::UpstreamPool>(contexts[0]->get_executor(), std::move(ps));
+  http::add_sql_endpoint(*http_gateway, {http_pool.get(), tokens.get(), control.get(),
+                                         audit.enabled() ? &audit : nullptr, services.login,
+                                         config.http_max_response_size, config.token_sessions_manage_credentials,
+                                         nullptr /* the relay's password-change classifier, when it exists */});
+  http::add_websocket_endpoint(*http_gateway, [this](std::unique_ptr<ByteStream> s, std::string peer, bool local) {
+    return session(std::move(s), std::move(peer), local);
+  });
   http::add_web_ui(*http_gateway);
   if (auto err = http_gateway->listen(*contexts[0])) {
     spdlog::critical("{}", *err);
@@ -1036,6 +1066,7 @@ int Server::run() {
     for (auto& a : im.tcp_acceptors) a->close();
     for (auto& a : im.unix_acceptors) a->close();
     if (im.http_gateway) im.http_gateway->close();
+    if (im.http_pool) im.http_pool->close();
     if (sig == SIGTERM) {
       spdlog::info("SIGTERM: no new connections; waiting for {} session(s)", im.relaying_sessions.load());
       asio::co_spawn(main_ctx, im.drain_then_stop(), asio::detached);
