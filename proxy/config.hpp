@@ -63,6 +63,17 @@ struct Config {
   // `auth.max_scram_iterations`: a role's SCRAM verifier with more PBKDF2
   // rounds than this is not computed; its logins fail.
   unsigned max_scram_iterations = 100000;
+  // ---- token store and fleet (docs/fleet.md) ----
+  std::string store_backend = "lmdb";  // `store.backend`: lmdb (data_dir) or postgres (a shared registry)
+  // `store.dsn`: libpq connection string of the registry; empty: the
+  // upstream, as the control user, with the control connections' settings.
+  std::string store_dsn;
+  std::string kek_file;           // `store.kek_file`; else the TOKENGATE_KEK environment variable
+  std::string previous_kek_file;  // `store.previous_kek_file`: during a KEK rotation
+  std::chrono::seconds max_staleness{60};  // `store.max_staleness`
+  unsigned instance_id = 0;           // `fleet.instance_id`; 0: claim a free one
+  std::string advertise_address;      // `fleet.advertise_address`: HOST:PORT peers reach this instance at
+  std::string peers;                  // `fleet.peers`: "ID=HOST:PORT,…", besides the heartbeat table
 
   // ---- TLS (OpenSSL) ----
   std::string tls_cert, tls_key;  // `tls.cert`, `tls.key`: PEM files

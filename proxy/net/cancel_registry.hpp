@@ -1,5 +1,9 @@
 // Maps the BackendKeyData tokengate gives each client to the upstream
 // connection and the upstream's real key, so a CancelRequest can be forwarded.
+//
+// In a fleet the top `instance_bits` bits of every secret name the instance
+// that holds the session, so that an instance receiving a CancelRequest for a
+// key it did not issue can send it on to the right peer.
 #pragma once
 
 #include <cstdint>
@@ -19,6 +23,12 @@ class CancelRegistry {
     protocol::BackendKeyData upstream_key;
   };
 
+  // Names this instance in every key issued from now on: the secret's top
+  // `instance_bits` (≤ 16) bits carry `instance_id`. Call before serving.
+  void set_instance(unsigned instance_bits, std::uint32_t instance_id);
+  // The instance a key names (0 when keys carry none).
+  std::uint32_t instance_of(const protocol::BackendKeyData& key) const noexcept;
+
   // Issues a fresh random key (never one in use) for a new client session.
   protocol::BackendKeyData issue();
   // Records where the key's session runs upstream, once logged in.
@@ -33,6 +43,8 @@ class CancelRegistry {
   static std::uint64_t pack(const protocol::BackendKeyData& k) noexcept {
     return (std::uint64_t(std::uint32_t(k.process_id)) << 32) | std::uint32_t(k.secret_key);
   }
+  unsigned instance_bits_ = 0;
+  std::uint32_t instance_id_ = 0;
   mutable std::mutex mutex_;
   std::unordered_map<std::uint64_t, std::optional<Target>> entries_;
 };

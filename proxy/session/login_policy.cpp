@@ -52,11 +52,20 @@ LoginRefusal cannot_check(std::string message, std::string reason) {
   return LoginRefusal{fatal("08006", std::move(message)), "error", std::move(reason), false};
 }
 
-std::optional<LoginRefusal> judge_token(std::string_view user, const tokenstore::verify_result& v) {
+std::optional<LoginRefusal> judge_token(std::string_view user, const tokenstore::verify_result& v,
+                                        std::int64_t max_staleness_seconds) {
   using tokenstore::verify_status;
   switch (v.status) {
     case verify_status::ok:
       return std::nullopt;
+    case verify_status::registry_stale:
+      // Fail closed, and say why: this instance's copy of the fleet's
+      // registry is older than store.max_staleness allows. Not a guess.
+      return LoginRefusal{fatal("57P03", "API token logins are unavailable: the token registry cannot be reached",
+                                "tokengate stops accepting tokens once its copy of the registry is older than "
+                                "store.max_staleness (" +
+                                    std::to_string(max_staleness_seconds) + " s)."),
+                          "error", "registry_stale", false};
     case verify_status::expired:
       // The one failure a token's holder is told about: it was once valid.
       return LoginRefusal{fatal("28P01", "API token expired", "The token expired at " + utc_text(v.expires_at) + "."),

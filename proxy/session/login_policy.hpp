@@ -42,8 +42,10 @@ struct LoginRefusal {
 // ---- API tokens ---------------------------------------------------------------
 
 // Step 1: the store's verdict (token_service::verify, with the startup user
-// as the expected owner).
-[[nodiscard]] std::optional<LoginRefusal> judge_token(std::string_view user, const tokenstore::verify_result& v);
+// as the expected owner). `max_staleness_seconds` (store.max_staleness) is
+// named when a fleet's registry is too old to trust.
+[[nodiscard]] std::optional<LoginRefusal> judge_token(std::string_view user, const tokenstore::verify_result& v,
+                                                      std::int64_t max_staleness_seconds = 0);
 
 // The token's owner as the upstream has it now, or nullopt when no role has
 // that name.
