@@ -4,8 +4,13 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
+#include <cerrno>
 #include <charconv>
+#include <cstring>
 #include <cstdlib>
 #include <iostream>
 #include <map>
@@ -16,6 +21,7 @@
 #include "proxy/config.hpp"
 #include "proxy/net/fleet.hpp"
 #include "proxy/net/server.hpp"
+#include "proxy/session/upstream_login.hpp"
 #include "tokenstore/cli.hpp"
 
 namespace tokengate {
@@ -71,7 +77,7 @@ std::vector<Setting> settings_table() {
       {"revoke_ends_sessions", "--revoke-ends-sessions", "TOKENGATE_REVOKE_ENDS_SESSIONS",
        "end live sessions of a revoked token (true/false)", "true"},
       {"expiry_ends_sessions", "--expiry-ends-sessions", "TOKENGATE_EXPIRY_ENDS_SESSIONS",
-       "end live sessions when their token expires (true/false)", "false"},
+       "end live sessions when their token expires (true/false)", "true"},
       {"expiry_warning", "--expiry-warning", "TOKENGATE_EXPIRY_WARNING",
        "seconds before expiry from which a login gets a notice", "604800"},
       {"max_failed_logins", "--max-failed-logins", "TOKENGATE_MAX_FAILED_LOGINS",
@@ -79,14 +85,32 @@ std::vector<Setting> settings_table() {
       {"auth.allow_plaintext_passwords", "--allow-plaintext-passwords",
        "TOKENGATE_ALLOW_PLAINTEXT_PASSWORDS",
        "accept passwords over unencrypted TCP from other hosts (true/false)", "false"},
+      {"auth.max_scram_iterations", "--max-scram-iterations", "TOKENGATE_MAX_SCRAM_ITERATIONS",
+       "PBKDF2 rounds of a role's SCRAM verifier beyond which its logins fail unchecked", "100000"},
+      {"auth.max_pending_verifications", "--max-pending-verifications", "TOKENGATE_MAX_PENDING_VERIFICATIONS",
+       "password checks that may wait for the verification thread", "128"},
+      {"login.client_timeout", "--login-client-timeout", "TOKENGATE_LOGIN_CLIENT_TIMEOUT",
+       "seconds a client has to send its startup packet and password", "10"},
+      {"login.max_connections", "--login-max-connections", "TOKENGATE_LOGIN_MAX_CONNECTIONS",
+       "connections still logging in, in total", "1000"},
+      {"login.max_connections_per_address", "--login-max-connections-per-address",
+       "TOKENGATE_LOGIN_MAX_CONNECTIONS_PER_ADDRESS", "connections still logging in, per client address", "50"},
       {"tls.cert", "--tls-cert", "TOKENGATE_TLS_CERT", "PEM certificate chain for client TLS", ""},
       {"tls.key", "--tls-key", "TOKENGATE_TLS_KEY", "PEM private key for client TLS", ""},
       {"tls.mode", "--tls-mode", "TOKENGATE_TLS_MODE",
        "client TLS: disable, allow (TLS when asked) or require", "allow"},
       {"upstream.sslmode", "--upstream-sslmode", "TOKENGATE_UPSTREAM_SSLMODE",
-       "TLS to the upstream: disable, prefer, require or verify-full", "prefer"},
+       "TLS to the upstream: disable, prefer, require or verify-full (default: prefer on loopback, "
+       "verify-full otherwise)",
+       ""},
       {"upstream.sslrootcert", "--upstream-sslrootcert", "TOKENGATE_UPSTREAM_SSLROOTCERT",
-       "CA file to verify the upstream's certificate (verify-full)", ""},
+       "CA file to verify the upstream's certificate (verify-full), or 'system'", ""},
+      {"upstream.require_auth", "--upstream-require-auth", "TOKENGATE_UPSTREAM_REQUIRE_AUTH",
+       "authentication requests answered for the upstream: none, password, md5, scram-sha-256 (default: none "
+       "with trust, scram-sha-256 with password)",
+       ""},
+      {"upstream.max_scram_iterations", "--upstream-max-scram-iterations", "TOKENGATE_UPSTREAM_MAX_SCRAM_ITERATIONS",
+       "PBKDF2 rounds the upstream's SCRAM may demand", "100000"},
       {"store.backend", "--store-backend", "TOKENGATE_STORE_BACKEND",
        "lmdb (in data_dir, one instance) or postgres (a registry shared by a fleet)", "lmdb"},
       {"store.dsn", "--store-dsn", "TOKENGATE_STORE_DSN",
@@ -134,13 +158,24 @@ std::vector<Setting> settings_table() {
   };
 }
 
+// A configuration file is a page of settings. These bound what a wrong path
+// (a log file, a device) can make tokengate read and parse: a thousand times
+// a long real file, and a line far longer than the longest real value (an
+// auth_query is a few hundred bytes).
+constexpr std::size_t kMaxConfigBytes = std::size_t{1} << 20;
+constexpr std::size_t kMaxConfigLineBytes = 16384;
+// Every key is at most two levels deep (`upstream.address`); deeper tables
+// are unknown keys, refused before they cost any recursion.
+constexpr int kMaxConfigDepth = 4;
+
 // Flattens a TOML table into dotted keys; non-scalar values are an error.
 void flatten(const toml::table& table, const std::string& prefix,
-             std::map<std::string, std::string>& out) {
+             std::map<std::string, std::string>& out, int depth = 0) {
   for (const auto& [k, node] : table) {
     std::string key = prefix.empty() ? std::string(k.str()) : prefix + "." + std::string(k.str());
     if (const auto* t = node.as_table()) {
-      flatten(*t, key, out);
+      if (depth + 1 >= kMaxConfigDepth) throw ConfigError{"unknown configuration key '" + key + "'"};
+      flatten(*t, key, out, depth + 1);
     } else if (auto s = node.value<std::string>(); s && node.is_string()) {
       out[key] = *s;
     } else if (auto i = node.value<std::int64_t>(); i && node.is_integer()) {
@@ -163,22 +198,65 @@ std::string find_config_path(int argc, char** argv) {
   return env ? env : "";
 }
 
-void apply_file(std::vector<Setting>& table, const std::string& path) {
-  if (path.empty()) return;
+// Applies the TOML `text` (read from `source`, for messages) to the table.
+void apply_toml(std::vector<Setting>& table, std::string_view text, const std::string& source) {
+  std::size_t line = 1, line_start = 0;
+  for (std::size_t i = 0; i <= text.size(); ++i) {
+    if (i < text.size() && text[i] != '\n') continue;
+    if (i - line_start > kMaxConfigLineBytes)
+      throw ConfigError{"configuration file " + source + ", line " + std::to_string(line) + ": longer than " +
+                        std::to_string(kMaxConfigLineBytes) + " bytes"};
+    ++line;
+    line_start = i + 1;
+  }
   toml::table doc;
   try {
-    doc = toml::parse_file(path);
+    doc = toml::parse(text, std::string_view(source));
   } catch (const toml::parse_error& e) {
-    throw ConfigError{"cannot read configuration file " + path + ": " +
-                      std::string(e.description())};
+    throw ConfigError{"cannot read configuration file " + source + ": " + std::string(e.description()) +
+                      " (line " + std::to_string(e.source().begin.line) + ")"};
   }
   std::map<std::string, std::string> flat;
   flatten(doc, "", flat);
   for (auto& [key, value] : flat) {
     auto it = std::find_if(table.begin(), table.end(), [&](const Setting& s) { return key == s.key; });
-    if (it == table.end()) throw ConfigError{"unknown configuration key '" + key + "' in " + path};
+    if (it == table.end()) throw ConfigError{"unknown configuration key '" + key + "' in " + source};
     it->value = value;
   }
+}
+
+// Reads the file at `path`, at most kMaxConfigBytes.
+std::string read_config_file(const std::string& path) {
+  auto fail = [&](std::string_view doing) {
+    return ConfigError{"cannot " + std::string(doing) + " configuration file " + path + ": " + std::strerror(errno)};
+  };
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw fail("open");
+  std::string text;
+  char buf[65536];
+  for (;;) {
+    const auto n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      auto err = fail("read");
+      ::close(fd);
+      throw err;
+    }
+    if (n == 0) break;
+    text.append(buf, static_cast<std::size_t>(n));
+    if (text.size() > kMaxConfigBytes) {
+      ::close(fd);
+      throw ConfigError{"configuration file " + path + " is larger than " + std::to_string(kMaxConfigBytes >> 20) +
+                        " MiB"};
+    }
+  }
+  ::close(fd);
+  return text;
+}
+
+void apply_file(std::vector<Setting>& table, const std::string& path) {
+  if (path.empty()) return;
+  apply_toml(table, read_config_file(path), path);
 }
 
 unsigned parse_unsigned(const Setting& s, unsigned max) {
@@ -230,6 +308,20 @@ Config build_config(const std::vector<Setting>& table) {
   c.expiry_warning = std::chrono::seconds(parse_unsigned(get("expiry_warning"), 100u * 366 * 86400));
   c.max_failed_logins = parse_unsigned(get("max_failed_logins"), 1000000);
   c.allow_plaintext_passwords = parse_bool(get("auth.allow_plaintext_passwords"));
+  c.max_scram_iterations = parse_unsigned(get("auth.max_scram_iterations"), 10'000'000);
+  if (c.max_scram_iterations == 0) throw ConfigError{"auth.max_scram_iterations: must be at least 1"};
+  c.max_pending_verifications = parse_unsigned(get("auth.max_pending_verifications"), 1'000'000);
+  c.login_client_timeout = std::chrono::seconds(parse_unsigned(get("login.client_timeout"), 3600));
+  if (c.login_client_timeout.count() == 0) throw ConfigError{"login.client_timeout: must be at least 1"};
+  c.login_max_connections = parse_unsigned(get("login.max_connections"), 1'000'000);
+  c.login_max_connections_per_address = parse_unsigned(get("login.max_connections_per_address"), 1'000'000);
+  c.upstream_require_auth = get("upstream.require_auth").value;
+  if (!c.upstream_require_auth.empty()) {
+    std::string error;
+    if (!session::UpstreamAuthMethods::parse(c.upstream_require_auth, error))
+      throw ConfigError{"upstream.require_auth: " + error};
+  }
+  c.upstream_max_scram_iterations = parse_unsigned(get("upstream.max_scram_iterations"), 10'000'000);
   c.tls_cert = get("tls.cert").value;
   c.tls_key = get("tls.key").value;
   c.tls_mode = get("tls.mode").value;
@@ -332,6 +424,19 @@ void audit_cli_operation(int argc, char** argv, int rc) {
 }
 
 }  // namespace
+
+std::variant<Config, ConfigError> config_from_toml(std::string_view text, const std::string& source) {
+  try {
+    if (text.size() > kMaxConfigBytes)
+      throw ConfigError{"configuration file " + source + " is larger than " + std::to_string(kMaxConfigBytes >> 20) +
+                        " MiB"};
+    std::vector<Setting> table = settings_table();
+    apply_toml(table, text, source);
+    return build_config(table);
+  } catch (const ConfigError& e) {
+    return e;
+  }
+}
 
 int run_cli(int argc, char** argv) {
   // The store's own commands parse their arguments themselves.
