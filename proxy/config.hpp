@@ -3,6 +3,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <string>
 #include <vector>
 
@@ -43,6 +44,13 @@ struct Config {
   // Ask for cleartext passwords over plain TCP from non-loopback addresses.
   bool allow_plaintext_passwords = false;
   std::string audit_log;  // empty: <data_dir>/audit.log; "off": none
+
+  // ---- relay buffers (see docs/security.md, "Memory") ----
+  // A Query/Parse up to this size is buffered whole to look for API TOKEN
+  // statements; longer ones stream through.
+  std::size_t relay_max_inspected_message = 1024 * 1024;   // `relay.max_inspected_message`
+  std::size_t relay_session_memory_limit = 4 * 1024 * 1024;  // `relay.session_memory_limit`
+  std::size_t relay_memory_limit = 512 * 1024 * 1024;        // `relay.memory_limit`; 0: none
 
   // ---- TLS (OpenSSL) ----
   std::string tls_cert, tls_key;  // `tls.cert`, `tls.key`: PEM files

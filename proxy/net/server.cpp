@@ -54,6 +54,9 @@ namespace {
 constexpr std::size_t kMaxLoginMessageLength = 1024 * 1024;
 // How long a forwarded CancelRequest may take to be delivered.
 constexpr auto kCancelTimeout = 5s;
+// Sessions ended at shutdown get this long to cancel their upstream work and
+// see their backends exit (the relay itself waits at most 10 s for that).
+constexpr auto kSessionsEndTimeout = 11s;
 // How often the store is asked which tokens were revoked by any process; the
 // issue allows 2 s between a revocation and the end of its sessions.
 constexpr auto kRevocationPoll = 500ms;
@@ -106,7 +109,7 @@ struct LoginDecision {
 };
 
 struct Server::Impl {
-  explicit Impl(Config c) : config(std::move(c)), audit(config.audit_log) {}
+  explicit Impl(Config c) : config(std::move(c)), relay_memory(config.relay_memory_limit), audit(config.audit_log) {}
 
   asio::io_context& next_context() { return *contexts[next++ % contexts.size()]; }
 
@@ -130,7 +133,8 @@ struct Server::Impl {
 
   Config config;
   CancelRegistry cancels;
-  SessionRegistry token_sessions;
+  SessionRegistry sessions;              // every logged-in session
+  session::MemoryBudget relay_memory;    // relay buffers of all sessions (relay.memory_limit)
   std::vector<std::unique_ptr<asio::io_context>> contexts;
   std::atomic<std::size_t> next{0};
   std::atomic<int> active_sessions{0};     // every client connection
@@ -449,12 +453,9 @@ asio::awaitable<void> Server::Impl::session(std::unique_ptr<ByteStream> client, 
     co_await client->write(asio::buffer(fatal("08006", "tokengate could not connect to the upstream server")));
     co_return;
   }
-  const protocol::BackendKeyData client_key = cancels.issue();
-  struct Release {
-    CancelRegistry& r;
-    protocol::BackendKeyData k;
-    ~Release() { r.release(k); }
-  } release{cancels, client_key};
+  // The client's key: the backend's real process ID, known after the login,
+  // with a secret of tokengate's own.
+  protocol::BackendKeyData client_key{0, cancels.issue_secret()};
 
   session::UpstreamLogin login(std::move(login_request.startup), std::move(decision.upstream_password),
                                client_key);
@@ -526,7 +527,13 @@ asio::awaitable<void> Server::Impl::session(std::unique_ptr<ByteStream> client, 
     tx_status = login.tx_status();
   }
   auth_timer.cancel();
+  client_key.process_id = login.upstream_key().process_id;
   cancels.bind(client_key, {config.upstream, login.upstream_key()});
+  struct Release {
+    CancelRegistry& r;
+    protocol::BackendKeyData k, upstream;
+    ~Release() { r.release(k, upstream); }
+  } release{cancels, client_key, login.upstream_key()};
   spdlog::info("user \"{}\" logged in to database \"{}\" from {}{}", user, database, peer,
                decision.tid ? " with an API token" : "");
 
@@ -544,23 +551,33 @@ asio::awaitable<void> Server::Impl::session(std::unique_ptr<ByteStream> client, 
     std::atomic<int>& n;
     ~Relaying() { --n; }
   } relaying{relaying_sessions};
-  Relay relay(exec, *client, *upstream,
-              RelayServices{tokens.get(), control.get(), audit.enabled() ? &audit : nullptr},
-              SessionInfo{user, database, app, peer, tx_status});
-  // Token sessions end when their token is revoked (or expires, if so set).
-  std::optional<SessionRegistry::Handle> registered;
+  SessionInfo info;
+  info.user = user;
+  info.database = database;
+  info.application_name = app;
+  info.peer = peer;
+  info.tx_status = tx_status;
+  info.via_token = decision.tid.has_value();
+  info.tid = decision.tid;
+  info.upstream = config.upstream;
+  info.upstream_key = login.upstream_key();
+  RelayServices services{tokens.get(), control.get(), audit.enabled() ? &audit : nullptr, &sessions, &relay_memory};
+  services.max_inspected_message = config.relay_max_inspected_message;
+  services.session_memory_limit = config.relay_session_memory_limit;
+  Relay relay(exec, *client, *upstream, services, std::move(info));
+  // Sessions end on revocation, expiry (if so set) and shutdown; the entry
+  // goes only once the relay has ended, upstream backend included.
   auto alive = std::make_shared<Relay*>(&relay);
-  if (decision.tid) {
-    registered = token_sessions.add(*decision.tid, decision.token_expires_at,
-                                    [exec, alive](const protocol::ErrorResponse& why) {
-                                      asio::post(exec, [alive, why] {
-                                        if (*alive) (*alive)->end(why);
-                                      });
-                                    });
-  }
+  const auto registered = sessions.add(decision.tid, decision.token_expires_at,
+                                       [exec, alive](const protocol::ErrorResponse& why) {
+                                         asio::post(exec, [alive, why] {
+                                           if (*alive) (*alive)->end(why);
+                                         });
+                                       });
+  relay.set_registry_handle(registered);
   co_await relay.run(std::move(in));
   *alive = nullptr;
-  if (registered) token_sessions.remove(*registered);
+  sessions.remove(registered);
   upstream->close();
   client->close();
   spdlog::debug("session of \"{}\" from {} ended", user, peer);
@@ -610,11 +627,11 @@ asio::awaitable<void> Server::Impl::watch_tokens() {
       auto r = tokens->revocations_since(seq);
       seq = r.seq;
       if (config.revoke_ends_sessions && !r.tids.empty()) {
-        auto n = token_sessions.end_tokens(r.tids, revoked);
+        auto n = sessions.end_tokens(r.tids, revoked);
         if (n) spdlog::info("ended {} session(s) of revoked tokens", n);
       }
       if (config.expiry_ends_sessions) {
-        auto n = token_sessions.end_expired(unix_now(), expired);
+        auto n = sessions.end_expired(unix_now(), expired);
         if (n) spdlog::info("ended {} session(s) of expired tokens", n);
       }
     } catch (const std::exception& e) {
@@ -630,9 +647,19 @@ asio::awaitable<void> Server::Impl::drain_then_stop() {
     tick.expires_after(100ms);
     co_await tick.async_wait(use_nothrow);
   }
-  if (relaying_sessions.load() > 0)
-    spdlog::warn("closing {} session(s) still open after {} s", relaying_sessions.load(),
+  if (relaying_sessions.load() > 0) {
+    // As PostgreSQL's fast shutdown: what they run upstream is cancelled and
+    // their backends end, so nothing they sent commits after tokengate stops.
+    spdlog::warn("ending {} session(s) still open after {} s", relaying_sessions.load(),
                  config.shutdown_timeout.count());
+    sessions.end_all(
+        protocol::ErrorResponse::make("FATAL", "57P01", "terminating connection due to administrator command"));
+    const auto give_up = Clock::now() + kSessionsEndTimeout;
+    while (relaying_sessions.load() > 0 && Clock::now() < give_up) {
+      tick.expires_after(50ms);
+      co_await tick.async_wait(use_nothrow);
+    }
+  }
   stop_all();
 }
 
@@ -676,7 +703,7 @@ bool Server::Impl::open_services() {
     tokens = std::make_unique<tokenstore::token_service>(*store, *keys);
     tokens->on_revoked([this](std::span<const tokenstore::tid_t> tids) {
       if (!config.revoke_ends_sessions) return;
-      token_sessions.end_tokens(tids, protocol::ErrorResponse::make("FATAL", "57P01", "API token revoked"));
+      sessions.end_tokens(tids, protocol::ErrorResponse::make("FATAL", "57P01", "API token revoked"));
     });
     maintenance = std::make_unique<tokenstore::maintenance_thread>(*tokens);
   } catch (const std::exception& e) {
