@@ -1,9 +1,12 @@
 // The relay driver (see relay.hpp): performs what session::Relay says.
 //
-// Plain sockets (TCP, Unix) take the fast path: wait for readability with a
-// callback (no coroutine frame), read non-blocking into the thread's buffer,
-// let the machine decide, write non-blocking straight from that buffer, and
-// wait again. An idle session holds no buffer. Only when a socket is full are
+// Plain sockets (TCP, Unix) take the fast path: they leave Asio's sockets and
+// are watched in the thread's reactor, registered once, edge-triggered
+// (edge_watch.hpp). When one is readable, it
+// is read non-blocking into the thread's buffer, the machine decides, and
+// the result is written non-blocking straight from that buffer: one read and
+// one write per batch, no coroutine frame, no timer, no allocation, no
+// epoll_ctl. An idle session holds no buffer. Only when a socket is full are
 // the unwritten bytes copied into the session, and then neither side is read
 // until they are written (backpressure). TLS streams are completion-based:
 // they take a slower path with a reader and a writer coroutine and pooled
@@ -12,21 +15,25 @@
 #include "proxy/net/relay.hpp"
 
 #include <spdlog/spdlog.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <cerrno>
+#include <unistd.h>
 #include <chrono>
 
 #include "proxy/net/buffer_pool.hpp"
 #include "proxy/net/connect.hpp"
 #include "proxy/net/control_pool.hpp"
 #include "proxy/net/local_sql.hpp"
+#include "proxy/net/edge_watch.hpp"
 #include "proxy/session/relay.hpp"
 
 namespace tokengate::net {
@@ -129,24 +136,30 @@ asio::awaitable<void> send_cancel(Endpoint upstream, protocol::BackendKeyData ke
 }  // namespace
 
 struct Relay::State : std::enable_shared_from_this<State> {
-  enum class Kind : std::uint8_t { tcp, unix_socket, generic };
+  enum class Kind : std::uint8_t { polled, generic };
   struct Side {
+    State* st = nullptr;
+    std::unique_ptr<EdgeWatcher> watcher;  // polled
     ByteStream* stream = nullptr;
     Kind kind = Kind::generic;
-    int fd = -1;
-    tcp::socket* tcp_sock = nullptr;
-    unix_socket::socket* unix_sock = nullptr;
+    int fd = -1;  // polled: the socket, taken from Asio and owned here
     Bytes pending;  // output not yet written (the socket was full, or a TLS write runs)
     std::size_t pending_off = 0;
-    bool read_armed = false;   // a readiness wait (or a TLS read) is in flight
-    bool write_armed = false;  // a writability wait (or a TLS write) is in flight
+    bool may_have_input = true;  // polled: an edge came and the socket was not read dry since
+    bool hung_up = false;        // polled: the peer closed; read on until end of stream
+    bool read_armed = false;     // TLS: a read may start
+    bool write_armed = false;    // TLS: a write runs
     bool eof = false;
-    bool dead = false;         // writing failed: drop what goes there
+    bool dead = false;           // writing failed: drop what goes there
     bool closed = false;
     bool half_closed = false;
     std::unique_ptr<Event> event;  // TLS: wakes its reader and writer
     bool blocked() const noexcept { return pending.size() > pending_off || (kind == Kind::generic && write_armed); }
   };
+  static void side_events(void* side, std::uint32_t events) {
+    auto* s = static_cast<Side*>(side);
+    s->st->on_events(*s, events);
+  }
 
   State(asio::any_io_executor e, ByteStream& client, ByteStream& upstream, RelayServices svc, SessionInfo i)
       : ex(e), services(svc), info(std::move(i)), machine(machine_options(services, info)), done_timer(ex) {
@@ -154,21 +167,31 @@ struct Relay::State : std::enable_shared_from_this<State> {
     init_side(u, upstream);
     done_timer.expires_at(std::chrono::steady_clock::time_point::max());
   }
+  ~State() {
+    for (Side* s : {&c, &u}) close_side(*s);
+  }
 
+  // A plain socket leaves Asio's socket object and is watched in the
+  // thread's reactor; anything else (TLS) stays a ByteStream.
   void init_side(Side& s, ByteStream& stream) {
+    s.st = this;
     s.stream = &stream;
-    if (auto* t = dynamic_cast<SocketStream<tcp::socket>*>(&stream)) {
-      s.kind = Kind::tcp;
-      s.tcp_sock = &t->socket();
-      s.fd = s.tcp_sock->native_handle();
-    } else if (auto* l = dynamic_cast<SocketStream<unix_socket::socket>*>(&stream)) {
-      s.kind = Kind::unix_socket;
-      s.unix_sock = &l->socket();
-      s.fd = s.unix_sock->native_handle();
-    } else {
-      s.kind = Kind::generic;
-      s.event = std::make_unique<Event>(ex);
+    int fd = -1;
+    if (thread_reactor() >= 0) {
+      error_code ec;
+      if (auto* t = dynamic_cast<SocketStream<tcp::socket>*>(&stream)) fd = t->socket().release(ec);
+      else if (auto* l = dynamic_cast<SocketStream<unix_socket::socket>*>(&stream)) fd = l->socket().release(ec);
+      if (ec) fd = -1;
     }
+    if (fd >= 0) {
+      s.kind = Kind::polled;
+      s.fd = fd;
+      s.watcher = std::make_unique<EdgeWatcher>(&State::side_events, &s);
+      if (!s.watcher->watch(fd)) s.eof = s.dead = true;  // cannot happen with a valid socket: the session ends
+      return;
+    }
+    s.kind = Kind::generic;
+    s.event = std::make_unique<Event>(ex);
   }
 
   void start(Bytes pending);
@@ -178,10 +201,9 @@ struct Relay::State : std::enable_shared_from_this<State> {
   void flush_pending(Side& s);
   void update_reads();
   bool may_read(const Side& s) const;
-  void arm_read(Side& s);
+  void on_events(Side& s, std::uint32_t events);
+  void read_polled(Side& s);
   void arm_write(Side& s);
-  void on_readable(Side& s, error_code ec);
-  void on_writable(Side& s, error_code ec);
   void on_eof(Side& s);
   void after_write(Side& s);
   void start_statement(session::StatementRequest req);
@@ -279,7 +301,7 @@ void Relay::State::charge_pending(Side& s, std::size_t before) {
 void Relay::State::write_out(Side& s, const session::Relay::Output& out) {
   if (out.empty() || s.dead || s.closed) return;
   const std::size_t cap_before = s.pending.capacity();
-  if (s.kind != Kind::generic && !s.blocked()) {
+  if (s.kind == Kind::polled && !s.blocked()) {
     // Straight from the read buffer, in one system call.
     iovec iov[kMaxIov];
     int n = 0;
@@ -310,7 +332,7 @@ void Relay::State::write_out(Side& s, const session::Relay::Output& out) {
       sent = 0;
     }
     if (std::size_t(sent) == total && all) return;
-    // Keep what did not fit.
+    // Keep what did not fit; the socket's next EPOLLOUT edge flushes it.
     std::size_t skip = std::size_t(sent);
     out.for_each([&](ByteView v) {
       if (skip >= v.size()) {
@@ -337,43 +359,56 @@ bool Relay::State::may_read(const Side& s) const {
   return &s == &c ? machine.wants_client_bytes() : machine.wants_upstream_bytes();
 }
 
+// Starts what may start: reads of polled sockets that may have input, and
+// TLS reads.
 void Relay::State::update_reads() {
-  for (Side* s : {&c, &u})
-    if (!s->read_armed && may_read(*s)) arm_read(*s);
-}
-
-void Relay::State::arm_read(Side& s) {
-  s.read_armed = true;
-  auto handler = [self = shared_from_this(), side = &s](error_code ec) { self->on_readable(*side, ec); };
-  switch (s.kind) {
-    case Kind::tcp: s.tcp_sock->async_wait(tcp::socket::wait_read, std::move(handler)); break;
-    case Kind::unix_socket: s.unix_sock->async_wait(unix_socket::socket::wait_read, std::move(handler)); break;
-    case Kind::generic: s.event->notify(); break;
+  for (Side* s : {&c, &u}) {
+    if (s->kind == Kind::polled) {
+      if (s->may_have_input && may_read(*s)) read_polled(*s);
+    } else if (!s->read_armed && may_read(*s)) {
+      s->read_armed = true;
+      s->event->notify();
+    }
+    if (done) return;
   }
 }
 
-void Relay::State::on_readable(Side& s, error_code ec) {
-  s.read_armed = false;
-  if (done) return;
-  if (ec) {
-    if (ec != asio::error::operation_aborted) on_eof(s);
-    return;
+void Relay::State::on_events(Side& s, std::uint32_t events) {
+  if (done || s.closed) return;
+  if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) s.may_have_input = true;
+  // The end of stream may have come with the last bytes, in the same edge.
+  if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) s.hung_up = true;
+  if ((events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) && s.blocked()) {
+    flush_pending(s);
+    after_write(s);
+    if (done) return;
   }
+  update_reads();
+}
+
+// Reads a polled socket until it is dry (edge-triggered: no new edge comes
+// for bytes already there), or until the per-wakeup limit, then later.
+void Relay::State::read_polled(Side& s) {
   std::uint8_t* buf = thread_read_buffer();
-  for (int i = 0; i < kMaxReadsPerWakeup && may_read(s); ++i) {
+  for (int i = 0; s.may_have_input && may_read(s); ++i) {
+    if (i == kMaxReadsPerWakeup) {
+      // The other sessions of the thread get their turn; no new edge would
+      // announce what is left, so come back by ourselves.
+      asio::post(ex, [self = shared_from_this(), side = &s] { self->on_events(*side, 0); });
+      return;
+    }
     const ssize_t n = ::recv(s.fd, buf, kReadBufferSize, MSG_DONTWAIT);
     if (n > 0) {
-      if (closing) continue;  // draining an ended upstream: discarded
-      feed(s, ByteView(buf, std::size_t(n)));
-      if (std::size_t(n) < kReadBufferSize) break;  // drained: wait again
+      if (std::size_t(n) < kReadBufferSize && !s.hung_up) s.may_have_input = false;  // read dry
+      if (!closing) feed(s, ByteView(buf, std::size_t(n)));  // when closing: draining an ended upstream
       continue;
     }
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+    s.may_have_input = false;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
     on_eof(s);  // end of stream, or an error
     return;
   }
-  update_reads();
 }
 
 void Relay::State::on_eof(Side& s) {
@@ -392,18 +427,10 @@ void Relay::State::on_eof(Side& s) {
 // ---- writing ----------------------------------------------------------------------
 
 void Relay::State::arm_write(Side& s) {
-  if (s.write_armed || !s.blocked() || s.dead || s.closed) return;
-  switch (s.kind) {
-    case Kind::tcp:
-    case Kind::unix_socket: {
-      s.write_armed = true;
-      auto handler = [self = shared_from_this(), side = &s](error_code ec) { self->on_writable(*side, ec); };
-      if (s.kind == Kind::tcp) s.tcp_sock->async_wait(tcp::socket::wait_write, std::move(handler));
-      else s.unix_sock->async_wait(unix_socket::socket::wait_write, std::move(handler));
-      break;
-    }
-    case Kind::generic: s.event->notify(); break;
-  }
+  if (s.kind == Kind::generic && s.blocked() && !s.dead && !s.closed) s.event->notify();
+  // A polled socket's EPOLLOUT edge comes once it has room again: the write
+  // that did not fit left it marked full. Make sure of it with one more try.
+  if (s.kind == Kind::polled && s.blocked() && !s.dead && !s.closed) flush_pending(s);
 }
 
 void Relay::State::flush_pending(Side& s) {
@@ -424,18 +451,6 @@ void Relay::State::flush_pending(Side& s) {
   s.pending_off = 0;
 }
 
-void Relay::State::on_writable(Side& s, error_code ec) {
-  s.write_armed = false;
-  if (done) return;
-  if (ec) {
-    if (ec == asio::error::operation_aborted) return;
-    s.dead = true;
-  } else {
-    flush_pending(s);
-  }
-  after_write(s);
-}
-
 void Relay::State::after_write(Side& s) {
   if (s.dead && !s.blocked()) {
     // The peer is gone: the session is over for it.
@@ -451,7 +466,6 @@ void Relay::State::after_write(Side& s) {
     continue_close();
     return;
   }
-  arm_write(s);
   update_reads();
 }
 
@@ -594,7 +608,8 @@ void Relay::State::continue_close() {
       // Ended: the backend sees end of input once it is done with what it
       // has (the cancel cuts that short) and exits; wait for its socket to close.
       u.half_closed = true;
-      u.stream->shutdown_send();
+      if (u.kind == Kind::polled) ::shutdown(u.fd, SHUT_WR);
+      else u.stream->shutdown_send();
       update_reads();
     }
   }
@@ -604,7 +619,14 @@ void Relay::State::continue_close() {
 void Relay::State::close_side(Side& s) {
   if (s.closed) return;
   s.closed = true;
-  s.stream->close();
+  if (s.kind == Kind::polled) {
+    s.watcher->unwatch();
+    ::close(s.fd);
+    // The scheduler may hold the watcher queued until its round ends.
+    asio::post(ex, [w = std::move(s.watcher)] {});
+  } else {
+    s.stream->close();
+  }
   if (s.event) s.event->notify();
 }
 

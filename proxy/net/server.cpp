@@ -30,6 +30,7 @@
 #include "proxy/net/cancel_registry.hpp"
 #include "proxy/net/connect.hpp"
 #include "proxy/net/control_pool.hpp"
+#include "proxy/net/edge_watch.hpp"
 #include "proxy/net/relay.hpp"
 #include "proxy/net/session_registry.hpp"
 #include "proxy/net/stream.hpp"
@@ -136,6 +137,7 @@ struct Server::Impl {
   SessionRegistry sessions;              // every logged-in session
   session::MemoryBudget relay_memory;    // relay buffers of all sessions (relay.memory_limit)
   std::vector<std::unique_ptr<asio::io_context>> contexts;
+  std::vector<int> reactor_fds;  // each context's epoll set, where relays watch their sockets
   std::atomic<std::size_t> next{0};
   std::atomic<int> active_sessions{0};     // every client connection
   std::atomic<int> relaying_sessions{0};  // past login: what SIGTERM waits for
@@ -795,7 +797,10 @@ Server::~Server() = default;
 int Server::run() {
   auto& im = *impl_;
   unsigned n = im.config.threads ? im.config.threads : std::max(1u, std::thread::hardware_concurrency());
-  for (unsigned i = 0; i < n; ++i) im.contexts.push_back(std::make_unique<asio::io_context>(1));
+  for (unsigned i = 0; i < n; ++i) {
+    im.contexts.push_back(std::make_unique<asio::io_context>(1));
+    im.reactor_fds.push_back(find_reactor_epoll(*im.contexts.back()));
+  }
   auto& main_ctx = *im.contexts[0];
   if (!im.open_services()) return 1;
 
@@ -856,11 +861,13 @@ int Server::run() {
   std::vector<std::thread> threads;
   for (unsigned i = 1; i < n; ++i) {
     threads.emplace_back([&, i] {
+      bind_thread_reactor(im.reactor_fds[i]);
       auto guard = asio::make_work_guard(*im.contexts[i]);
       im.contexts[i]->run();
     });
   }
   {
+    bind_thread_reactor(im.reactor_fds[0]);
     auto guard = asio::make_work_guard(main_ctx);
     main_ctx.run();
   }
