@@ -585,3 +585,42 @@ TEST_CASE("relay: client bytes are held while a local answer waits, and the driv
   CHECK(h.relay.wants_client_bytes());
   CHECK(h.take_upstream() == pg::sync());
 }
+
+TEST_CASE("relay: buffers past the session's memory limit end the session with 53200") {
+  RelayOptions opt;
+  opt.max_inspected_message = 1024;
+  opt.session_memory_limit = 4096;
+  RelayHarness h(opt);
+  // Pipelined messages waiting for their answers: each costs a queue entry.
+  Bytes syncs;
+  for (int i = 0; i < 1000; ++i) syncs = concat({syncs, pg::sync()});
+  h.client(syncs);
+  CHECK(h.relay.finished());
+  CHECK(h.relay.ending() == Relay::Ending::ended);
+  auto client = describe(h.take_client());
+  CHECK(client.find("53200") != std::string::npos);
+  CHECK(client.find("relay.session_memory_limit (4096 bytes)") != std::string::npos);
+  CHECK(h.relay.memory().used() <= 4096);
+}
+
+TEST_CASE("relay: the process-wide budget is shared, and given back when a session ends") {
+  session::MemoryBudget budget(2500);
+  RelayOptions opt;
+  opt.max_inspected_message = 1024;
+  opt.session_memory_limit = 1 << 20;
+  opt.process_memory = &budget;
+  Bytes partial = pg::query(std::string(900, 'q'));
+  partial.pop_back();
+  {
+    RelayHarness a(opt), b(opt), c(opt);
+    a.client(partial);
+    b.client(partial);
+    CHECK_FALSE(a.relay.finished());
+    CHECK_FALSE(b.relay.finished());
+    c.client(partial);  // the third does not fit
+    CHECK(c.relay.finished());
+    CHECK(describe(c.take_client()).find("relay.memory_limit (2500 bytes)") != std::string::npos);
+    CHECK(budget.used() <= 2500);
+  }
+  CHECK(budget.used() == 0);
+}
