@@ -57,13 +57,21 @@ int thread_reactor() noexcept { return t_reactor; }
 bool EdgeWatcher::watch(int fd) noexcept {
   if (t_reactor < 0) return false;
   epoll_event ev{};
-  ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+  ev.events = EPOLLIN | EPOLLRDHUP | EPOLLET;
   // The pointer Asio will take for its per-descriptor operation.
   ev.data.ptr = static_cast<scheduler_operation*>(this);
   if (::epoll_ctl(t_reactor, EPOLL_CTL_ADD, fd, &ev) != 0) return false;
   fd_ = fd;
   epoll_ = t_reactor;
   return true;
+}
+
+void EdgeWatcher::want_write(bool on) noexcept {
+  if (fd_ < 0 || on == writing_) return;
+  epoll_event ev{};
+  ev.events = EPOLLIN | EPOLLRDHUP | EPOLLET | (on ? EPOLLOUT : 0u);
+  ev.data.ptr = static_cast<scheduler_operation*>(this);
+  if (::epoll_ctl(epoll_, EPOLL_CTL_MOD, fd_, &ev) == 0) writing_ = on;
 }
 
 void EdgeWatcher::unwatch() noexcept {

@@ -37,8 +37,12 @@ class EdgeWatcher : public boost::asio::detail::scheduler_operation {
   EdgeWatcher& operator=(const EdgeWatcher&) = delete;
   ~EdgeWatcher() { unwatch(); }
 
-  // Registers `fd` (not owned) with the calling thread's reactor.
+  // Registers `fd` (not owned) with the calling thread's reactor, for reading.
   bool watch(int fd) noexcept;
+  // Also for writing, while output waits for room. Not registered otherwise:
+  // a Unix socket reports room every time its peer reads, which would wake
+  // the thread once more per message.
+  void want_write(bool on) noexcept;
   // No callback after this. The scheduler may still hold the watcher queued
   // until its current round ends: destroy it from a handler posted after
   // unwatch() (see retire in relay.cpp), never right away.
@@ -51,6 +55,7 @@ class EdgeWatcher : public boost::asio::detail::scheduler_operation {
   void* context_;
   int fd_ = -1;
   int epoll_ = -1;
+  bool writing_ = false;
 };
 
 }  // namespace tokengate::net

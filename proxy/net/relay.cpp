@@ -428,9 +428,9 @@ void Relay::State::on_eof(Side& s) {
 
 void Relay::State::arm_write(Side& s) {
   if (s.kind == Kind::generic && s.blocked() && !s.dead && !s.closed) s.event->notify();
-  // A polled socket's EPOLLOUT edge comes once it has room again: the write
-  // that did not fit left it marked full. Make sure of it with one more try.
-  if (s.kind == Kind::polled && s.blocked() && !s.dead && !s.closed) flush_pending(s);
+  // A polled socket is watched for room only while output waits (adding
+  // EPOLLOUT reports at once if there is room already).
+  if (s.kind == Kind::polled && s.blocked() && !s.dead && !s.closed) s.watcher->want_write(true);
 }
 
 void Relay::State::flush_pending(Side& s) {
@@ -449,6 +449,7 @@ void Relay::State::flush_pending(Side& s) {
   machine.memory().refund(s.pending.capacity());
   Bytes().swap(s.pending);
   s.pending_off = 0;
+  s.watcher->want_write(false);
 }
 
 void Relay::State::after_write(Side& s) {

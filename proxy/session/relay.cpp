@@ -276,7 +276,7 @@ void Relay::on_upstream_eof() {
 void Relay::end(ErrorResponse why) {
   if (finished_ || draining_) return;
   draining_ = true;
-  end_error_ = std::move(why);
+  end_error_ = std::make_unique<ErrorResponse>(std::move(why));
   job_.reset();
   request_.reset();
   release(held_);
@@ -309,7 +309,8 @@ void Relay::output_done() {
 }
 
 std::optional<StatementRequest> Relay::take_statement_request() {
-  auto r = std::move(request_);
+  if (!request_) return std::nullopt;
+  auto r = std::move(*request_);
   request_.reset();
   return r;
 }
@@ -364,8 +365,8 @@ bool Relay::hold(const std::uint8_t* p, std::size_t n) {
 }
 
 bool Relay::names_needed() const noexcept {
-  return !statements_.empty() || !portals_.empty() || !keeps_block_statements_.empty() ||
-         !keeps_block_portals_.empty();
+  return names_ && (!names_->statements.empty() || !names_->portals.empty() ||
+                    !names_->keeps_block_statements.empty() || !names_->keeps_block_portals.empty());
 }
 
 bool Relay::inspects(char tag) const noexcept {
@@ -535,7 +536,7 @@ void Relay::sent(Expect e, bool suppress_ready, bool swallow, bool keeps_block, 
   }
   // Messages after an error, before Sync, get no answer: not waited for.
   if (e != Expect::sync && skipping_until_sync()) {
-    if (named) names_.pop_back();
+    if (named) name_fifo_.pop_back();
     return;
   }
   if (q_.size() == q_.capacity()) {
@@ -588,20 +589,20 @@ void Relay::handle_whole(char tag, ByteView message) {
           refuse ||
           (parser_ext::could_be_api_token_statement(*text) &&
            !std::holds_alternative<parser_ext::NotApiTokenStatement>(parser_ext::parse_statement(*text))) ||
-          (!name->empty() && statements_.count(std::string(*name)) > 0);  // 42P05, answered locally
+          (!name->empty() && names().statements.count(std::string(*name)) > 0);  // 42P05, answered locally
       if (local) {
         start_local(tag, message);
         if (refuse) job_->preset_error = password_change_refused();
         return;
       }
       // The upstream's unnamed statement replaces a local unnamed one.
-      if (name->empty()) statements_.erase(std::string());
+      if (name->empty()) names().statements.erase(std::string());
       std::string n(*name);
-      if (keeps_transaction_block(*text)) keeps_block_statements_.insert(n);
-      else if (!keeps_block_statements_.empty()) keeps_block_statements_.erase(n);
+      if (keeps_transaction_block(*text)) names().keeps_block_statements.insert(n);
+      else if (!names().keeps_block_statements.empty()) names().keeps_block_statements.erase(n);
       emit_upstream(message.data(), message.size());
       const bool named = !n.empty();
-      if (named) names_.push_back(std::move(n));
+      if (named) name_fifo_.push_back(std::move(n));
       sent(Expect::parse, false, false, false, named);
       return;
     }
@@ -609,14 +610,14 @@ void Relay::handle_whole(char tag, ByteView message) {
       auto portal = r.cstr();
       auto stmt = r.cstr();
       if (!portal || !stmt) break;
-      if (statements_.count(std::string(*stmt))) {
+      if (names().statements.count(std::string(*stmt))) {
         start_local(tag, message);
         return;
       }
       std::string p(*portal);
-      if (!portals_.empty()) portals_.erase(p);
-      if (keeps_block_statements_.count(std::string(*stmt))) keeps_block_portals_.insert(p);
-      else if (!keeps_block_portals_.empty()) keeps_block_portals_.erase(p);
+      if (!names().portals.empty()) names().portals.erase(p);
+      if (names().keeps_block_statements.count(std::string(*stmt))) names().keeps_block_portals.insert(p);
+      else if (!names().keeps_block_portals.empty()) names().keeps_block_portals.erase(p);
       break;
     }
     case ft::Describe:
@@ -625,21 +626,21 @@ void Relay::handle_whole(char tag, ByteView message) {
       auto name = r.cstr();
       if (!kind || !name) break;
       std::string n(*name);
-      const bool local = *kind == 'S' ? statements_.count(n) > 0 : portals_.count(n) > 0;
+      const bool local = *kind == 'S' ? names().statements.count(n) > 0 : names().portals.count(n) > 0;
       if (local) {
         start_local(tag, message);
         return;
       }
       if (tag == ft::Close) {
         if (*kind == 'S') {
-          keeps_block_statements_.erase(n);
+          names().keeps_block_statements.erase(n);
           emit_upstream(message.data(), message.size());
           const bool named = !n.empty();
-          if (named) names_.push_back(std::move(n));
+          if (named) name_fifo_.push_back(std::move(n));
           sent(Expect::close, false, false, false, named);
           return;
         }
-        keeps_block_portals_.erase(n);
+        names().keeps_block_portals.erase(n);
       }
       break;
     }
@@ -647,12 +648,12 @@ void Relay::handle_whole(char tag, ByteView message) {
       auto portal = r.cstr();
       if (!portal) break;
       std::string p(*portal);
-      if (portals_.count(p)) {
+      if (names().portals.count(p)) {
         start_local(tag, message);
         return;
       }
       emit_upstream(message.data(), message.size());
-      sent(Expect::execute, false, false, keeps_block_portals_.count(p) > 0);
+      sent(Expect::execute, false, false, names().keeps_block_portals.count(p) > 0);
       return;
     }
     default: break;
@@ -690,15 +691,15 @@ void Relay::handle_oversized(char tag, ByteView prefix) {
       std::string n;
       if (tag == ft::Parse) {
         auto name = r.cstr();
-        if (name && !name->empty() && statements_.count(std::string(*name))) {
+        if (name && !name->empty() && names().statements.count(std::string(*name))) {
           local_error(error("42P05", "prepared statement \"" + std::string(*name) + "\" already exists"));
           return;
         }
         if (name) {
           n = std::string(*name);
           named = !n.empty();
-          if (name->empty()) statements_.erase(std::string());
-          keeps_block_statements_.erase(n);
+          if (name->empty()) names().statements.erase(std::string());
+          names().keeps_block_statements.erase(n);
         }
       }
       scan_word_len_ = 0;
@@ -710,7 +711,7 @@ void Relay::handle_oversized(char tag, ByteView prefix) {
         sent(Expect::query);
         unflushed_ = false;
       } else {
-        if (named) names_.push_back(std::move(n));
+        if (named) name_fifo_.push_back(std::move(n));
         sent(Expect::parse, false, false, false, named);
       }
       stream_rest(PassMode::scan);
@@ -730,9 +731,9 @@ void Relay::handle_oversized(char tag, ByteView prefix) {
         return;
       }
       bool local = false;
-      if (tag == ft::Bind) local = statements_.count(std::string(*second)) > 0;
-      else if (tag == ft::Execute) local = portals_.count(std::string(*first)) > 0;
-      else local = *kind == 'S' ? statements_.count(std::string(*first)) > 0 : portals_.count(std::string(*first)) > 0;
+      if (tag == ft::Bind) local = names().statements.count(std::string(*second)) > 0;
+      else if (tag == ft::Execute) local = names().portals.count(std::string(*first)) > 0;
+      else local = *kind == 'S' ? names().statements.count(std::string(*first)) > 0 : names().portals.count(std::string(*first)) > 0;
       if (local) {
         // A local statement takes no parameters; nothing this long fits it.
         if (tag == ft::Bind) {
@@ -751,12 +752,12 @@ void Relay::handle_oversized(char tag, ByteView prefix) {
       }
       if (tag == ft::Bind) {
         std::string p(*first);
-        portals_.erase(p);
-        keeps_block_portals_.erase(p);
+        names().portals.erase(p);
+        names().keeps_block_portals.erase(p);
       }
       if (tag == ft::Close && *kind == 'S' && !first->empty()) {
         emit_upstream(prefix.data(), prefix.size());
-        names_.push_back(std::string(*first));
+        name_fifo_.push_back(std::string(*first));
         sent(Expect::close, false, false, false, true);
         stream_rest(PassMode::forward);
         return;
@@ -938,7 +939,7 @@ void Relay::run_query_job() {
           j.wait = Job::Wait::idle;
           return;
         }
-        request_ = StatementRequest{std::get<parser_ext::ApiTokenSql>(part).statement, tx_};
+        request_ = std::make_unique<StatementRequest>(StatementRequest{std::get<parser_ext::ApiTokenSql>(part).statement, tx_});
         j.phase = 3;
         j.wait = Job::Wait::result;
         return;
@@ -1032,8 +1033,8 @@ void Relay::run_extended_job() {
   if (j.phase == 1) {  // Execute: the statement ran
     std::string name(*r.cstr());
     const std::int32_t max_rows = r.i32().value_or(0);
-    auto it = portals_.find(name);
-    if (it == portals_.end()) {  // closed meanwhile: cannot happen, client bytes were held
+    auto it = names().portals.find(name);
+    if (it == names().portals.end()) {  // closed meanwhile: cannot happen, client bytes were held
       job_.reset();
       return;
     }
@@ -1069,12 +1070,12 @@ void Relay::run_extended_job() {
         break;
       }
       // Names are shared with the upstream's statements, as in one server.
-      if (!name.empty() && (statements_.count(name) || upstream_names_.count(name))) {
+      if (!name.empty() && (names().statements.count(name) || names().upstream.count(name))) {
         fail_extended(error("42P05", "prepared statement \"" + name + "\" already exists"));
         break;
       }
       if (auto* stmt = std::get_if<parser_ext::Statement>(&parsed)) {
-        statements_.insert_or_assign(name, std::move(*stmt));
+        names().statements.insert_or_assign(name, std::move(*stmt));
         protocol::write_parse_complete(out);
         emit_client(out);
       }
@@ -1098,7 +1099,7 @@ void Relay::run_extended_job() {
       auto nresult = r.i16();
       std::vector<std::int16_t> formats;
       for (int i = 0; nresult && i < *nresult; ++i) formats.push_back(r.i16().value_or(0));
-      portals_.insert_or_assign(portal, LocalPortal{statements_.at(stmt), std::move(formats), {}, {}, send_group_});
+      names().portals.insert_or_assign(portal, LocalPortal{names().statements.at(stmt), std::move(formats), {}, {}, send_group_});
       protocol::write_bind_complete(out);
       emit_client(out);
       break;
@@ -1107,10 +1108,10 @@ void Relay::run_extended_job() {
       const char kind = char(*r.u8());
       std::string name(*r.cstr());
       if (kind == 'S') {
-        write_describe_statement(out, statements_.at(name));
+        write_describe_statement(out, names().statements.at(name));
         emit_client(out);
       } else {
-        auto& p = portals_.at(name);
+        auto& p = names().portals.at(name);
         const bool ok = write_describe_portal(out, p.statement, p.result_formats);
         emit_client(out);
         if (!ok) fail_extended(ErrorResponse{});
@@ -1120,22 +1121,22 @@ void Relay::run_extended_job() {
     case ft::Close: {
       const char kind = char(*r.u8());
       std::string name(*r.cstr());
-      if (kind == 'S') statements_.erase(name);
-      else portals_.erase(name);
+      if (kind == 'S') names().statements.erase(name);
+      else names().portals.erase(name);
       protocol::write_close_complete(out);
       emit_client(out);
       break;
     }
     case ft::Execute: {
       std::string name(*r.cstr());
-      auto& portal = portals_.at(name);
+      auto& portal = names().portals.at(name);
       if (!portal.result) {
         if (parser_ext::kind_of(portal.statement) == parser_ext::StatementKind::create_api_token &&
             tx_ == protocol::tx_status::InBlock) {
           fail_extended(create_in_transaction_block());
           break;
         }
-        request_ = StatementRequest{portal.statement, tx_};
+        request_ = std::make_unique<StatementRequest>(StatementRequest{portal.statement, tx_});
         j.phase = 1;
         j.wait = Job::Wait::result;
         return;
@@ -1314,12 +1315,12 @@ void Relay::complete_expectation(char tag) {
     const bool named = q_[q_head_].named;
     ++q_head_;
     if (!named) return {};
-    return std::move(names_[names_head_++]);
+    return std::move(name_fifo_[name_fifo_head_++]);
   };
   {
     std::string name = pop();
-    if (head.named && tag == bt::ParseComplete) upstream_names_.insert(std::move(name));
-    else if (head.named && tag == bt::CloseComplete) upstream_names_.erase(name);
+    if (head.named && tag == bt::ParseComplete) names().upstream.insert(std::move(name));
+    else if (head.named && tag == bt::CloseComplete) names().upstream.erase(name);
   }
   if (tag == bt::ErrorResponse && head.expect != Expect::query && head.expect != Expect::function_call &&
       head.expect != Expect::sync) {
@@ -1330,8 +1331,8 @@ void Relay::complete_expectation(char tag) {
   }
   if (tag == bt::ReadyForQuery && head.expect == Expect::sync && tx_ == protocol::tx_status::Idle) {
     // Portals end with their transaction; outside a block that is at Sync.
-    for (auto it = portals_.begin(); it != portals_.end();) {
-      if (it->second.group <= head.group) it = portals_.erase(it);
+    for (auto it = names().portals.begin(); it != names().portals.end();) {
+      if (it->second.group <= head.group) it = names().portals.erase(it);
       else ++it;
     }
   }
@@ -1343,9 +1344,9 @@ void Relay::complete_expectation(char tag) {
       std::vector<Expectation>().swap(q_);
     }
   }
-  if (names_head_ == names_.size()) {
-    names_.clear();
-    names_head_ = 0;
+  if (name_fifo_head_ == name_fifo_.size()) {
+    name_fifo_.clear();
+    name_fifo_head_ = 0;
   }
 }
 
@@ -1354,9 +1355,9 @@ void Relay::complete_expectation(char tag) {
 // statements prepared upstream.
 void Relay::apply_command_tag(std::string_view tag, const Expectation* execute) {
   if (tag == "DEALLOCATE ALL" || tag == "DISCARD ALL") {
-    upstream_names_.clear();
-    keeps_block_statements_.clear();
-    keeps_block_portals_.clear();
+    names().upstream.clear();
+    names().keeps_block_statements.clear();
+    names().keeps_block_portals.clear();
   }
   if (execute == nullptr) return;
   if (tag == "BEGIN" || tag == "START TRANSACTION") {

@@ -107,7 +107,7 @@ class Relay {
       std::size_t begin;
       std::size_t size;
     };
-    static constexpr std::size_t kInline = 4;
+    static constexpr std::size_t kInline = 2;
     Slice& at(std::size_t i) { return i < kInline ? inline_[i] : more_[i - kInline]; }
     void push(const Slice& s);
     void add_input(const std::uint8_t* p, std::size_t n);
@@ -169,7 +169,7 @@ class Relay {
     bool suppress_ready;  // a part of a split Query: its ReadyForQuery is not the client's
     bool swallow;         // injected by tokengate: its answer does not reach the client
     bool keeps_block;     // execute of COMMIT/ROLLBACK … AND CHAIN or ROLLBACK TO
-    bool named;           // parse or close of a named statement: names_ holds the name
+    bool named;           // parse or close of a named statement: name_fifo_ holds the name
   };
   struct LocalPortal {
     parser_ext::Statement statement;
@@ -258,8 +258,8 @@ class Relay {
   std::size_t q_head_ = 0;
   // Statement names of `named` expectations, in order: the upstream's set of
   // names changes when their answers arrive.
-  std::vector<std::string> names_;
-  std::size_t names_head_ = 0;
+  std::vector<std::string> name_fifo_;
+  std::size_t name_fifo_head_ = 0;
   std::uint64_t send_group_ = 0;
   std::uint64_t failed_group_ = UINT64_MAX;
   bool unflushed_ = false;          // extended messages sent since the last Sync/Flush/Query
@@ -270,15 +270,23 @@ class Relay {
   // Names: local statements and portals, statements prepared upstream (for
   // 42P05), and upstream statements/portals whose COMMIT/ROLLBACK tag does not
   // end the block.
-  std::unordered_map<std::string, parser_ext::Statement> statements_;
-  std::unordered_map<std::string, LocalPortal> portals_;
-  std::unordered_set<std::string> upstream_names_;
-  std::unordered_set<std::string> keeps_block_statements_;
-  std::unordered_set<std::string> keeps_block_portals_;
+  // Allocated on first use: most sessions never name anything.
+  struct Names {
+    std::unordered_map<std::string, parser_ext::Statement> statements;
+    std::unordered_map<std::string, LocalPortal> portals;
+    std::unordered_set<std::string> upstream;
+    std::unordered_set<std::string> keeps_block_statements;
+    std::unordered_set<std::string> keeps_block_portals;
+  };
+  std::unique_ptr<Names> names_;
+  Names& names() {
+    if (!names_) names_ = std::make_unique<Names>();
+    return *names_;
+  }
 
   // Local answers.
   std::unique_ptr<Job> job_;
-  std::optional<StatementRequest> request_;
+  std::unique_ptr<StatementRequest> request_;
 
   // Upstream framing.
   std::uint8_t u_hdr_[5]{};
@@ -297,7 +305,7 @@ class Relay {
   // Ending: after end(), the current upstream message is completed, then
   // end_error_ goes to the client.
   bool draining_ = false;
-  std::optional<protocol::ErrorResponse> end_error_;
+  std::unique_ptr<protocol::ErrorResponse> end_error_;
   bool finished_ = false;
   Ending ending_ = Ending::none;
   std::string ending_detail_;
