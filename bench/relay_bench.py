@@ -100,25 +100,25 @@ def syscalls_per_txn(pid: int, port: int, password: str, args: list[str], txns: 
     return total, main
 
 
-def callgrind_instructions(cmd: list[str], port: int, password: str, args: list[str], user: str | None,
+def callgrind_instructions(name: str, cmd: list[str], port: int, password: str, args: list[str], user: str | None,
                            tmp: Path) -> float | None:
     """User-space instructions per transaction: the proxy under callgrind serves two pgbench runs of different
     lengths; the difference of the totals, over the difference of transactions, leaves start-up out."""
     totals = []
     for txns in (1000, 3000):
-        out = tmp / f"callgrind.{txns}.out"
+        out = tmp / f"callgrind.{name}.{txns}.out"
         vg = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--dump-instr=no"]
         full = vg + cmd
         if user:
             full = ["runuser", "-u", user, "--"] + full
-        log = open(tmp / f"callgrind.{txns}.log", "wb")
+        log = open(tmp / f"callgrind.{name}.{txns}.log", "wb")
         p = subprocess.Popen(full, stdout=log, stderr=subprocess.STDOUT)
         log.close()
         try:
             try:
                 wait_port(port, p, "proxy under callgrind")
             except RuntimeError as e:
-                print(f"({e}: {(tmp / f'callgrind.{txns}.log').read_text(errors='replace')[-600:]})")
+                print(f"({e}: {(tmp / f'callgrind.{name}.{txns}.log').read_text(errors='replace')[-600:]})")
                 return None
             time.sleep(1)
             n, _ = pgbench(port, password, [*args, "-t", str(txns), "-n"])
@@ -280,12 +280,12 @@ def main() -> int:
             procs.clear()
             vg_port = free_port()
             cmd = [c if not c.startswith("127.0.0.1:") else f"127.0.0.1:{vg_port}" for c in tg_cmd]
-            tg_ins = callgrind_instructions(cmd, vg_port, token, RUNS[0][1], None, tmp)
+            tg_ins = callgrind_instructions("tokengate", cmd, vg_port, token, RUNS[0][1], None, tmp)
             pgb_ins = None
             if pgb_cmd:
                 ini = (tmp / "pgbouncer.ini").read_text().replace(f"listen_port = {pgb_port}", f"listen_port = {vg_port}")
                 (tmp / "pgbouncer.ini").write_text(ini)
-                pgb_ins = callgrind_instructions(pgb_cmd, vg_port, "admin", RUNS[0][1], run_as, tmp)
+                pgb_ins = callgrind_instructions("pgbouncer", pgb_cmd, vg_port, "admin", RUNS[0][1], run_as, tmp)
             if tg_ins and pgb_ins:
                 print(f"tokengate {tg_ins:,.0f}, PgBouncer {pgb_ins:,.0f} ({tg_ins / pgb_ins:.2f}×)")
             else:

@@ -62,7 +62,11 @@ std::vector<Setting> settings_table() {
        "query returning (verifier, valid-until epoch, can-login) for $1 (trust mode)",
        Config{}.auth_query},
       {"admin_role", "--admin-role", "TOKENGATE_ADMIN_ROLE",
-       "members of this role administer tokens (besides superusers and 'admin')", "tokengate_admin"},
+       "members of this role (granted by a superuser) administer tokens, besides superusers",
+       "tokengate_admin"},
+      {"token_sessions.manage_credentials", "--token-sessions-manage-credentials",
+       "TOKENGATE_TOKEN_SESSIONS_MANAGE_CREDENTIALS",
+       "sessions that logged in with a token may create tokens and change passwords (true/false)", "false"},
       {"revoke_ends_sessions", "--revoke-ends-sessions", "TOKENGATE_REVOKE_ENDS_SESSIONS",
        "end live sessions of a revoked token (true/false)", "true"},
       {"expiry_ends_sessions", "--expiry-ends-sessions", "TOKENGATE_EXPIRY_ENDS_SESSIONS",
@@ -201,6 +205,7 @@ Config build_config(const std::vector<Setting>& table) {
   c.control_database = get("upstream.control_database").value;
   c.auth_query = get("upstream.auth_query").value;
   c.admin_role = get("admin_role").value;
+  c.token_sessions_manage_credentials = parse_bool(get("token_sessions.manage_credentials"));
   c.revoke_ends_sessions = parse_bool(get("revoke_ends_sessions"));
   c.expiry_ends_sessions = parse_bool(get("expiry_ends_sessions"));
   c.expiry_warning = std::chrono::seconds(parse_unsigned(get("expiry_warning"), 100u * 366 * 86400));

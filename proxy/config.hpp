@@ -37,6 +37,10 @@ struct Config {
       "SELECT rolpassword, extract(epoch from rolvaliduntil), rolcanlogin "
       "FROM pg_catalog.pg_authid WHERE rolname = $1";
   std::string admin_role = "tokengate_admin";
+  // `token_sessions.manage_credentials`: sessions that logged in with an API
+  // token may create tokens (and, in the relay, change passwords). Off, a
+  // stolen token cannot be turned into credentials that outlive its revocation.
+  bool token_sessions_manage_credentials = false;
   bool revoke_ends_sessions = true;
   bool expiry_ends_sessions = false;
   std::chrono::seconds expiry_warning{7 * 24 * 3600};

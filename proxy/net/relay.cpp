@@ -168,7 +168,15 @@ struct Relay::State : std::enable_shared_from_this<State> {
     done_timer.expires_at(std::chrono::steady_clock::time_point::max());
   }
   ~State() {
-    for (Side* s : {&c, &u}) close_side(*s);
+    // Normally both sides were closed when the session finished. Otherwise the
+    // io_context is being torn down (SIGINT): its queue may still hold a
+    // watcher and destroys it later, so the watcher is left alive.
+    for (Side* s : {&c, &u}) {
+      if (s->closed || s->kind != Kind::polled) continue;
+      s->watcher->unwatch();
+      ::close(s->fd);
+      (void)s->watcher.release();
+    }
   }
 
   // A plain socket leaves Asio's socket object and is watched in the

@@ -566,6 +566,7 @@ asio::awaitable<void> Server::Impl::session(std::unique_ptr<ByteStream> client, 
   RelayServices services{tokens.get(), control.get(), audit.enabled() ? &audit : nullptr, &sessions, &relay_memory};
   services.max_inspected_message = config.relay_max_inspected_message;
   services.session_memory_limit = config.relay_session_memory_limit;
+  services.token_sessions_manage_credentials = config.token_sessions_manage_credentials;
   Relay relay(exec, *client, *upstream, services, std::move(info));
   // Sessions end on revocation, expiry (if so set) and shutdown; the entry
   // goes only once the relay has ended, upstream backend included.
@@ -702,7 +703,9 @@ bool Server::Impl::open_services() {
     ::chmod(config.data_dir.c_str(), 0700);
     keys = std::make_unique<tokenstore::keyring>(config.data_dir);
     store = std::make_unique<tokenstore::store>(config.data_dir);
-    tokens = std::make_unique<tokenstore::token_service>(*store, *keys);
+    tokenstore::service_config service_cfg;
+    service_cfg.token_sessions_manage_credentials = config.token_sessions_manage_credentials;
+    tokens = std::make_unique<tokenstore::token_service>(*store, *keys, service_cfg);
     tokens->on_revoked([this](std::span<const tokenstore::tid_t> tids) {
       if (!config.revoke_ends_sessions) return;
       sessions.end_tokens(tids, protocol::ErrorResponse::make("FATAL", "57P01", "API token revoked"));

@@ -638,6 +638,15 @@ def binary_has_flag(binary: Path, flag: str) -> bool:
     return re.search(re.escape(flag) + r"\b", _HELP_CACHE[binary]) is not None
 
 
+def session_extra_args(binary: Path) -> list[str]:
+    """Flags every session-wide instance gets. The client tests create tokens from sessions that logged in with
+    a token, which tokengate refuses by default (token_sessions.manage_credentials = false): the session
+    instances allow it, and test_token_admins.py checks the default on instances of its own."""
+    if binary_has_flag(binary, "--token-sessions-manage-credentials"):
+        return ["--token-sessions-manage-credentials", "true"]
+    return []
+
+
 def _start_session_tokengate(proc: TokengateProcess) -> None:
     error = None
     try:
@@ -660,7 +669,8 @@ def tokengate(pg: PgCluster) -> TokengateProcess:
         # Throttling (issue 5) is tested on instances of its own; the suite's many deliberate failures from
         # 127.0.0.1 must not slow every later test down.
         proc = TokengateProcess(binary, (str(pg.socket_dir), pg.port),
-                                ["--upstream-auth", "trust", "--max-failed-logins", "100000"])
+                                ["--upstream-auth", "trust", "--max-failed-logins", "100000",
+                                 *session_extra_args(binary)])
     else:
         # A binary from before the login modes (the relay stage) only passes passwords on: give it TCP, where
         # the cluster checks them, so that its tests keep their meaning.
@@ -704,7 +714,7 @@ def _password_mode_process(binary: Path, pg: PgCluster) -> TokengateProcess:
                               {u: pw for u, pw in ROLES.items() if u != "nologin_role"})
     return TokengateProcess(binary, (pg.host, pg.port),
                             ["--upstream-auth", "password", "--userlist", str(userlist), "--control-user", "admin",
-                             "--max-failed-logins", "100000"])
+                             "--max-failed-logins", "100000", *session_extra_args(binary)])
 
 
 @pytest.fixture
