@@ -210,7 +210,7 @@ struct Relay::State : std::enable_shared_from_this<State> {
   void update_reads();
   bool may_read(const Side& s) const;
   void on_events(Side& s, std::uint32_t events);
-  void read_polled(Side& s);
+  bool read_polled(Side& s);
   void arm_write(Side& s);
   void on_eof(Side& s);
   void after_write(Side& s);
@@ -368,16 +368,21 @@ bool Relay::State::may_read(const Side& s) const {
 }
 
 // Starts what may start: reads of polled sockets that may have input, and
-// TLS reads.
+// TLS reads. Reading one side can make the other readable (a local answer
+// waited for the upstream, and the client's next bytes are already there),
+// so the sides are visited again while one of them read something.
 void Relay::State::update_reads() {
-  for (Side* s : {&c, &u}) {
-    if (s->kind == Kind::polled) {
-      if (s->may_have_input && may_read(*s)) read_polled(*s);
-    } else if (!s->read_armed && may_read(*s)) {
-      s->read_armed = true;
-      s->event->notify();
+  for (bool again = true; again && !done;) {
+    again = false;
+    for (Side* s : {&c, &u}) {
+      if (s->kind == Kind::polled) {
+        if (s->may_have_input && may_read(*s)) again |= read_polled(*s);
+      } else if (!s->read_armed && may_read(*s)) {
+        s->read_armed = true;
+        s->event->notify();
+      }
+      if (done) return;
     }
-    if (done) return;
   }
 }
 
@@ -396,27 +401,35 @@ void Relay::State::on_events(Side& s, std::uint32_t events) {
 
 // Reads a polled socket until it is dry (edge-triggered: no new edge comes
 // for bytes already there), or until the per-wakeup limit, then later.
-void Relay::State::read_polled(Side& s) {
+// True when it read something.
+bool Relay::State::read_polled(Side& s) {
   std::uint8_t* buf = thread_read_buffer();
+  bool read = false;
   for (int i = 0; s.may_have_input && may_read(s); ++i) {
     if (i == kMaxReadsPerWakeup) {
       // The other sessions of the thread get their turn; no new edge would
       // announce what is left, so come back by ourselves.
-      asio::post(ex, [self = shared_from_this(), side = &s] { self->on_events(*side, 0); });
-      return;
+      s.may_have_input = false;
+      asio::post(ex, [self = shared_from_this(), side = &s] {
+        side->may_have_input = true;
+        self->on_events(*side, 0);
+      });
+      return read;
     }
     const ssize_t n = ::recv(s.fd, buf, kReadBufferSize, MSG_DONTWAIT);
     if (n > 0) {
+      read = true;
       if (std::size_t(n) < kReadBufferSize && !s.hung_up) s.may_have_input = false;  // read dry
       if (!closing) feed(s, ByteView(buf, std::size_t(n)));  // when closing: draining an ended upstream
       continue;
     }
     if (n < 0 && errno == EINTR) continue;
     s.may_have_input = false;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return read;
     on_eof(s);  // end of stream, or an error
-    return;
+    return true;
   }
+  return read;
 }
 
 void Relay::State::on_eof(Side& s) {

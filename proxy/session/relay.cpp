@@ -589,17 +589,17 @@ void Relay::handle_whole(char tag, ByteView message) {
           refuse ||
           (parser_ext::could_be_api_token_statement(*text) &&
            !std::holds_alternative<parser_ext::NotApiTokenStatement>(parser_ext::parse_statement(*text))) ||
-          (!name->empty() && names().statements.count(std::string(*name)) > 0);  // 42P05, answered locally
+          (!name->empty() && known().statements.count(std::string(*name)) > 0);  // 42P05, answered locally
       if (local) {
         start_local(tag, message);
         if (refuse) job_->preset_error = password_change_refused();
         return;
       }
       // The upstream's unnamed statement replaces a local unnamed one.
-      if (name->empty()) names().statements.erase(std::string());
+      if (name->empty() && names_) names_->statements.erase(std::string());
       std::string n(*name);
       if (keeps_transaction_block(*text)) names().keeps_block_statements.insert(n);
-      else if (!names().keeps_block_statements.empty()) names().keeps_block_statements.erase(n);
+      else if (names_) names_->keeps_block_statements.erase(n);
       emit_upstream(message.data(), message.size());
       const bool named = !n.empty();
       if (named) name_fifo_.push_back(std::move(n));
@@ -610,14 +610,14 @@ void Relay::handle_whole(char tag, ByteView message) {
       auto portal = r.cstr();
       auto stmt = r.cstr();
       if (!portal || !stmt) break;
-      if (names().statements.count(std::string(*stmt))) {
+      if (known().statements.count(std::string(*stmt))) {
         start_local(tag, message);
         return;
       }
       std::string p(*portal);
-      if (!names().portals.empty()) names().portals.erase(p);
-      if (names().keeps_block_statements.count(std::string(*stmt))) names().keeps_block_portals.insert(p);
-      else if (!names().keeps_block_portals.empty()) names().keeps_block_portals.erase(p);
+      if (names_) names_->portals.erase(p);
+      if (known().keeps_block_statements.count(std::string(*stmt))) names().keeps_block_portals.insert(p);
+      else if (names_) names_->keeps_block_portals.erase(p);
       break;
     }
     case ft::Describe:
@@ -626,21 +626,21 @@ void Relay::handle_whole(char tag, ByteView message) {
       auto name = r.cstr();
       if (!kind || !name) break;
       std::string n(*name);
-      const bool local = *kind == 'S' ? names().statements.count(n) > 0 : names().portals.count(n) > 0;
+      const bool local = *kind == 'S' ? known().statements.count(n) > 0 : known().portals.count(n) > 0;
       if (local) {
         start_local(tag, message);
         return;
       }
       if (tag == ft::Close) {
         if (*kind == 'S') {
-          names().keeps_block_statements.erase(n);
+          if (names_) names_->keeps_block_statements.erase(n);
           emit_upstream(message.data(), message.size());
           const bool named = !n.empty();
           if (named) name_fifo_.push_back(std::move(n));
           sent(Expect::close, false, false, false, named);
           return;
         }
-        names().keeps_block_portals.erase(n);
+        if (names_) names_->keeps_block_portals.erase(n);
       }
       break;
     }
@@ -648,12 +648,12 @@ void Relay::handle_whole(char tag, ByteView message) {
       auto portal = r.cstr();
       if (!portal) break;
       std::string p(*portal);
-      if (names().portals.count(p)) {
+      if (known().portals.count(p)) {
         start_local(tag, message);
         return;
       }
       emit_upstream(message.data(), message.size());
-      sent(Expect::execute, false, false, names().keeps_block_portals.count(p) > 0);
+      sent(Expect::execute, false, false, known().keeps_block_portals.count(p) > 0);
       return;
     }
     default: break;
@@ -691,15 +691,15 @@ void Relay::handle_oversized(char tag, ByteView prefix) {
       std::string n;
       if (tag == ft::Parse) {
         auto name = r.cstr();
-        if (name && !name->empty() && names().statements.count(std::string(*name))) {
+        if (name && !name->empty() && known().statements.count(std::string(*name))) {
           local_error(error("42P05", "prepared statement \"" + std::string(*name) + "\" already exists"));
           return;
         }
         if (name) {
           n = std::string(*name);
           named = !n.empty();
-          if (name->empty()) names().statements.erase(std::string());
-          names().keeps_block_statements.erase(n);
+          if (names_ && name->empty()) names_->statements.erase(std::string());
+          if (names_) names_->keeps_block_statements.erase(n);
         }
       }
       scan_word_len_ = 0;
@@ -731,9 +731,10 @@ void Relay::handle_oversized(char tag, ByteView prefix) {
         return;
       }
       bool local = false;
-      if (tag == ft::Bind) local = names().statements.count(std::string(*second)) > 0;
-      else if (tag == ft::Execute) local = names().portals.count(std::string(*first)) > 0;
-      else local = *kind == 'S' ? names().statements.count(std::string(*first)) > 0 : names().portals.count(std::string(*first)) > 0;
+      const Names& k = known();
+      if (tag == ft::Bind) local = k.statements.count(std::string(*second)) > 0;
+      else if (tag == ft::Execute) local = k.portals.count(std::string(*first)) > 0;
+      else local = *kind == 'S' ? k.statements.count(std::string(*first)) > 0 : k.portals.count(std::string(*first)) > 0;
       if (local) {
         // A local statement takes no parameters; nothing this long fits it.
         if (tag == ft::Bind) {
@@ -752,8 +753,10 @@ void Relay::handle_oversized(char tag, ByteView prefix) {
       }
       if (tag == ft::Bind) {
         std::string p(*first);
-        names().portals.erase(p);
-        names().keeps_block_portals.erase(p);
+        if (names_) {
+          names_->portals.erase(p);
+          names_->keeps_block_portals.erase(p);
+        }
       }
       if (tag == ft::Close && *kind == 'S' && !first->empty()) {
         emit_upstream(prefix.data(), prefix.size());
@@ -1070,7 +1073,7 @@ void Relay::run_extended_job() {
         break;
       }
       // Names are shared with the upstream's statements, as in one server.
-      if (!name.empty() && (names().statements.count(name) || names().upstream.count(name))) {
+      if (!name.empty() && (known().statements.count(name) || known().upstream.count(name))) {
         fail_extended(error("42P05", "prepared statement \"" + name + "\" already exists"));
         break;
       }
@@ -1320,7 +1323,7 @@ void Relay::complete_expectation(char tag) {
   {
     std::string name = pop();
     if (head.named && tag == bt::ParseComplete) names().upstream.insert(std::move(name));
-    else if (head.named && tag == bt::CloseComplete) names().upstream.erase(name);
+    else if (head.named && tag == bt::CloseComplete && names_) names_->upstream.erase(name);
   }
   if (tag == bt::ErrorResponse && head.expect != Expect::query && head.expect != Expect::function_call &&
       head.expect != Expect::sync) {
@@ -1331,8 +1334,8 @@ void Relay::complete_expectation(char tag) {
   }
   if (tag == bt::ReadyForQuery && head.expect == Expect::sync && tx_ == protocol::tx_status::Idle) {
     // Portals end with their transaction; outside a block that is at Sync.
-    for (auto it = names().portals.begin(); it != names().portals.end();) {
-      if (it->second.group <= head.group) it = names().portals.erase(it);
+    for (auto it = known().portals.begin(); names_ && it != names_->portals.end();) {
+      if (it->second.group <= head.group) it = names_->portals.erase(it);
       else ++it;
     }
   }
@@ -1354,11 +1357,9 @@ void Relay::complete_expectation(char tag) {
 // extended-protocol batch, before its ReadyForQuery) and about the
 // statements prepared upstream.
 void Relay::apply_command_tag(std::string_view tag, const Expectation* execute) {
-  if (tag == "DEALLOCATE ALL" || tag == "DISCARD ALL") {
-    names().upstream.clear();
-    names().keeps_block_statements.clear();
-    names().keeps_block_portals.clear();
-  }
+  // Every prepared statement of the session goes, tokengate's own too, as
+  // they would in one server (DISCARD ALL closes the portals as well).
+  if (tag == "DEALLOCATE ALL" || tag == "DISCARD ALL") names_.reset();
   if (execute == nullptr) return;
   if (tag == "BEGIN" || tag == "START TRANSACTION") {
     if (tx_ == protocol::tx_status::Idle) tx_ = protocol::tx_status::InBlock;

@@ -283,6 +283,11 @@ class Relay {
     if (!names_) names_ = std::make_unique<Names>();
     return *names_;
   }
+  // For looking only: allocates nothing.
+  const Names& known() const {
+    static const Names none;
+    return names_ ? *names_ : none;
+  }
 
   // Local answers.
   std::unique_ptr<Job> job_;

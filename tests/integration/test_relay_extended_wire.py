@@ -362,3 +362,24 @@ def test_create_api_token_after_begin_in_one_batch_is_refused(proxy: Target):
     assert [e["sqlstate"] for e in errors] == ["25001"], msgs
     assert errors[0]["message"] == "CREATE API TOKEN cannot run inside a transaction block"
     assert ("ReadyForQuery", "E") in msgs, msgs
+
+
+def test_client_bytes_arriving_while_a_local_answer_waits_are_read(proxy: Target):
+    """The client's next messages arrive while tokengate holds a local answer behind a slow statement: they must
+    be read once the upstream has answered (edge-triggered readiness is not announced twice)."""
+    w = login(proxy)
+    try:
+        w.send(parse_message("", "select pg_sleep(0.5)") + bind_message("", "") + execute_message("")
+               + parse_message("t", "SHOW API TOKENS"))
+        time.sleep(0.2)
+        w.send(describe_message(b"S", "t") + sync_message())
+        names_seen = []
+        while True:
+            m = w.read_message()
+            names_seen.append(m.name)
+            if m.tag == b"Z":
+                break
+        assert names_seen == ["ParseComplete", "BindComplete", "DataRow", "CommandComplete", "ParseComplete",
+                              "ParameterDescription", "RowDescription", "ReadyForQuery"], names_seen
+    finally:
+        w.close()

@@ -624,3 +624,32 @@ TEST_CASE("relay: the process-wide budget is shared, and given back when a sessi
   }
   CHECK(budget.used() == 0);
 }
+
+TEST_CASE("relay: DEALLOCATE ALL and DISCARD ALL release every statement name, tokengate's too") {
+  for (const char* sql : {"DEALLOCATE ALL", "DISCARD ALL"}) {
+    RelayHarness h;
+    h.client(concat({pg::parse("t", "SHOW API TOKENS"), pg::parse("s", "select 1"), pg::sync()}));
+    h.upstream(concat({pg::parse_complete(), pg::ready('I')}));
+    h.client(pg::query(sql));
+    h.upstream(concat({pg::command_complete(sql), pg::ready('I')}));
+    h.take_upstream();
+    h.take_client();
+    // "t" is no longer a local statement, and "s" is free again.
+    h.client(concat({pg::describe('S', "t"), pg::parse("s", "SHOW API TOKENS"), pg::sync()}));
+    CHECK(h.take_upstream() == concat({pg::describe('S', "t"), pg::flush()}));
+    h.upstream(pg::error("26000", "prepared statement \"t\" does not exist"));
+    CHECK(h.take_upstream() == pg::sync());
+  }
+}
+
+TEST_CASE("relay: an upstream error before a local Parse in one batch, then the next Query") {
+  const Bytes batch = concat({pg::parse("", "select 1/0"), pg::bind("", ""), pg::execute(),
+                              pg::parse("", "CREATE API TOKEN skipped"), pg::bind("", ""), pg::execute(), pg::sync()});
+  auto out = split_everywhere({}, {FromClient{batch},
+                                   FromUpstream{concat({pg::parse_complete(), err("22012", "division by zero")})},
+                                   FromUpstream{pg::ready('I')}, FromClient{pg::query("SHOW API TOKENS")},
+                                   answer(show_tokens({"t"}))});
+  CHECK(out.upstream == concat({pg::parse("", "select 1/0"), pg::bind("", ""), pg::execute(), pg::flush(), pg::sync()}));
+  CHECK(out.client == concat({pg::parse_complete(), err("22012", "division by zero"), pg::ready('I'),
+                              simple(show_tokens({"t"})), pg::ready('I')}));
+}
