@@ -23,7 +23,7 @@ namespace tokengate::net {
 class CancelRegistry {
  public:
   struct Target {
-    Endpoint upstream;
+    const Endpoint* upstream;  // the server's setting, which outlives every session
     protocol::BackendKeyData upstream_key;
   };
 

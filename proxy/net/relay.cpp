@@ -161,11 +161,10 @@ struct Relay::State : std::enable_shared_from_this<State> {
     s->st->on_events(*s, events);
   }
 
-  State(asio::any_io_executor e, ByteStream& client, ByteStream& upstream, RelayServices svc, SessionInfo i)
-      : ex(e), services(svc), info(std::move(i)), machine(machine_options(services, info)), done_timer(ex) {
+  State(asio::any_io_executor e, ByteStream& client, ByteStream& upstream, const RelayServices& svc, SessionInfo i)
+      : ex(e), services(svc), info(std::move(i)), machine(machine_options(services, info)) {
     init_side(c, client);
     init_side(u, upstream);
-    done_timer.expires_at(std::chrono::steady_clock::time_point::max());
   }
   ~State() {
     // Normally both sides were closed when the session finished. Otherwise the
@@ -220,6 +219,7 @@ struct Relay::State : std::enable_shared_from_this<State> {
   void continue_close();
   void close_side(Side& s);
   void finish();
+  void maybe_done();
   void charge_pending(Side& s, std::size_t before);
   asio::awaitable<void> generic_reader(Side& s);
   asio::awaitable<void> generic_writer(Side& s);
@@ -228,13 +228,13 @@ struct Relay::State : std::enable_shared_from_this<State> {
   void spawn(asio::awaitable<void> a, const char* what, bool uses_streams = false);
 
   asio::any_io_executor ex;
-  RelayServices services;
+  const RelayServices& services;  // the server's, which outlives every session
   SessionInfo info;
   LocalSql local{services, info};
   session::Relay machine;
   Side c, u;
   std::optional<SessionRegistry::Handle> handle;
-  asio::steady_timer done_timer;
+  std::function<void()> on_done;  // posted once done and no coroutine can touch a stream
   bool done = false;
   bool closing = false;
   bool forced = false;  // ended by end() or a limit: the backend must go
@@ -250,7 +250,7 @@ void Relay::State::spawn(asio::awaitable<void> a, const char* what, bool uses_st
   // Never detached without a handler: an exception is logged and ends the session.
   if (uses_streams) ++coroutines;
   asio::co_spawn(ex, std::move(a), [self = shared_from_this(), what, uses_streams](std::exception_ptr e) {
-    if (uses_streams && --self->coroutines == 0 && self->done) self->done_timer.cancel();
+    if (uses_streams && --self->coroutines == 0) self->maybe_done();
     if (!e) return;
     try {
       std::rethrow_exception(e);
@@ -605,7 +605,8 @@ void Relay::State::begin_close() {
 // it is gone.
 asio::awaitable<void> Relay::State::end_backend() {
   auto self = shared_from_this();
-  if (info.upstream_key.process_id != 0) co_await send_cancel(info.upstream, info.upstream_key);
+  if (info.upstream != nullptr && info.upstream_key.process_id != 0)
+    co_await send_cancel(*info.upstream, info.upstream_key);
   if (done) co_return;
   grace_timer = std::make_unique<asio::steady_timer>(ex, kCancelGrace);
   co_await grace_timer->async_wait(use_nothrow);
@@ -665,12 +666,18 @@ void Relay::State::finish() {
   if (grace_timer) grace_timer->cancel();
   if (c.event) c.event->notify();
   if (u.event) u.event->notify();
-  done_timer.cancel();
+  maybe_done();
+}
+
+void Relay::State::maybe_done() {
+  if (!done || coroutines > 0 || !on_done) return;
+  asio::post(ex, std::move(on_done));
+  on_done = nullptr;
 }
 
 // ---- Relay ------------------------------------------------------------------------------
 
-Relay::Relay(asio::any_io_executor ex, ByteStream& client, ByteStream& upstream, RelayServices services,
+Relay::Relay(asio::any_io_executor ex, ByteStream& client, ByteStream& upstream, const RelayServices& services,
              SessionInfo info)
     : s_(std::make_shared<State>(ex, client, upstream, services, std::move(info))) {}
 
@@ -680,10 +687,9 @@ void Relay::set_registry_handle(SessionRegistry::Handle h) { s_->handle = h; }
 
 void Relay::end(protocol::ErrorResponse reason) { s_->end(std::move(reason)); }
 
-asio::awaitable<void> Relay::run(Bytes pending) {
-  auto s = s_;
-  s->start(std::move(pending));
-  while (!s->done || s->coroutines > 0) co_await s->done_timer.async_wait(use_nothrow);
+void Relay::start(Bytes pending, std::function<void()> on_done) {
+  s_->on_done = std::move(on_done);
+  s_->start(std::move(pending));
 }
 
 }  // namespace tokengate::net

@@ -3,6 +3,7 @@
 // streams. Included only by the Asio translation units.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -52,9 +53,10 @@ struct SessionInfo {
   char tx_status = 'I';
   bool via_token = false;  // logged in with an API token
   std::optional<tokenstore::tid_t> tid;
-  // Where the upstream backend runs and its own key: a session that is ended
-  // (revocation, expiry, shutdown, a limit) cancels what runs there.
-  Endpoint upstream;
+  // Where the upstream backend runs (the server's setting, which outlives
+  // the session) and its own key: a session that is ended (revocation,
+  // expiry, shutdown, a limit) cancels what runs there.
+  const Endpoint* upstream = nullptr;
   protocol::BackendKeyData upstream_key;
   // As the upstream reported them at login (ParameterStatus).
   bool standard_conforming_strings = true;
@@ -63,7 +65,8 @@ struct SessionInfo {
 
 class Relay {
  public:
-  Relay(asio::any_io_executor ex, ByteStream& client, ByteStream& upstream, RelayServices services,
+  // `services` and both streams must outlive the relay (and on_done).
+  Relay(asio::any_io_executor ex, ByteStream& client, ByteStream& upstream, const RelayServices& services,
         SessionInfo info);
   ~Relay();
   Relay(const Relay&) = delete;
@@ -74,10 +77,12 @@ class Relay {
   void set_registry_handle(SessionRegistry::Handle h);
 
   // Relays until either side closes, the client terminates, or end() is
-  // called. `pending`: client bytes already read after the login. When the
-  // session was ended by end() or a limit, returns only once the upstream
-  // backend has gone (or a timeout passed): nothing it was sent runs after.
-  asio::awaitable<void> run(protocol::Bytes pending);
+  // called, then posts on_done. `pending`: client bytes already read after
+  // the login. When the session was ended by end() or a limit, on_done comes
+  // only once the upstream backend has gone (or a timeout passed): nothing it
+  // was sent runs after. No coroutine frame waits meanwhile, so an idle
+  // session costs only the relay's own state.
+  void start(protocol::Bytes pending, std::function<void()> on_done);
 
   // Ends the session with this error (e.g. FATAL 57P01 "API token revoked"):
   // cancels what runs upstream and ends the backend. Call it on the

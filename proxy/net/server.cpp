@@ -116,6 +116,9 @@ struct Server::Impl {
 
   bool open_services();
   asio::awaitable<void> session(std::unique_ptr<ByteStream> client, std::string peer, bool peer_is_local);
+  void start_relay(asio::any_io_executor exec, std::unique_ptr<ByteStream> client, std::unique_ptr<ByteStream> upstream,
+                   SessionInfo info, protocol::BackendKeyData client_key, std::int64_t token_expires_at,
+                   protocol::Bytes pending);
   asio::awaitable<LoginDecision> decide_login(const protocol::StartupMessage& startup, const std::string& password,
                                               const std::string& peer);
   asio::awaitable<std::tuple<error_code, std::unique_ptr<ByteStream>, std::string>> connect_upstream(
@@ -136,6 +139,7 @@ struct Server::Impl {
   CancelRegistry cancels;
   SessionRegistry sessions;              // every logged-in session
   session::MemoryBudget relay_memory;    // relay buffers of all sessions (relay.memory_limit)
+  RelayServices relay_services;          // what every relay uses; set by open_services
   std::vector<std::unique_ptr<asio::io_context>> contexts;
   std::vector<int> reactor_fds;  // each context's epoll set, where relays watch their sockets
   std::atomic<std::size_t> next{0};
@@ -530,11 +534,14 @@ asio::awaitable<void> Server::Impl::session(std::unique_ptr<ByteStream> client, 
   }
   auth_timer.cancel();
   client_key.process_id = login.upstream_key().process_id;
-  cancels.bind(client_key, {config.upstream, login.upstream_key()});
-  struct Release {
+  cancels.bind(client_key, {&config.upstream, login.upstream_key()});
+  struct Release {  // until the relay phase takes the key over
     CancelRegistry& r;
     protocol::BackendKeyData k, upstream;
-    ~Release() { r.release(k, upstream); }
+    bool armed = true;
+    ~Release() {
+      if (armed) r.release(k, upstream);
+    }
   } release{cancels, client_key, login.upstream_key()};
   spdlog::info("user \"{}\" logged in to database \"{}\" from {}{}", user, database, peer,
                decision.tid ? " with an API token" : "");
@@ -546,13 +553,6 @@ asio::awaitable<void> Server::Impl::session(std::unique_ptr<ByteStream> client, 
   Bytes().swap(up);
 
   // ---- relay ---------------------------------------------------------------
-  // Only logged-in sessions hold up a SIGTERM drain; one still logging in
-  // (or idle before its startup packet) is simply closed.
-  ++relaying_sessions;
-  struct Relaying {
-    std::atomic<int>& n;
-    ~Relaying() { --n; }
-  } relaying{relaying_sessions};
   SessionInfo info;
   info.user = user;
   info.database = database;
@@ -561,29 +561,59 @@ asio::awaitable<void> Server::Impl::session(std::unique_ptr<ByteStream> client, 
   info.tx_status = tx_status;
   info.via_token = decision.tid.has_value();
   info.tid = decision.tid;
-  info.upstream = config.upstream;
+  info.upstream = &config.upstream;
   info.upstream_key = login.upstream_key();
-  RelayServices services{tokens.get(), control.get(), audit.enabled() ? &audit : nullptr, &sessions, &relay_memory};
-  services.max_inspected_message = config.relay_max_inspected_message;
-  services.session_memory_limit = config.relay_session_memory_limit;
-  services.token_sessions_manage_credentials = config.token_sessions_manage_credentials;
-  Relay relay(exec, *client, *upstream, services, std::move(info));
-  // Sessions end on revocation, expiry (if so set) and shutdown; the entry
-  // goes only once the relay has ended, upstream backend included.
-  auto alive = std::make_shared<Relay*>(&relay);
-  const auto registered = sessions.add(decision.tid, decision.token_expires_at,
-                                       [exec, alive](const protocol::ErrorResponse& why) {
-                                         asio::post(exec, [alive, why] {
-                                           if (*alive) (*alive)->end(why);
-                                         });
-                                       });
-  relay.set_registry_handle(registered);
-  co_await relay.run(std::move(in));
-  *alive = nullptr;
-  sessions.remove(registered);
-  upstream->close();
-  client->close();
-  spdlog::debug("session of \"{}\" from {} ended", user, peer);
+  release.armed = false;
+  start_relay(exec, std::move(client), std::move(upstream), std::move(info), client_key,
+              decision.token_expires_at, std::move(in));
+}
+
+// The relay phase of a logged-in session. It runs outside the login's
+// coroutine, whose frame (the handshake, the login's buffers and strings) ends
+// here: an idle session costs only what the relay keeps.
+void Server::Impl::start_relay(asio::any_io_executor exec, std::unique_ptr<ByteStream> client,
+                               std::unique_ptr<ByteStream> upstream, SessionInfo info,
+                               protocol::BackendKeyData client_key, std::int64_t token_expires_at,
+                               Bytes pending) {
+  // What a live session owns; it goes when the relay is done, upstream
+  // backend included, and takes the session out of the registries.
+  struct Live {
+    Live(Impl& i, asio::any_io_executor e, std::unique_ptr<ByteStream> c, std::unique_ptr<ByteStream> u,
+         protocol::BackendKeyData ck, protocol::BackendKeyData uk)
+        : impl(i), exec(std::move(e)), client(std::move(c)), upstream(std::move(u)), client_key(ck), upstream_key(uk) {}
+    Impl& impl;
+    asio::any_io_executor exec;
+    std::unique_ptr<ByteStream> client, upstream;
+    protocol::BackendKeyData client_key, upstream_key;
+    std::unique_ptr<Relay> relay;
+    SessionRegistry::Handle handle = 0;
+    ~Live() {
+      if (handle != 0) impl.sessions.remove(handle);
+      impl.cancels.release(client_key, upstream_key);
+      relay.reset();
+      upstream->close();
+      client->close();
+      --impl.relaying_sessions;  // only logged-in sessions hold up a SIGTERM drain
+      --impl.active_sessions;
+    }
+  };
+  ++relaying_sessions;
+  ++active_sessions;  // the login's coroutine, which counted it, ends now
+  const auto tid = info.tid;
+  auto live = std::make_shared<Live>(*this, exec, std::move(client), std::move(upstream), client_key, info.upstream_key);
+  live->relay = std::make_unique<Relay>(exec, *live->client, *live->upstream, relay_services, std::move(info));
+  // Sessions end on revocation, expiry (if so set) and shutdown.
+  std::weak_ptr<Live> weak = live;
+  // (The function holds only a weak pointer: it fits in std::function without a heap block.)
+  live->handle = sessions.add(tid, token_expires_at, [weak](const protocol::ErrorResponse& why) {
+    if (auto l = weak.lock())
+      asio::post(l->exec, [weak, why] {
+        if (auto live = weak.lock()) live->relay->end(why);
+      });
+  });
+  live->relay->set_registry_handle(live->handle);
+  Relay& relay = *live->relay;
+  relay.start(std::move(pending), [live]() mutable { live.reset(); });
 }
 
 asio::awaitable<void> Server::Impl::forward_cancel(protocol::CancelRequest request) {
@@ -594,9 +624,9 @@ asio::awaitable<void> Server::Impl::forward_cancel(protocol::CancelRequest reque
   }
   // Cancel requests go in the clear, as libpq sends them (PostgreSQL accepts
   // a CancelRequest without TLS even when it requires TLS for sessions).
-  auto [ec, upstream] = co_await connect_to(target->upstream);
+  auto [ec, upstream] = co_await connect_to(*target->upstream);
   if (ec) {
-    spdlog::warn("cannot forward cancel request to {}: {}", target->upstream.to_string(), ec.message());
+    spdlog::warn("cannot forward cancel request to {}: {}", target->upstream->to_string(), ec.message());
     co_return;
   }
   Bytes out;
@@ -791,6 +821,12 @@ bool Server::Impl::open_services() {
   cs.auth_query = config.auth_query;
   cs.tls = upstream_tls.get();
   control = std::make_unique<ControlPool>(contexts[0]->get_executor(), std::move(cs));
+
+  relay_services = RelayServices{tokens.get(), control.get(), audit.enabled() ? &audit : nullptr, &sessions,
+                                 &relay_memory};
+  relay_services.max_inspected_message = config.relay_max_inspected_message;
+  relay_services.session_memory_limit = config.relay_session_memory_limit;
+  relay_services.token_sessions_manage_credentials = config.token_sessions_manage_credentials;
   return true;
 }
 
