@@ -164,8 +164,9 @@ def main() -> int:
         # tokengate in its default mode: trust over the cluster's Unix socket.
         tg_port, tg_data = free_port(), tmp / "tg-data"
         tg_cmd = [str(REPO / "build" / "tokengate"), "serve", "--listen", f"127.0.0.1:{tg_port}",
-                  "--upstream", f"{pg.socket_dir}:{pg.port}", "--data-dir", str(tg_data), "--log-level", "warn",
-                  *a.tokengate_args.split()]
+                  "--upstream", f"{pg.socket_dir}:{pg.port}", "--data-dir", str(tg_data),
+                  "--http-listen", f"127.0.0.1:{free_port()}",  # not 8432: ./dev run may hold it
+                  "--log-level", "warn", *a.tokengate_args.split()]
         tg = subprocess.Popen(tg_cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         procs.append(tg)
         wait_port(tg_port, tg, "tokengate")

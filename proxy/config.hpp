@@ -61,6 +61,24 @@ struct Config {
   std::string tls_mode = "allow";  // disable | allow | require
   std::string upstream_sslmode = "prefer";  // disable | prefer | require | verify-full
   std::string upstream_sslrootcert;  // CA file for verify-full
+
+  // ---- HTTP gateway (proxy/http) ----
+  std::vector<net::Endpoint> http_listen;  // `http.listen`; empty ("off"): no HTTP listener
+  // Lifetime of the token behind a browser login's auth_token cookie.
+  std::chrono::seconds http_session_duration{12 * 3600};
+  unsigned http_max_connections = 256;
+  std::size_t http_max_header_size = 16 * 1024;
+  std::size_t http_max_body_size = 1024 * 1024;
+  std::chrono::seconds http_request_timeout{30};
+  std::chrono::seconds http_idle_timeout{60};
+
+  // ---- SQL over HTTP and its upstream pool (proxy/http/sql_endpoint, proxy/pool) ----
+  std::size_t http_max_response_size = 10 * 1024 * 1024;  // `http.max_response_size`
+  unsigned pool_max_connections = 50;                      // `pool.max_connections`
+  unsigned pool_max_connections_per_key = 10;              // `pool.max_connections_per_key`
+  std::chrono::seconds pool_idle_timeout{60};              // `pool.idle_timeout`
+  std::chrono::seconds pool_wait_timeout{10};              // `pool.wait_timeout`
+  std::chrono::seconds pool_max_lifetime{3600};            // `pool.max_lifetime`
 };
 
 struct ConfigError {

@@ -103,8 +103,6 @@ session::RelayOptions machine_options(const RelayServices& svc, const SessionInf
   o.session_memory_limit = svc.session_memory_limit;
   o.process_memory = svc.memory;
   o.refuse_password_changes = info.via_token && !svc.token_sessions_manage_credentials;
-  // The pre-parser's CREATE/ALTER ROLE … PASSWORD detector plugs in here.
-  o.changes_role_password = nullptr;
   o.standard_conforming_strings = info.standard_conforming_strings;
   o.client_encoding = info.client_encoding;
   return o;

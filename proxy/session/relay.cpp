@@ -18,6 +18,7 @@
 
 #include "parser_ext/classifier.hpp"
 #include "parser_ext/parser.hpp"
+#include "parser_ext/role_password.hpp"
 #include "proxy/protocol/frame.hpp"
 #include "proxy/protocol/result_set.hpp"
 
@@ -88,60 +89,15 @@ bool is_ident_byte(std::uint8_t c) noexcept {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c >= 0x80;
 }
 
-bool iequals(std::string_view a, std::string_view b) noexcept {
-  if (a.size() != b.size()) return false;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    char x = a[i], y = b[i];
-    if (x >= 'A' && x <= 'Z') x = char(x - 'A' + 'a');
-    if (x != y) return false;
-  }
-  return true;
-}
-
 }  // namespace
 
 // ---- keeps_transaction_block -----------------------------------------------------
 
 bool keeps_transaction_block(std::string_view sql) noexcept {
-  // The first few words, skipping whitespace and comments.
-  std::string_view words[6];
-  std::size_t count = 0, i = 0;
-  while (i < sql.size() && count < 6) {
-    char c = sql[i];
-    if (c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v') {
-      ++i;
-    } else if (c == '-' && i + 1 < sql.size() && sql[i + 1] == '-') {
-      while (i < sql.size() && sql[i] != '\n') ++i;
-    } else if (c == '/' && i + 1 < sql.size() && sql[i + 1] == '*') {
-      int depth = 0;  // PostgreSQL's block comments nest
-      while (i + 1 < sql.size()) {
-        if (sql[i] == '/' && sql[i + 1] == '*') {
-          ++depth;
-          i += 2;
-        } else if (sql[i] == '*' && sql[i + 1] == '/') {
-          i += 2;
-          if (--depth == 0) break;
-        } else {
-          ++i;
-        }
-      }
-      if (depth != 0) return false;
-    } else if (is_ident_byte(std::uint8_t(c))) {
-      std::size_t b = i;
-      while (i < sql.size() && is_ident_byte(std::uint8_t(sql[i]))) ++i;
-      words[count++] = sql.substr(b, i - b);
-    } else {
-      break;  // ';' or anything else ends the leading words
-    }
-  }
-  if (count == 0) return false;
-  std::size_t w = 1;
-  const bool rollback = iequals(words[0], "rollback") || iequals(words[0], "abort");
-  const bool commit = iequals(words[0], "commit") || iequals(words[0], "end");
-  if (!rollback && !commit) return false;
-  if (w < count && (iequals(words[w], "work") || iequals(words[w], "transaction"))) ++w;
-  if (rollback && w < count && iequals(words[w], "to")) return true;
-  return w + 1 < count && iequals(words[w], "and") && iequals(words[w + 1], "chain");
+  using parser_ext::TxControl;
+  const TxControl t = parser_ext::classify_transaction_control(sql);
+  return t == TxControl::commit_and_chain || t == TxControl::rollback_and_chain ||
+         t == TxControl::rollback_to_savepoint;
 }
 
 // ---- Output ----------------------------------------------------------------------
@@ -220,8 +176,7 @@ Relay::Relay(RelayOptions options)
     : opt_(std::move(options)),
       memory_(opt_.session_memory_limit, opt_.process_memory),
       tx_(opt_.tx_status),
-      standard_conforming_strings_(opt_.standard_conforming_strings),
-      client_encoding_(opt_.client_encoding) {
+      lex_{opt_.standard_conforming_strings, parser_ext::client_encoding_from_name(opt_.client_encoding)} {
   opt_.max_inspected_message = std::max(opt_.max_inspected_message, kMinInspectedMessage);
 }
 
@@ -557,14 +512,13 @@ void Relay::handle_whole(char tag, ByteView message) {
   switch (tag) {
     case ft::Query: {
       const std::string_view text = text_of_query(body);
-      if (opt_.refuse_password_changes && opt_.changes_role_password != nullptr &&
-          opt_.changes_role_password(text)) {
+      if (opt_.refuse_password_changes && parser_ext::changes_role_password(text, lex_)) {
         start_local(tag, message);
         job_->preset_error = password_change_refused();
         return;
       }
       if (!parser_ext::query_may_contain_api_token_statement(text)) break;
-      auto plan = parser_ext::plan_query(text);
+      auto plan = parser_ext::plan_query(text, lex_);
       if (auto* parts = std::get_if<std::vector<parser_ext::QueryPart>>(&plan)) {
         const bool all_ordinary =
             !parts->empty() && std::all_of(parts->begin(), parts->end(), [](const parser_ext::QueryPart& part) {
@@ -583,12 +537,11 @@ void Relay::handle_whole(char tag, ByteView message) {
       auto name = r.cstr();
       auto text = r.cstr();
       if (!name || !text) break;  // malformed: the upstream says so
-      const bool refuse = opt_.refuse_password_changes && opt_.changes_role_password != nullptr &&
-                          opt_.changes_role_password(*text);
+      const bool refuse = opt_.refuse_password_changes && parser_ext::changes_role_password(*text, lex_);
       const bool local =
           refuse ||
           (parser_ext::could_be_api_token_statement(*text) &&
-           !std::holds_alternative<parser_ext::NotApiTokenStatement>(parser_ext::parse_statement(*text))) ||
+           !std::holds_alternative<parser_ext::NotApiTokenStatement>(parser_ext::parse_statement(*text, lex_))) ||
           (!name->empty() && known().statements.count(std::string(*name)) > 0);  // 42P05, answered locally
       if (local) {
         start_local(tag, message);
@@ -1063,11 +1016,11 @@ void Relay::run_extended_job() {
     case ft::Parse: {
       std::string name(*r.cstr());
       const auto text = *r.cstr();
-      if (opt_.refuse_password_changes && opt_.changes_role_password != nullptr && opt_.changes_role_password(text)) {
+      if (opt_.refuse_password_changes && parser_ext::changes_role_password(text, lex_)) {
         fail_extended(password_change_refused());
         break;
       }
-      auto parsed = parser_ext::parse_statement(text);
+      auto parsed = parser_ext::parse_statement(text, lex_);
       if (auto* err = std::get_if<parser_ext::ParseError>(&parsed)) {
         fail_extended(parse_error_response(*err));
         break;
@@ -1258,8 +1211,8 @@ void Relay::upstream_message_end() {
         std::string_view name(u_body_.data(), nul);
         std::string_view value(u_body_.data() + nul + 1, u_body_.size() - nul - 1);
         if (!value.empty() && value.back() == '\0') value.remove_suffix(1);
-        if (name == "standard_conforming_strings") standard_conforming_strings_ = value == "on";
-        else if (name == "client_encoding") client_encoding_ = std::string(value);
+        if (name == "standard_conforming_strings") lex_.standard_conforming_strings = value == "on";
+        else if (name == "client_encoding") lex_.encoding = parser_ext::client_encoding_from_name(value);
       }
       break;
     }

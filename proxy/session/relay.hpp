@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "parser_ext/ast.hpp"
+#include "parser_ext/lexer.hpp"
 #include "parser_ext/split.hpp"
 #include "proxy/protocol/messages.hpp"
 #include "proxy/protocol/wire.hpp"
@@ -43,10 +44,10 @@ struct RelayOptions {
   MemoryBudget* process_memory = nullptr;  // null: no process-wide limit
   // A token session that may not change passwords (the session was opened
   // with a token, and managing credentials from one is off): a Query or
-  // Parse for which `changes_role_password` is true is answered with ERROR
-  // 42501 and never reaches the upstream.
+  // Parse that holds CREATE/ALTER ROLE … PASSWORD
+  // (parser_ext::changes_role_password) is answered with ERROR 42501 and
+  // never reaches the upstream.
   bool refuse_password_changes = false;
-  bool (*changes_role_password)(std::string_view sql) = nullptr;
   // Session settings the statement splitter depends on, as the upstream
   // reported them during the login; the machine follows later ParameterStatus.
   bool standard_conforming_strings = true;
@@ -152,8 +153,9 @@ class Relay {
 
   // ---- observers (driver, tests) ------------------------------------------------
   char tx_status() const noexcept { return tx_; }
-  bool standard_conforming_strings() const noexcept { return standard_conforming_strings_; }
-  const std::string& client_encoding() const noexcept { return client_encoding_; }
+  bool standard_conforming_strings() const noexcept { return lex_.standard_conforming_strings; }
+  // How statements are split: the session's settings as the upstream reported them.
+  const parser_ext::LexOptions& lex_options() const noexcept { return lex_; }
   // No upstream message is partly received.
   bool upstream_at_boundary() const noexcept { return u_hdr_have_ == 0 && u_left_ == 0; }
   std::size_t outstanding() const noexcept { return q_.size() - q_head_; }
@@ -304,8 +306,7 @@ class Relay {
   std::string u_body_;  // captured body (ReadyForQuery, ParameterStatus, CommandComplete, ErrorResponse)
   bool upstream_fatal_ = false;
 
-  bool standard_conforming_strings_;
-  std::string client_encoding_;
+  parser_ext::LexOptions lex_;
 
   // Ending: after end(), the current upstream message is completed, then
   // end_error_ goes to the client.
@@ -318,7 +319,7 @@ class Relay {
 
 // True for COMMIT/END/ROLLBACK/ABORT … AND CHAIN and ROLLBACK … TO [SAVEPOINT]:
 // statements whose command tag (COMMIT, ROLLBACK) does not mean that the
-// transaction block ended. Looks at the leading words only.
+// transaction block ended.
 [[nodiscard]] bool keeps_transaction_block(std::string_view sql) noexcept;
 
 }  // namespace tokengate::session

@@ -11,11 +11,12 @@
 # Fixtures:
 #   pg         session: PgCluster (host/port, socket_dir, log_path, admin_conn(), log_mark()/log_since(),
 #              logged_statements(mark): what the upstream received since mark)
-#   tokengate  session: TokengateProcess (host/port, data_dir, log_path, audit_path, log_tail(), rss_kib()); skipped or
+#   tokengate  session: TokengateProcess (host/port, http_port, data_dir, log_path, audit_path, log_tail(), rss_kib()); skipped or
 #              failed when unusable. Upstream login mode `trust`: it reaches PostgreSQL over the Unix
 #              socket, which the cluster trusts; tokengate must check ordinary passwords itself.
 #   tokengate_pw  session: a second tokengate in `password` mode (upstream over TCP, scram/md5/password as for
 #              direct clients; token sessions use the owner's password from a userlist file); proxy_pw its Target
+#   http_api   an http_client.HttpApi for the session tokengate's HTTP gateway (requests)
 #   spawn_tokengate  extra instances for one test: spawn(upstream=(host, port), extra_args=[...], start=True)
 #   direct     Target for PostgreSQL itself;  proxy  Target through tokengate
 #   target     parametrized over ["direct", "proxy"]: one test body, two runs (ids end in [direct]/[proxy])
@@ -277,6 +278,11 @@ class TokengateProcess(LogFile):
         self.audit_path = self.data_dir / "audit.log"  # the default audit_log (issue 5)
         self.host = "127.0.0.1"
         self.port = free_port()
+        # The HTTP gateway's port: every instance gets its own (the default 8432 would collide); None when
+        # the binary has no gateway or the test passes its own --http-listen.
+        self.http_port: int | None = None
+        if "--http-listen" not in self.extra_args and binary_has_flag(binary, "--http-listen"):
+            self.http_port = free_port()
         self.proc: subprocess.Popen | None = None
         self._stopped = False
         _ALL_TOKENGATES.append(self)
@@ -289,6 +295,8 @@ class TokengateProcess(LogFile):
             "--upstream", f"{self.upstream[0]}:{self.upstream[1]}",
             "--data-dir", str(self.data_dir),
         ]
+        if self.http_port is not None:
+            argv += ["--http-listen", f"{self.host}:{self.http_port}"]
         argv += shlex.split(os.environ.get("TOKENGATE_EXTRA_ARGS", ""))
         return argv + self.extra_args
 
@@ -779,6 +787,16 @@ def proxy(tokengate: TokengateProcess) -> Target:
         pytest.fail(f"tokengate is no longer running (rc={tokengate.proc.returncode}); log tail:\n"
                     f"{tokengate.log_tail()}", pytrace=False)
     return Target("proxy", tokengate.host, tokengate.port)
+
+
+@pytest.fixture
+def http_api(tokengate: TokengateProcess):
+    """An http_client.HttpApi for the session tokengate's HTTP gateway (http://127.0.0.1:<tokengate.http_port>)."""
+    import http_client  # noqa: PLC0415 - needs python3-requests, only for the HTTP tests
+
+    if tokengate.http_port is None:
+        pytest.fail("this tokengate binary has no --http-listen", pytrace=False)
+    return http_client.HttpApi(f"http://{tokengate.host}:{tokengate.http_port}")
 
 
 @pytest.fixture
