@@ -511,6 +511,10 @@ asio::awaitable<void> Server::Impl::session(std::unique_ptr<ByteStream> client, 
   Bytes up;
   std::size_t up_have = 0;
   char tx_status = protocol::tx_status::Idle;
+  // The settings the relay's statement splitter lexes by, as the upstream
+  // reports them at login (a client may set them in its startup packet).
+  bool standard_conforming_strings = true;
+  std::string client_encoding = "UTF8";
   for (bool done = false; !done;) {
     auto fr = protocol::read_frame(view(up, up_have), kMaxLoginMessageLength);
     if (fr.status == protocol::FrameStatus::bad_length) {
@@ -528,6 +532,12 @@ asio::awaitable<void> Server::Impl::session(std::unique_ptr<ByteStream> client, 
       }
       up_have += n;
       continue;
+    }
+    if (fr.frame.tag == protocol::backend_tag::ParameterStatus) {
+      if (auto ps = protocol::ParameterStatus::parse(fr.frame.body)) {
+        if (ps->name == "standard_conforming_strings") standard_conforming_strings = ps->value == "on";
+        else if (ps->name == "client_encoding") client_encoding = ps->value;
+      }
     }
     auto step = login.on_message(fr.frame);
     up.erase(up.begin(), up.begin() + std::ptrdiff_t(fr.frame.size));
@@ -599,6 +609,8 @@ asio::awaitable<void> Server::Impl::session(std::unique_ptr<ByteStream> client, 
   info.tid = decision.tid;
   info.upstream = &config.upstream;
   info.upstream_key = login.upstream_key();
+  info.standard_conforming_strings = standard_conforming_strings;
+  info.client_encoding = std::move(client_encoding);
   release.armed = false;
   start_relay(exec, std::move(client), std::move(upstream), std::move(info), client_key,
               decision.token_expires_at, std::move(in));

@@ -328,3 +328,26 @@ def test_cancel_needs_tokengates_secret(proxy: Target):
             c.read_raw_until_closed(3)
         msgs = w.read_until_ready()
         assert [m.error().sqlstate for m in msgs if m.tag == b"E"] == ["57014"], msgs
+
+
+# ---------------------------------------------------------------- the splitter follows the session's settings
+
+
+@pytest.mark.parametrize("how", ["set", "startup"])
+def test_standard_conforming_strings_off_cannot_smuggle(proxy: Target, pg: PgCluster, how: str):
+    """With standard_conforming_strings off, 'x\\'; SELECT …' is one string: the relay must split the Query as
+    PostgreSQL would, whether the setting came with SET or in the startup packet (the relay learns it from the
+    upstream's ParameterStatus), and nothing of it may run."""
+    mark = pg.log_mark()
+    with proxy.wire() as w:
+        extra = {"standard_conforming_strings": "off"} if how == "startup" else None
+        r = pgwire.login(w, "analyst", "analyst", extra=extra)
+        assert r.ok, r.error
+        if how == "set":
+            assert not [m for m in w.simple_query("SET standard_conforming_strings = off") if m.tag == b"E"]
+        assert r.parameters.get("standard_conforming_strings") == ("off" if how == "startup" else "on")
+        msgs = w.simple_query("CREATE API TOKEN t COMMENT 'x\\'; SELECT 'smuggled'; --'")
+        errors = [m.error() for m in msgs if m.tag == b"E"]
+        assert errors and errors[0].sqlstate == "42601", msgs
+        assert not [m for m in msgs if m.tag == b"D"], f"a smuggled statement ran: {msgs}"
+    assert not any("smuggled" in s for s in pg.logged_statements(mark)), "the smuggled statement reached PostgreSQL"
