@@ -14,6 +14,7 @@
 
 #include "proxy/audit.hpp"
 #include "proxy/config.hpp"
+#include "proxy/net/fleet.hpp"
 #include "proxy/net/server.hpp"
 #include "tokenstore/cli.hpp"
 
@@ -92,6 +93,22 @@ std::vector<Setting> settings_table() {
        "relay buffers one session may hold (e.g. 4MB)", "4MB"},
       {"relay.memory_limit", "--memory-limit", "TOKENGATE_MEMORY_LIMIT",
        "relay buffers of all sessions together (e.g. 512MB; 0: no limit)", "512MB"},
+      {"store.backend", "--store-backend", "TOKENGATE_STORE_BACKEND",
+       "lmdb (in data_dir, one instance) or postgres (a registry shared by a fleet)", "lmdb"},
+      {"store.dsn", "--store-dsn", "TOKENGATE_STORE_DSN",
+       "libpq connection string of the registry (default: the upstream, as the control user)", ""},
+      {"store.kek_file", "--kek-file", "TOKENGATE_KEK_FILE",
+       "file with the key-encryption key, 64 hex digits (else the TOKENGATE_KEK variable)", ""},
+      {"store.previous_kek_file", "--previous-kek-file", "TOKENGATE_PREVIOUS_KEK_FILE",
+       "the key-encryption key being replaced, during a KEK rotation", ""},
+      {"store.max_staleness", "--max-staleness", "TOKENGATE_MAX_STALENESS",
+       "seconds known tokens keep logging in while the registry is unreachable", "60"},
+      {"fleet.instance_id", "--instance-id", "TOKENGATE_INSTANCE_ID",
+       "this instance's id in the fleet, 1-255 (0: claim a free one)", "0"},
+      {"fleet.advertise_address", "--advertise-address", "TOKENGATE_ADVERTISE_ADDRESS",
+       "HOST:PORT other instances forward cancel requests to (default: the first listen address)", ""},
+      {"fleet.peers", "--peers", "TOKENGATE_PEERS",
+       "ID=HOST:PORT,… of other instances, besides those in the registry's heartbeat table", ""},
       {"audit_log", "--audit-log", "TOKENGATE_AUDIT_LOG",
        "JSON-lines audit file (default DATA_DIR/audit.log; 'off' for none)", ""},
       {"http.listen", "--http-listen", "TOKENGATE_HTTP_LISTEN",
@@ -251,6 +268,17 @@ Config build_config(const std::vector<Setting>& table) {
     throw ConfigError{"relay.session_memory_limit must be at least twice relay.max_inspected_message"};
   if (c.relay_memory_limit != 0 && c.relay_memory_limit < c.relay_session_memory_limit)
     throw ConfigError{"relay.memory_limit must be at least relay.session_memory_limit (or 0 for no limit)"};
+  c.store_backend = get("store.backend").value;
+  if (c.store_backend != "lmdb" && c.store_backend != "postgres")
+    throw ConfigError{"store.backend: expected lmdb or postgres, got '" + c.store_backend + "'"};
+  c.store_dsn = get("store.dsn").value;
+  c.kek_file = get("store.kek_file").value;
+  c.previous_kek_file = get("store.previous_kek_file").value;
+  c.max_staleness = std::chrono::seconds(parse_unsigned(get("store.max_staleness"), 86400));
+  c.instance_id = parse_unsigned(get("fleet.instance_id"), 255);
+  c.advertise_address = get("fleet.advertise_address").value;
+  c.peers = get("fleet.peers").value;
+  (void)net::parse_peers(c.peers);  // throws ConfigError when malformed
   c.audit_log = get("audit_log").value;
   if (const auto& http = get("http.listen").value; http != "off") {
     auto eps = net::parse_endpoint_list(http, 8432);
@@ -316,8 +344,9 @@ void audit_cli_operation(int argc, char** argv, int rc) {
       return false;
     };
     std::string ignored;
+    // --store-dsn may hold a password: consumed here, never taken for the name.
     if (value("--user", user) || value("--data-dir", data_dir) || value("--duration", ignored) ||
-        value("--comment", ignored))
+        value("--comment", ignored) || value("--store-dsn", ignored) || value("--kek-file", ignored))
       continue;
     if (name.empty() && !a.empty() && a.front() != '-') name = std::string(a);
   }
@@ -339,7 +368,8 @@ void audit_cli_operation(int argc, char** argv, int rc) {
 
 int run_cli(int argc, char** argv) {
   // The store's own commands parse their arguments themselves.
-  if (argc >= 2 && (std::string_view(argv[1]) == "tokens" || std::string_view(argv[1]) == "keys")) {
+  if (argc >= 2 && (std::string_view(argv[1]) == "tokens" || std::string_view(argv[1]) == "keys" ||
+                    std::string_view(argv[1]) == "store")) {
     int rc = tokenstore::cli_main(argc, argv);
     audit_cli_operation(argc, argv, rc);
     return rc;

@@ -55,6 +55,17 @@ struct Config {
   std::size_t relay_max_inspected_message = 1024 * 1024;   // `relay.max_inspected_message`
   std::size_t relay_session_memory_limit = 4 * 1024 * 1024;  // `relay.session_memory_limit`
   std::size_t relay_memory_limit = 512 * 1024 * 1024;        // `relay.memory_limit`; 0: none
+  // ---- token store and fleet (docs/fleet.md) ----
+  std::string store_backend = "lmdb";  // `store.backend`: lmdb (data_dir) or postgres (a shared registry)
+  // `store.dsn`: libpq connection string of the registry; empty: the
+  // upstream, as the control user, with the control connections' settings.
+  std::string store_dsn;
+  std::string kek_file;           // `store.kek_file`; else the TOKENGATE_KEK environment variable
+  std::string previous_kek_file;  // `store.previous_kek_file`: during a KEK rotation
+  std::chrono::seconds max_staleness{60};  // `store.max_staleness`
+  unsigned instance_id = 0;           // `fleet.instance_id`; 0: claim a free one
+  std::string advertise_address;      // `fleet.advertise_address`: HOST:PORT peers reach this instance at
+  std::string peers;                  // `fleet.peers`: "ID=HOST:PORT,…", besides the heartbeat table
 
   // ---- TLS (OpenSSL) ----
   std::string tls_cert, tls_key;  // `tls.cert`, `tls.key`: PEM files

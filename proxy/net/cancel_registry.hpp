@@ -5,9 +5,9 @@
 // use it with pg_terminate_backend, match it in pg_stat_activity, and tell
 // their own NOTIFY from others') with a secret of tokengate's own: the
 // upstream's secret never leaves tokengate. The secret is 32 random bits,
-// except that its top `instance_bits` bits (0 today) are reserved to name
-// the tokengate instance that holds the session, so that instances of a
-// fleet can route a cancel to each other.
+// except that in a fleet its top `instance_bits` bits name the instance that
+// holds the session, so that an instance receiving a CancelRequest for a key
+// it did not issue can send it on to the right peer.
 #pragma once
 
 #include <cstdint>
@@ -27,28 +27,30 @@ class CancelRegistry {
     protocol::BackendKeyData upstream_key;
   };
 
-  // instance_bits ≤ 16 top bits of every secret carry instance_id.
-  explicit CancelRegistry(unsigned instance_bits = 0, std::uint32_t instance_id = 0);
+  // Names this instance in every key issued from now on: the secret's top
+  // `instance_bits` (≤ 16) bits carry `instance_id`. Call before serving.
+  void set_instance(unsigned instance_bits, std::uint32_t instance_id);
+  // The instance a key names (0 when keys carry none).
+  std::uint32_t instance_of(const protocol::BackendKeyData& key) const noexcept;
 
-  // A fresh random secret for a new client session.
+  // A fresh random secret for a new client session (the process ID is the
+  // backend's, known once the session logged in upstream).
   std::int32_t issue_secret() const;
   // Records where the key's session runs upstream, once logged in.
   void bind(const protocol::BackendKeyData& client_key, Target target);
   // Forgets the key when the session ends, so a late cancel cannot hit a
-  // query of whoever uses that backend's process ID next. Only the entry of
+  // query of whoever gets that backend's process ID next. Only the entry of
   // this very backend is removed (a new session may have reused the key).
   void release(const protocol::BackendKeyData& client_key, const protocol::BackendKeyData& upstream_key);
   // Looks up a key sent in a CancelRequest; nullopt for a key we did not issue.
   std::optional<Target> find(const protocol::BackendKeyData& client_key) const;
-  // The instance a key names (its secret's top instance_bits bits).
-  std::uint32_t instance_of(const protocol::BackendKeyData& client_key) const noexcept;
 
  private:
   static std::uint64_t pack(const protocol::BackendKeyData& k) noexcept {
     return (std::uint64_t(std::uint32_t(k.process_id)) << 32) | std::uint32_t(k.secret_key);
   }
-  unsigned instance_bits_;
-  std::uint32_t instance_id_;
+  unsigned instance_bits_ = 0;
+  std::uint32_t instance_id_ = 0;
   mutable std::mutex mutex_;
   std::unordered_map<std::uint64_t, Target> entries_;
 };

@@ -39,6 +39,7 @@
 #include "proxy/net/connect.hpp"
 #include "proxy/net/control_pool.hpp"
 #include "proxy/net/edge_watch.hpp"
+#include "proxy/net/fleet.hpp"
 #include "proxy/net/relay.hpp"
 #include "proxy/net/session_registry.hpp"
 #include "proxy/net/stream.hpp"
@@ -144,6 +145,7 @@ struct Server::Impl {
   asio::awaitable<std::tuple<error_code, std::unique_ptr<ByteStream>, std::string>> connect_upstream(
       Clock::time_point deadline);
   asio::awaitable<void> forward_cancel(protocol::CancelRequest request);
+  asio::awaitable<void> forward_cancel_to_peer(protocol::CancelRequest request);
   template <typename Acceptor>
   asio::awaitable<void> accept_loop(Acceptor& acceptor, std::string name);
   asio::awaitable<void> watch_tokens();
@@ -173,9 +175,14 @@ struct Server::Impl {
   std::vector<std::unique_ptr<unix_socket::acceptor>> unix_acceptors;
   std::vector<std::string> unix_paths;
 
-  // Token store.
-  std::unique_ptr<tokenstore::store> store;
+  // Token store: LMDB, or the fleet's registry in PostgreSQL (then `registry`
+  // is set). The keys are declared first so they outlive the registry, whose
+  // feed thread adds keys until it is joined.
   std::unique_ptr<tokenstore::keyring> keys;
+  std::unique_ptr<tokenstore::store_backend> store;
+  tokenstore::pg_store* registry = nullptr;
+  std::map<std::uint32_t, Endpoint> peers;  // fleet.peers
+  CancelForwarding cancel_forwarding;
   std::unique_ptr<tokenstore::token_service> tokens;
   std::unique_ptr<tokenstore::maintenance_thread> maintenance;
 
@@ -300,7 +307,13 @@ asio::awaitable<LoginDecision> Server::Impl::decide_login(const protocol::Startu
     auto vr = tokens->verify(password, user, now);
     if (vr.status != tokenstore::verify_status::ok) {
       Bytes out;
-      if (vr.status == tokenstore::verify_status::expired)
+      if (vr.status == tokenstore::verify_status::registry_stale)
+        // Fail closed, and say why: the instance's copy of the fleet's
+        // registry is older than store.max_staleness allows.
+        out = fatal("57P03", "API token logins are unavailable: the token registry cannot be reached",
+                    "tokengate stops accepting tokens once its copy of the registry is older than "
+                    "store.max_staleness (" + std::to_string(config.max_staleness.count()) + " s).");
+      else if (vr.status == tokenstore::verify_status::expired)
         out = fatal("28P01", "API token expired", "The token expired at " + utc_text(vr.expires_at) + ".");
       else
         generic(out);
@@ -667,7 +680,7 @@ void Server::Impl::start_relay(asio::any_io_executor exec, std::unique_ptr<ByteS
 asio::awaitable<void> Server::Impl::forward_cancel(protocol::CancelRequest request) {
   auto target = cancels.find({request.process_id, request.secret_key});
   if (!target) {
-    spdlog::debug("ignored a cancel request with an unknown key");
+    co_await forward_cancel_to_peer(request);
     co_return;
   }
   // Cancel requests go in the clear, as libpq sends them (PostgreSQL accepts
@@ -692,6 +705,49 @@ asio::awaitable<void> Server::Impl::forward_cancel(protocol::CancelRequest reque
     if (rec) break;
   }
   timer.cancel();
+}
+
+// A key this instance did not issue but that names another instance of the
+// fleet goes to that instance, which handles it as its own CancelRequest (or
+// drops it if the key is unknown there too). Anything else is dropped.
+asio::awaitable<void> Server::Impl::forward_cancel_to_peer(protocol::CancelRequest request) {
+  const protocol::BackendKeyData key{request.process_id, request.secret_key};
+  const std::uint32_t owner = cancels.instance_of(key);
+  if (registry == nullptr || owner == 0 || owner == registry->instance_id()) {
+    spdlog::debug("ignored a cancel request with an unknown key");
+    co_return;
+  }
+  std::optional<Endpoint> peer;
+  if (auto it = peers.find(owner); it != peers.end()) peer = it->second;
+  else if (auto addr = registry->peer_address(owner)) peer = parse_endpoint(*addr, 6432);
+  if (!peer || !cancel_forwarding.begin(key)) {
+    spdlog::debug("ignored a cancel request for instance {}", owner);
+    co_return;
+  }
+  struct Done {
+    CancelForwarding& f;
+    ~Done() { f.done(); }
+  } done{cancel_forwarding};
+  auto [ec, stream] = co_await connect_to(*peer);
+  if (ec) {
+    spdlog::warn("cannot forward a cancel request to instance {} at {}: {}", owner, peer->to_string(), ec.message());
+    co_return;
+  }
+  Bytes out;
+  request.serialize(out);
+  co_await stream->write(asio::buffer(out));
+  // The peer closes once it has handled the request; wait for that (bounded).
+  asio::steady_timer timer(co_await asio::this_coro::executor, kCancelTimeout);
+  timer.async_wait([s = stream.get()](error_code e) {
+    if (!e) s->close();
+  });
+  std::uint8_t sink[64];
+  while (true) {
+    auto [rec, n] = co_await stream->read_some(asio::buffer(sink));
+    if (rec) break;
+  }
+  timer.cancel();
+  spdlog::debug("forwarded a cancel request to instance {}", owner);
 }
 
 // Ends sessions of tokens revoked by any process (the CLI included) and,
@@ -779,8 +835,18 @@ bool Server::Impl::open_services() {
     std::error_code ec;
     fs::create_directories(config.data_dir, ec);
     ::chmod(config.data_dir.c_str(), 0700);
-    keys = std::make_unique<tokenstore::keyring>(config.data_dir);
-    store = std::make_unique<tokenstore::store>(config.data_dir);
+    if (config.store_backend == "postgres") {
+      peers = parse_peers(config.peers);
+      keys = std::make_unique<tokenstore::keyring>(tokenstore::keyring::in_memory_t{});
+      auto pg = open_registry(config, *keys);
+      registry = pg.get();
+      registry->set_session_counter([this] { return std::uint32_t(std::max(0, relaying_sessions.load())); });
+      cancels.set_instance(kFleetInstanceBits, registry->instance_id());
+      store = std::move(pg);
+    } else {
+      keys = std::make_unique<tokenstore::keyring>(config.data_dir);
+      store = std::make_unique<tokenstore::store>(config.data_dir);
+    }
     tokenstore::service_config service_cfg;
     service_cfg.token_sessions_manage_credentials = config.token_sessions_manage_credentials;
     tokens = std::make_unique<tokenstore::token_service>(*store, *keys, service_cfg);
@@ -790,7 +856,10 @@ bool Server::Impl::open_services() {
     });
     maintenance = std::make_unique<tokenstore::maintenance_thread>(*tokens);
   } catch (const std::exception& e) {
-    spdlog::critical("cannot open the token store in {}: {}", config.data_dir, e.what());
+    if (config.store_backend == "postgres")
+      spdlog::critical("cannot open the token registry: {}", e.what());
+    else
+      spdlog::critical("cannot open the token store in {}: {}", config.data_dir, e.what());
     return false;
   }
 
