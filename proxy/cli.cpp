@@ -111,6 +111,12 @@ std::vector<Setting> settings_table() {
        ""},
       {"upstream.max_scram_iterations", "--upstream-max-scram-iterations", "TOKENGATE_UPSTREAM_MAX_SCRAM_ITERATIONS",
        "PBKDF2 rounds the upstream's SCRAM may demand", "100000"},
+      {"relay.max_inspected_message", "--max-inspected-message", "TOKENGATE_MAX_INSPECTED_MESSAGE",
+       "Query/Parse messages up to this size are checked whole for API TOKEN statements (e.g. 1MB)", "1MB"},
+      {"relay.session_memory_limit", "--session-memory-limit", "TOKENGATE_SESSION_MEMORY_LIMIT",
+       "relay buffers one session may hold (e.g. 4MB)", "4MB"},
+      {"relay.memory_limit", "--memory-limit", "TOKENGATE_MEMORY_LIMIT",
+       "relay buffers of all sessions together (e.g. 512MB; 0: no limit)", "512MB"},
       {"store.backend", "--store-backend", "TOKENGATE_STORE_BACKEND",
        "lmdb (in data_dir, one instance) or postgres (a registry shared by a fleet)", "lmdb"},
       {"store.dsn", "--store-dsn", "TOKENGATE_STORE_DSN",
@@ -268,6 +274,24 @@ unsigned parse_unsigned(const Setting& s, unsigned max) {
   return v;
 }
 
+// A size in bytes, with PostgreSQL's memory units: kB, MB, GB (powers of 1024).
+std::size_t parse_size(const Setting& s) {
+  std::uint64_t v = 0;
+  const char* end = s.value.data() + s.value.size();
+  auto [p, ec] = std::from_chars(s.value.data(), end, v);
+  std::string_view unit(p, std::size_t(end - p));
+  std::uint64_t mult = 1;
+  if (unit == "kB") mult = 1024;
+  else if (unit == "MB") mult = 1024 * 1024;
+  else if (unit == "GB") mult = 1024ull * 1024 * 1024;
+  else if (!unit.empty()) mult = 0;
+  constexpr std::uint64_t kMax = 1ull << 40;  // 1 TB: anything above is a typo
+  if (ec != std::errc{} || p == s.value.data() || mult == 0 || v > kMax / mult)
+    throw ConfigError{std::string(s.key) + ": expected a size such as 1048576, 512kB, 4MB or 1GB, got '" +
+                      s.value + "'"};
+  return std::size_t(v * mult);
+}
+
 bool parse_bool(const Setting& s) {
   if (s.value == "true" || s.value == "on" || s.value == "1" || s.value == "yes") return true;
   if (s.value == "false" || s.value == "off" || s.value == "0" || s.value == "no") return false;
@@ -327,6 +351,15 @@ Config build_config(const std::vector<Setting>& table) {
   c.tls_mode = get("tls.mode").value;
   c.upstream_sslmode = get("upstream.sslmode").value;
   c.upstream_sslrootcert = get("upstream.sslrootcert").value;
+  c.relay_max_inspected_message = parse_size(get("relay.max_inspected_message"));
+  c.relay_session_memory_limit = parse_size(get("relay.session_memory_limit"));
+  c.relay_memory_limit = parse_size(get("relay.memory_limit"));
+  if (c.relay_max_inspected_message < 1024)
+    throw ConfigError{"relay.max_inspected_message: at least 1kB, so that any API TOKEN statement fits"};
+  if (c.relay_session_memory_limit < 2 * c.relay_max_inspected_message)
+    throw ConfigError{"relay.session_memory_limit must be at least twice relay.max_inspected_message"};
+  if (c.relay_memory_limit != 0 && c.relay_memory_limit < c.relay_session_memory_limit)
+    throw ConfigError{"relay.memory_limit must be at least relay.session_memory_limit (or 0 for no limit)"};
   c.store_backend = get("store.backend").value;
   if (c.store_backend != "lmdb" && c.store_backend != "postgres")
     throw ConfigError{"store.backend: expected lmdb or postgres, got '" + c.store_backend + "'"};

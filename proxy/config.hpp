@@ -3,6 +3,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <string>
 #include <vector>
 
@@ -63,6 +64,12 @@ struct Config {
   // `auth.max_scram_iterations`: a role's SCRAM verifier with more PBKDF2
   // rounds than this is not computed; its logins fail.
   unsigned max_scram_iterations = 100000;
+  // ---- relay buffers (see docs/security.md, "Memory") ----
+  // A Query/Parse up to this size is buffered whole to look for API TOKEN
+  // statements; longer ones stream through.
+  std::size_t relay_max_inspected_message = 1024 * 1024;   // `relay.max_inspected_message`
+  std::size_t relay_session_memory_limit = 4 * 1024 * 1024;  // `relay.session_memory_limit`
+  std::size_t relay_memory_limit = 512 * 1024 * 1024;        // `relay.memory_limit`; 0: none
   // ---- token store and fleet (docs/fleet.md) ----
   std::string store_backend = "lmdb";  // `store.backend`: lmdb (data_dir) or postgres (a shared registry)
   // `store.dsn`: libpq connection string of the registry; empty: the

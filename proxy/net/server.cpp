@@ -26,6 +26,7 @@
 #include <unordered_map>
 #include <variant>
 
+#include "parser_ext/role_password.hpp"
 #include "proxy/audit.hpp"
 #include "proxy/auth/scram.hpp"
 #include "proxy/auth/secret.hpp"
@@ -44,6 +45,7 @@
 #include "proxy/net/connect.hpp"
 #include "proxy/net/control_pool.hpp"
 #include "proxy/net/drive.hpp"
+#include "proxy/net/edge_watch.hpp"
 #include "proxy/net/fleet.hpp"
 #include "proxy/net/relay.hpp"
 #include "proxy/net/session_registry.hpp"
@@ -80,6 +82,9 @@ constexpr std::size_t kMaxLoginMessageLength = 1024 * 1024;
 constexpr std::size_t kMaxClientLoginBytes = 128 * 1024;
 // How long a forwarded CancelRequest may take to be delivered.
 constexpr auto kCancelTimeout = 5s;
+// Sessions ended at shutdown get this long to cancel their upstream work and
+// see their backends exit (the relay itself waits at most 10 s for that).
+constexpr auto kSessionsEndTimeout = 11s;
 // How often the store is asked which tokens were revoked by any process; the
 // issue allows 2 s between a revocation and the end of its sessions.
 constexpr auto kRevocationPoll = 500ms;
@@ -242,10 +247,22 @@ struct UpstreamSession {
   char tx_status = protocol::tx_status::Idle;
   Bytes to_client;  // ParameterStatus … ReadyForQuery, not yet written
   Bytes leftover;   // whatever the upstream sent after ReadyForQuery
+  // The settings the relay's statement splitter lexes by, as the upstream
+  // reported them at login (a client may set them in its startup packet).
+  bool standard_conforming_strings = true;
+  std::string client_encoding = "UTF8";
+};
+
+// Where the registry's "end this session" goes: to the relay once it runs,
+// kept until then (a revocation, an expiry or a shutdown may come while the
+// session is still logging in).
+struct SessionEnd {
+  Relay* relay = nullptr;
+  std::optional<protocol::ErrorResponse> pending;
 };
 
 struct Server::Impl {
-  explicit Impl(Config c) : config(std::move(c)), audit(config.audit_log) {}
+  explicit Impl(Config c) : config(std::move(c)), relay_memory(config.relay_memory_limit), audit(config.audit_log) {}
 
   asio::io_context& next_context() { return *contexts[next++ % contexts.size()]; }
 
@@ -274,6 +291,9 @@ struct Server::Impl {
   asio::awaitable<std::variant<T, bool>> unless_client_leaves(LoginContext& ctx, asio::awaitable<T> work);
   asio::awaitable<bool> wait_unless_client_leaves(LoginContext& ctx, Clock::time_point until);
 
+  void start_relay(asio::any_io_executor exec, std::unique_ptr<ByteStream> client, std::unique_ptr<ByteStream> upstream,
+                   SessionInfo info, protocol::BackendKeyData client_key, SessionRegistry::Handle handle,
+                   std::shared_ptr<SessionEnd> ending, protocol::Bytes pending);
   asio::awaitable<std::tuple<error_code, std::unique_ptr<ByteStream>, std::string>> connect_upstream(
       Clock::time_point deadline);
   asio::awaitable<void> forward_cancel(protocol::CancelRequest request);
@@ -294,8 +314,11 @@ struct Server::Impl {
 
   Config config;
   CancelRegistry cancels;
-  SessionRegistry token_sessions;
+  SessionRegistry sessions;              // every logged-in session
+  session::MemoryBudget relay_memory;    // relay buffers of all sessions (relay.memory_limit)
+  RelayServices relay_services;          // what every relay uses; set by open_services
   std::vector<std::unique_ptr<asio::io_context>> contexts;
+  std::vector<int> reactor_fds;  // each context's epoll set, where relays watch their sockets
   std::atomic<std::size_t> next{0};
   std::atomic<int> active_sessions{0};     // every client connection
   std::atomic<int> relaying_sessions{0};  // past login: what SIGTERM waits for
@@ -790,6 +813,19 @@ asio::awaitable<std::optional<UpstreamSession>> Server::Impl::login_upstream(
     s.stream = std::move(upstream);
     s.key = login.upstream_key();
     s.tx_status = login.tx_status();
+    for (std::size_t at = 0; at < to_client.size();) {
+      auto fr = protocol::read_frame(ByteView(to_client).subspan(at), kMaxLoginMessageLength);
+      if (fr.status != protocol::FrameStatus::complete) break;
+      if (fr.frame.tag == protocol::backend_tag::ParameterStatus) {
+        if (auto ps = protocol::ParameterStatus::parse(fr.frame.body)) {
+          if (ps->name == "standard_conforming_strings")
+            s.standard_conforming_strings = ps->value == "on";
+          else if (ps->name == "client_encoding")
+            s.client_encoding = ps->value;
+        }
+      }
+      at += fr.frame.size;
+    }
     s.to_client = std::move(to_client);
     s.leftover = up.take();
     co_return s;
@@ -898,45 +934,47 @@ asio::awaitable<void> Server::Impl::session(std::unique_ptr<ByteStream> client, 
   // token is, for the check after registration.
   if (!decision.tid) request->password.wipe();
 
-  // Phase 3: the upstream login.
-  const protocol::BackendKeyData client_key = cancels.issue();
-  struct Release {
-    CancelRegistry& r;
-    protocol::BackendKeyData k;
-    ~Release() { r.release(k); }
-  } release{cancels, client_key};
+  // Phase 3: the upstream login. The client's key is the backend's real
+  // process ID, known after the login, with a secret of tokengate's own.
+  protocol::BackendKeyData client_key{0, cancels.issue_secret()};
   auto up = co_await login_upstream(ctx, sp, decision, client_key);
   if (!up) co_return;
   if (decision.upstream_decides) {
     throttle.record_success(sp.user, ctx.address, Clock::now());
     audit_login(sp.user, ctx.address, sp.application_name(), "password", "ok", "");
   }
+  client_key.process_id = up->key.process_id;
+  cancels.bind(client_key, {&config.upstream, up->key});
+  struct Release {  // until the relay phase takes the key over
+    CancelRegistry& r;
+    protocol::BackendKeyData k, upstream;
+    bool armed = true;
+    ~Release() {
+      if (armed) r.release(k, upstream);
+    }
+  } release{cancels, client_key, up->key};
 
-  // Phase 4: a token session is registered before its token is checked once
-  // more, so a revocation is seen either by that check or by the registry.
-  struct SessionEnd {
-    Relay* relay = nullptr;
-    std::optional<protocol::ErrorResponse> pending;  // arrived before the relay started
-  };
+  // Phase 4: the session is registered (so that a revocation, an expiry or
+  // a shutdown reaches it) before a token is checked once more: a revocation
+  // is seen either by that check or by the registry.
   auto ending = std::make_shared<SessionEnd>();
-  std::optional<SessionRegistry::Handle> registered;
   struct Unregister {
     SessionRegistry& registry;
-    std::optional<SessionRegistry::Handle>& handle;
+    SessionRegistry::Handle handle;
+    bool armed = true;
     ~Unregister() {
-      if (handle) registry.remove(*handle);
+      if (armed) registry.remove(handle);
     }
-  } unregister{token_sessions, registered};
+  } unregister{sessions, sessions.add(decision.tid, decision.token_expires_at,
+                                      [exec, ending](const protocol::ErrorResponse& why) {
+                                        asio::post(exec, [ending, why] {
+                                          if (ending->relay)
+                                            ending->relay->end(why);
+                                          else if (!ending->pending)
+                                            ending->pending = why;
+                                        });
+                                      })};
   if (decision.tid) {
-    registered = token_sessions.add(*decision.tid, decision.token_expires_at,
-                                    [exec, ending](const protocol::ErrorResponse& why) {
-                                      asio::post(exec, [ending, why] {
-                                        if (ending->relay)
-                                          ending->relay->end(why);
-                                        else if (!ending->pending)
-                                          ending->pending = why;
-                                      });
-                                    });
     auto again = tokens->verify(request->password.view(), sp.user, unix_now());
     request->password.wipe();
     if (again.status != tokenstore::verify_status::ok) {
@@ -958,7 +996,6 @@ asio::awaitable<void> Server::Impl::session(std::unique_ptr<ByteStream> client, 
   auth_timer.cancel();
   *ctx.cut = LoginCutoff{};
   slot.release();  // no longer logging in
-  cancels.bind(client_key, {config.upstream, up->key});
   spdlog::info("user \"{}\" logged in to database \"{}\" from {}{}", log_name(sp.user),
                log_name(sp.database_or_user()), peer, decision.tid ? " with an API token" : "");
 
@@ -970,24 +1007,68 @@ asio::awaitable<void> Server::Impl::session(std::unique_ptr<ByteStream> client, 
   Bytes in = ctx.in.take();  // anything the client sent after its password is relayed
 
   // ---- relay ---------------------------------------------------------------
-  // Only logged-in sessions hold up a SIGTERM drain; one still logging in
-  // (or idle before its startup packet) is simply closed.
+  SessionInfo info;
+  info.user = sp.user;
+  info.database = sp.database_or_user();
+  info.application_name = sp.application_name();
+  info.peer = peer;
+  info.tx_status = up->tx_status;
+  info.via_token = decision.tid.has_value();
+  info.tid = decision.tid;
+  info.upstream = &config.upstream;
+  info.upstream_key = up->key;
+  info.standard_conforming_strings = up->standard_conforming_strings;
+  info.client_encoding = std::move(up->client_encoding);
+  release.armed = false;
+  unregister.armed = false;
+  start_relay(exec, std::move(client), std::move(upstream), std::move(info), client_key, unregister.handle,
+              std::move(ending), std::move(in));
+}
+
+// The relay phase of a logged-in session. It runs outside the login's
+// coroutine, whose frame (the handshake, the login's buffers and strings) ends
+// here: an idle session costs only what the relay keeps.
+void Server::Impl::start_relay(asio::any_io_executor exec, std::unique_ptr<ByteStream> client,
+                               std::unique_ptr<ByteStream> upstream, SessionInfo info,
+                               protocol::BackendKeyData client_key, SessionRegistry::Handle handle,
+                               std::shared_ptr<SessionEnd> ending, Bytes pending) {
+  // What a live session owns; it goes when the relay is done, upstream
+  // backend included, and takes the session out of the registries.
+  struct Live {
+    Live(Impl& i, asio::any_io_executor e, std::unique_ptr<ByteStream> c, std::unique_ptr<ByteStream> u,
+         protocol::BackendKeyData ck, protocol::BackendKeyData uk)
+        : impl(i), exec(std::move(e)), client(std::move(c)), upstream(std::move(u)), client_key(ck), upstream_key(uk) {}
+    Impl& impl;
+    asio::any_io_executor exec;
+    std::unique_ptr<ByteStream> client, upstream;
+    protocol::BackendKeyData client_key, upstream_key;
+    std::unique_ptr<Relay> relay;
+    SessionRegistry::Handle handle = 0;
+    std::shared_ptr<SessionEnd> ending;
+    ~Live() {
+      if (ending) ending->relay = nullptr;
+      if (handle != 0) impl.sessions.remove(handle);
+      impl.cancels.release(client_key, upstream_key);
+      relay.reset();
+      upstream->close();
+      client->close();
+      --impl.relaying_sessions;  // only logged-in sessions hold up a SIGTERM drain
+      --impl.active_sessions;
+    }
+  };
   ++relaying_sessions;
-  struct Relaying {
-    std::atomic<int>& n;
-    ~Relaying() { --n; }
-  } relaying{relaying_sessions};
-  Relay relay(exec, *client, *upstream,
-              RelayServices{tokens.get(), control.get(), audit.enabled() ? &audit : nullptr},
-              SessionInfo{sp.user, sp.database_or_user(), sp.application_name(), peer, up->tx_status,
-                          decision.tid.has_value()});
-  // Token sessions end when their token is revoked (or expires, if so set).
-  ending->relay = &relay;
-  co_await relay.run(std::move(in));
-  ending->relay = nullptr;
-  upstream->close();
-  client->close();
-  spdlog::debug("session of \"{}\" from {} ended", log_name(sp.user), peer);
+  ++active_sessions;  // the login's coroutine, which counted it, ends now
+  auto live = std::make_shared<Live>(*this, exec, std::move(client), std::move(upstream), client_key, info.upstream_key);
+  live->relay = std::make_unique<Relay>(exec, *live->client, *live->upstream, relay_services, std::move(info));
+  // Sessions end on revocation, expiry (if so set) and shutdown: the entry
+  // made at login now reaches this relay.
+  live->handle = handle;
+  live->ending = ending;
+  ending->relay = live->relay.get();
+  live->relay->set_registry_handle(handle);
+  Relay& relay = *live->relay;
+  relay.start(std::move(pending), [live]() mutable { live.reset(); });
+  if (ending->pending) relay.end(*ending->pending);  // told to end while its login finished
 }
 
 asio::awaitable<void> Server::Impl::forward_cancel(protocol::CancelRequest request) {
@@ -998,9 +1079,9 @@ asio::awaitable<void> Server::Impl::forward_cancel(protocol::CancelRequest reque
   }
   // Cancel requests go in the clear, as libpq sends them (PostgreSQL accepts
   // a CancelRequest without TLS even when it requires TLS for sessions).
-  auto [ec, upstream] = co_await connect_to(target->upstream);
+  auto [ec, upstream] = co_await connect_to(*target->upstream);
   if (ec) {
-    spdlog::warn("cannot forward cancel request to {}: {}", target->upstream.to_string(), ec.message());
+    spdlog::warn("cannot forward cancel request to {}: {}", target->upstream->to_string(), ec.message());
     co_return;
   }
   Bytes out;
@@ -1077,11 +1158,11 @@ asio::awaitable<void> Server::Impl::watch_tokens() {
       auto r = tokens->revocations_since(seq);
       seq = r.seq;
       if (config.revoke_ends_sessions && !r.tids.empty()) {
-        auto n = token_sessions.end_tokens(r.tids, revoked);
+        auto n = sessions.end_tokens(r.tids, revoked);
         if (n) spdlog::info("ended {} session(s) of revoked tokens", n);
       }
       if (config.expiry_ends_sessions) {
-        auto n = token_sessions.end_expired(unix_now(), expired);
+        auto n = sessions.end_expired(unix_now(), expired);
         if (n) spdlog::info("ended {} session(s) of expired tokens", n);
       }
     } catch (const std::exception& e) {
@@ -1097,9 +1178,19 @@ asio::awaitable<void> Server::Impl::drain_then_stop() {
     tick.expires_after(100ms);
     co_await tick.async_wait(use_nothrow);
   }
-  if (relaying_sessions.load() > 0)
-    spdlog::warn("closing {} session(s) still open after {} s", relaying_sessions.load(),
+  if (relaying_sessions.load() > 0) {
+    // As PostgreSQL's fast shutdown: what they run upstream is cancelled and
+    // their backends end, so nothing they sent commits after tokengate stops.
+    spdlog::warn("ending {} session(s) still open after {} s", relaying_sessions.load(),
                  config.shutdown_timeout.count());
+    sessions.end_all(
+        protocol::ErrorResponse::make("FATAL", "57P01", "terminating connection due to administrator command"));
+    const auto give_up = Clock::now() + kSessionsEndTimeout;
+    while (relaying_sessions.load() > 0 && Clock::now() < give_up) {
+      tick.expires_after(50ms);
+      co_await tick.async_wait(use_nothrow);
+    }
+  }
   stop_all();
 }
 
@@ -1155,7 +1246,7 @@ bool Server::Impl::open_services() {
     tokens = std::make_unique<tokenstore::token_service>(*store, *keys, service_cfg);
     tokens->on_revoked([this](std::span<const tokenstore::tid_t> tids) {
       if (!config.revoke_ends_sessions) return;
-      token_sessions.end_tokens(tids, protocol::ErrorResponse::make("FATAL", "57P01", "API token revoked"));
+      sessions.end_tokens(tids, protocol::ErrorResponse::make("FATAL", "57P01", "API token revoked"));
     });
     maintenance = std::make_unique<tokenstore::maintenance_thread>(*tokens);
   } catch (const std::exception& e) {
@@ -1270,6 +1361,12 @@ bool Server::Impl::open_services() {
   cs.tls = upstream_tls.get();
   cs.upstream_methods = upstream_methods;
   control = std::make_unique<ControlPool>(contexts[0]->get_executor(), std::move(cs));
+
+  relay_services = RelayServices{tokens.get(), control.get(), audit.enabled() ? &audit : nullptr, &sessions,
+                                 &relay_memory};
+  relay_services.max_inspected_message = config.relay_max_inspected_message;
+  relay_services.session_memory_limit = config.relay_session_memory_limit;
+  relay_services.token_sessions_manage_credentials = config.token_sessions_manage_credentials;
   return true;
 }
 
@@ -1377,7 +1474,7 @@ bool Server::Impl::start_http() {
   http::add_sql_endpoint(*http_gateway, {http_pool.get(), tokens.get(), control.get(),
                                          audit.enabled() ? &audit : nullptr, services.login,
                                          config.http_max_response_size, config.token_sessions_manage_credentials,
-                                         nullptr /* the relay's password-change classifier, when it exists */});
+                                         +[](std::string_view sql) { return parser_ext::changes_role_password(sql); }});
   http::add_websocket_endpoint(*http_gateway, [this](std::unique_ptr<ByteStream> s, std::string peer, bool local) {
     return session(std::move(s), std::move(peer), local);
   });
@@ -1396,7 +1493,10 @@ Server::~Server() = default;
 int Server::run() {
   auto& im = *impl_;
   unsigned n = im.config.threads ? im.config.threads : std::max(1u, std::thread::hardware_concurrency());
-  for (unsigned i = 0; i < n; ++i) im.contexts.push_back(std::make_unique<asio::io_context>(1));
+  for (unsigned i = 0; i < n; ++i) {
+    im.contexts.push_back(std::make_unique<asio::io_context>(1));
+    im.reactor_fds.push_back(find_reactor_epoll(*im.contexts.back()));
+  }
   auto& main_ctx = *im.contexts[0];
   if (!im.open_services()) return 1;
   // Before the wire listeners: once clients can connect there, HTTP works too.
@@ -1461,11 +1561,13 @@ int Server::run() {
   std::vector<std::thread> threads;
   for (unsigned i = 1; i < n; ++i) {
     threads.emplace_back([&, i] {
+      bind_thread_reactor(im.reactor_fds[i]);
       auto guard = asio::make_work_guard(*im.contexts[i]);
       im.contexts[i]->run();
     });
   }
   {
+    bind_thread_reactor(im.reactor_fds[0]);
     auto guard = asio::make_work_guard(main_ctx);
     main_ctx.run();
   }

@@ -121,6 +121,9 @@ UpstreamLogin::Step UpstreamLogin::on_message(const Frame& frame) {
       auto key = BackendKeyData::parse(frame.body);
       if (!key) return fail(std::move(step), "08P01", "malformed BackendKeyData from upstream");
       upstream_key_ = *key;
+      // The client sees the backend's real process ID (pg_terminate_backend,
+      // pg_stat_activity and NOTIFY need it) with tokengate's own secret.
+      client_key_.process_id = key->process_id;
       client_key_.serialize(step.to_client);
       return step;
     }

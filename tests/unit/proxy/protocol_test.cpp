@@ -4,7 +4,6 @@
 
 #include "proxy/protocol/frame.hpp"
 #include "proxy/protocol/messages.hpp"
-#include "proxy/session/client_stream.hpp"
 #include "tests/common/pg_bytes.hpp"
 
 using namespace tokengate::protocol;
@@ -212,38 +211,4 @@ TEST_CASE("StreamTracker follows boundaries across arbitrary chunking") {
     CHECK(tags == "TDCZZ");
     CHECK(statuses == "TI");
   }
-}
-
-TEST_CASE("ClientStream makes Query and Parse whole and streams everything else") {
-  tokengate::session::ClientStream cs;
-  auto copy = msg('d', Bytes(50000, 'z'));
-  auto query = msg('Q', body_cstrs({"select 1"}));
-  auto stream = concat({copy, query, msg('S', {})});
-  std::vector<char> inspected;
-  auto on = [&](const Frame& f) { inspected.push_back(f.tag); };
-
-  // Half of the CopyData may go at once: it is not held back.
-  auto s1 = cs.scan(ByteView(stream.data(), 20000), on);
-  CHECK(s1.forward == 20000);
-  CHECK(s1.need == 0);
-  // The rest of the CopyData and part of the Query: the Query waits.
-  auto rest = ByteView(stream.data() + 20000, copy.size() - 20000 + 6);
-  auto s2 = cs.scan(rest, on);
-  CHECK(s2.forward == copy.size() - 20000);
-  CHECK(s2.need == query.size());
-  CHECK(inspected.empty());
-  // Whole Query and Sync.
-  auto s3 = cs.scan(ByteView(stream.data() + copy.size(), query.size() + 5), on);
-  CHECK(s3.forward == query.size() + 5);
-  CHECK(inspected == std::vector<char>{'Q'});
-}
-
-TEST_CASE("ClientStream stops at Terminate and flags impossible lengths") {
-  tokengate::session::ClientStream cs;
-  auto s = cs.scan(concat({msg('S', {}), msg('X', {}), msg('Q', body_cstrs({"x"}))}), [](const Frame&) {});
-  CHECK(s.terminate);
-  CHECK(s.forward == 10);
-  tokengate::session::ClientStream cs2;
-  auto bad = cs2.scan(Bytes{'B', 0, 0, 0, 1}, [](const Frame&) {});
-  CHECK(bad.bad_length);
 }

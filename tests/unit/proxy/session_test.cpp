@@ -249,7 +249,7 @@ TEST_CASE("upstream login: sends the StartupMessage it was given") {
                                                                            {"application_name", "t"}})));
 }
 
-TEST_CASE("upstream login: trust, then our BackendKeyData replaces the upstream's") {
+TEST_CASE("upstream login: trust, then the upstream's process ID with our own secret") {
   UpstreamLogin login(alice_startup(), std::nullopt, kClientKey, kAny);
   auto ok = feed(login, msg('R', body_i32s({0})));
   CHECK(ok.status == UpstreamLogin::Status::in_progress);
@@ -258,7 +258,7 @@ TEST_CASE("upstream login: trust, then our BackendKeyData replaces the upstream'
   CHECK(feed(login, msg('S', body_cstrs({"server_version", "15.18"}))).to_client ==
         msg('S', body_cstrs({"server_version", "15.18"})));
   auto key = feed(login, msg('K', body_i32s({99, 77})));
-  CHECK(key.to_client == msg('K', body_i32s({1111, 2222})));
+  CHECK(key.to_client == msg('K', body_i32s({99, 2222})));
   auto ready = feed(login, msg('Z', Bytes{'I'}));
   CHECK(ready.status == UpstreamLogin::Status::done);
   CHECK(ready.to_client == msg('Z', Bytes{'I'}));
