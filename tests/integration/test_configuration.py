@@ -194,7 +194,7 @@ def test_sighup_applies_a_limit_and_a_certificate_while_a_session_works(pg: PgCl
             session.execute("select 1")
             assert refused_for_address(proc) is None
             # A lower limit, another certificate and a setting that needs a restart.
-            conf.write_text(base + "threads = 3\n[login]\nmax_connections_per_address = 1\n")
+            conf.write_text("threads = 3\n" + base + "[login]\nmax_connections_per_address = 1\n")
             shutil.copy2(pki.other_server_cert, cert)
             shutil.copy2(pki.other_server_key, key)
             reload(proc, "configuration reloaded: login.max_connections_per_address now in force")
