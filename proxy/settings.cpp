@@ -267,7 +267,7 @@ std::vector<Row> rows() {
        "relay buffers of one session; at least twice `relay.max_inspected_message`; new sessions take a new "
        "value"},
       {"relay.memory_limit", "--memory-limit", "TOKENGATE_MEMORY_LIMIT",
-       bytes(&Config::relay_memory_limit, 0, 1ull << 40), "512MB", restart,
+       bytes(&Config::relay_memory_limit, 0, 1ull << 40), "512MB", live,
        "relay buffers of all sessions together; `0` = no limit"},
       {"store.backend", "--store-backend", "TOKENGATE_STORE_BACKEND",
        choice(&Config::store_backend, {"lmdb", "postgres"}), "lmdb", restart,

@@ -1273,6 +1273,7 @@ void Server::Impl::apply_reload(const ConfigReload& r) {
     throttle.reconfigure(ts);
   }
   if (next->admin_role != before->admin_role && control) control->set_admin_role(next->admin_role);
+  if (next->relay_memory_limit != before->relay_memory_limit) relay_memory.set_limit(next->relay_memory_limit);
   if (next->relay_max_inspected_message != before->relay_max_inspected_message ||
       next->relay_session_memory_limit != before->relay_session_memory_limit) {
     RelayServices rs = current_relay_services();
