@@ -427,9 +427,10 @@ class KeyRewritingForwarder:
     def close(self) -> None:
         for s in self.sockets:
             try:
-                s.close()
+                s.shutdown(socket.SHUT_RDWR)  # wakes a pump blocked in recv(); close() alone would not
             except OSError:
                 pass
+            s.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
