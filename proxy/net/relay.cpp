@@ -61,6 +61,11 @@ constexpr auto kCancelGrace = 1s;
 // ...and the backend this long to exit (its socket closes) before tokengate
 // gives up waiting and only closes. Bounds a DROP API TOKEN too.
 constexpr auto kBackendExitTimeout = 10s;
+// An ended session's client that does not read gets this long for the FATAL
+// before its connection is closed without it (as PostgreSQL's backend, ended
+// while blocked writing to its client, exits without a message): a client
+// that stopped reading must not keep an ended session, or its backend, alive.
+constexpr auto kClientWriteGrace = 1s;
 // How long a forwarded CancelRequest may take to be delivered.
 constexpr auto kCancelTimeout = 5s;
 // DROP API TOKEN waits at most this long for the sessions it ended.
@@ -246,6 +251,7 @@ struct Relay::State : std::enable_shared_from_this<State> {
   int coroutines = 0;  // run() returns only once none of them can touch a stream
   std::unique_ptr<asio::steady_timer> close_timer;
   std::unique_ptr<asio::steady_timer> grace_timer;
+  std::unique_ptr<asio::steady_timer> client_timer;  // kClientWriteGrace
 };
 
 // ---- start, feeding the machine ----------------------------------------------------
@@ -588,6 +594,16 @@ void Relay::State::begin_close() {
       break;
   }
   if (forced) spawn(end_backend(), "ending the upstream backend");
+  if (forced && c.blocked()) {
+    client_timer = std::make_unique<asio::steady_timer>(ex, kClientWriteGrace);
+    client_timer->async_wait([self = shared_from_this()](error_code ec) {
+      if (ec || self->done || self->c.closed) return;
+      spdlog::info("session of \"{}\" from {}: the client did not read its last messages; closing it",
+                   self->info.user, self->info.peer);
+      self->c.dead = true;
+      self->continue_close();
+    });
+  }
   close_timer = std::make_unique<asio::steady_timer>(ex, kBackendExitTimeout);
   close_timer->async_wait([self = shared_from_this()](error_code ec) {
     if (ec || self->done) return;
@@ -677,6 +693,7 @@ void Relay::State::finish() {
   Bytes().swap(u.pending);
   if (close_timer) close_timer->cancel();
   if (grace_timer) grace_timer->cancel();
+  if (client_timer) client_timer->cancel();
   if (c.event) c.event->notify();
   if (u.event) u.event->notify();
   maybe_done();
