@@ -1474,7 +1474,8 @@ bool Server::Impl::start_http() {
   http::add_sql_endpoint(*http_gateway, {http_pool.get(), tokens.get(), control.get(),
                                          audit.enabled() ? &audit : nullptr, services.login,
                                          config.http_max_response_size, config.token_sessions_manage_credentials,
-                                         +[](std::string_view sql) { return parser_ext::changes_role_password(sql); }});
+                                         +[](std::string_view sql) { return parser_ext::changes_role_password(sql); },
+                                         &sessions});
   http::add_websocket_endpoint(*http_gateway, [this](std::unique_ptr<ByteStream> s, std::string peer, bool local) {
     return session(std::move(s), std::move(peer), local);
   });
