@@ -106,6 +106,7 @@ class SqlEndpoint {
     char tx = protocol::tx_status::Idle;
     bool usable = true;  // the connection may be reset and reused
     std::shared_ptr<Ending> ending;
+    net::SessionRegistry::Handle registered = 0;  // this request's entry, if it has one
   };
   // The answer for a request whose session was ended, once it was.
   static std::optional<HttpResponse> ended(Context& ctx) {
@@ -191,6 +192,12 @@ asio::awaitable<std::optional<HttpResponse>> SqlEndpoint::statement(Context& ctx
     if (auto e = ended(ctx)) co_return e;
     net::LocalSql local(*ctx.relay, *ctx.info);
     session::LocalResult r = co_await local.run(*stmt, ctx.tx);
+    // A revocation answers once the sessions it ended are gone (this
+    // request's own aside), upstream backends included, as on the wire.
+    if (!r.revoked.empty() && s_.sessions != nullptr &&
+        !co_await s_.sessions->wait_ended(r.revoked, ctx.registered, net::kRevokedSessionsWait))
+      spdlog::warn("HTTP /sql of \"{}\": sessions of revoked tokens were still open after {} s", ctx.info->user,
+                   net::kRevokedSessionsWait.count());
     if (r.error) co_return answer(kStatementErrorStatus, error_json(*r.error));
     co_return write_local(ctx, r, array_mode, raw);
   }
@@ -347,6 +354,7 @@ asio::awaitable<HttpResponse> SqlEndpoint::handle(HttpRequest& req) {
   ctx.relay = &relay;
   ctx.info = &info;
   ctx.ending = ending;
+  ctx.registered = unregister.handle;
 
   std::optional<HttpResponse> failed;
   if (!sql.batch) {

@@ -214,7 +214,14 @@ asio::awaitable<session::LocalResult> TokenApi::run(const HttpRequest& req, pe::
   net::SessionInfo info{req.identity.user, "", application_name(req), req.peer, 'I',
                         as_token_session.value_or(via_token(req.identity))};
   net::LocalSql sql(services, info);
-  co_return co_await sql.run(stmt, 'I');
+  auto r = co_await sql.run(stmt, 'I');
+  // A revocation answers once the sessions it ended are gone, upstream
+  // backends included: nothing they sent commits after the answer.
+  if (!r.revoked.empty() && s_.sessions != nullptr &&
+      !co_await s_.sessions->wait_ended(r.revoked, 0, net::kRevokedSessionsWait))
+    spdlog::warn("HTTP {} {}: sessions of revoked tokens were still open after {} s", req.method, req.path,
+                 net::kRevokedSessionsWait.count());
+  co_return r;
 }
 
 asio::awaitable<HttpResponse> TokenApi::list(HttpRequest& req) {
