@@ -14,6 +14,7 @@
 #include "parser_ext/parser.hpp"
 #include "proxy/http/sql_exchange.hpp"
 #include "proxy/http/sql_protocol.hpp"
+#include "proxy/log_text.hpp"
 #include "proxy/net/control_pool.hpp"
 #include "proxy/net/local_sql.hpp"
 #include "proxy/net/session_registry.hpp"
@@ -85,8 +86,9 @@ asio::awaitable<void> terminate_backend(net::ControlPool* control, std::int32_t 
   params.emplace_back(std::to_string(pid));
   std::string sql = "SELECT pg_catalog.pg_terminate_backend($1::int)";
   auto r = co_await control->query(std::move(sql), std::move(params));
-  if (!r) spdlog::warn("HTTP /sql: cannot terminate upstream backend {}: {}", pid, r.error());
-  else if (r->error) spdlog::warn("HTTP /sql: cannot terminate upstream backend {}: {}", pid, r->error->message());
+  if (!r) spdlog::warn("HTTP /sql: cannot terminate upstream backend {}: {}", pid, log_text(r.error()));
+  else if (r->error) spdlog::warn("HTTP /sql: cannot terminate upstream backend {}: {}",
+                                  pid, log_text(r->error->message()));
 }
 
 }  // namespace
@@ -144,12 +146,12 @@ asio::awaitable<std::optional<HttpResponse>> SqlEndpoint::upstream_statement(
   if (r.outcome == pool::Lease::Outcome::io_error || x.status() == SqlExchange::Status::failed || x.error())
     if (auto e = ended(ctx)) co_return e;
   if (r.outcome == pool::Lease::Outcome::io_error) {
-    spdlog::warn("HTTP /sql of \"{}\": {}", ctx.info->user, r.reason);
+    spdlog::warn("HTTP /sql of \"{}\": {}", log_name(ctx.info->user), log_text(r.reason));
     ctx.usable = false;
     co_return upstream_lost();
   }
   if (x.status() == SqlExchange::Status::failed) {
-    spdlog::warn("HTTP /sql of \"{}\": {}", ctx.info->user, x.failure_reason());
+    spdlog::warn("HTTP /sql of \"{}\": {}", log_name(ctx.info->user), log_text(x.failure_reason()));
     ctx.usable = false;
     if (x.failure_reason().rfind("upstream ended the connection", 0) == 0) co_return upstream_lost();
     co_return answer(502, error_json("08P01", "invalid message from the upstream server"));
@@ -196,7 +198,7 @@ asio::awaitable<std::optional<HttpResponse>> SqlEndpoint::statement(Context& ctx
     // request's own aside), upstream backends included, as on the wire.
     if (!r.revoked.empty() && s_.sessions != nullptr &&
         !co_await s_.sessions->wait_ended(r.revoked, ctx.registered, net::kRevokedSessionsWait))
-      spdlog::warn("HTTP /sql of \"{}\": sessions of revoked tokens were still open after {} s", ctx.info->user,
+      spdlog::warn("HTTP /sql of \"{}\": sessions of revoked tokens were still open after {} s", log_name(ctx.info->user),
                    net::kRevokedSessionsWait.count());
     if (r.error) co_return answer(kStatementErrorStatus, error_json(*r.error));
     co_return write_local(ctx, r, array_mode, raw);
@@ -235,7 +237,8 @@ asio::awaitable<HttpResponse> SqlEndpoint::handle(HttpRequest& req) {
     token = req.identity.token;
     if (cs != nullptr && !cs->user.empty() && cs->user != user) {
       // The token is not this user's: what a wire login with it would say.
-      spdlog::info("HTTP /sql from {}: a token of \"{}\" presented for user \"{}\"", req.peer, user, cs->user);
+      spdlog::info("HTTP /sql from {}: a token of \"{}\" presented for user \"{}\"", req.peer, log_name(user),
+                   log_name(cs->user));
       co_return login_refused("28P01", "password authentication failed for user \"" + cs->user + "\"", {});
     }
   } else {
@@ -328,7 +331,7 @@ asio::awaitable<HttpResponse> SqlEndpoint::handle(HttpRequest& req) {
       auto again = s_.tokens->verify(token, user, now);
       if (again.status != tokenstore::verify_status::ok) {
         acquired.lease.release(true, protocol::tx_status::Idle);  // nothing ran on it
-        spdlog::info("HTTP /sql from {}: the token of \"{}\" is no longer valid", req.peer, user);
+        spdlog::info("HTTP /sql from {}: the token of \"{}\" is no longer valid", req.peer, log_name(user));
         co_return login_refused("28P01", "password authentication failed for user \"" + user + "\"", {});
       }
     }
