@@ -722,15 +722,20 @@ asio::awaitable<std::optional<auth::VerifierCheck>> Server::Impl::verify_off_thr
   job->password = password.copy();
   job->max_iterations = config.max_scram_iterations;
   const bool queued = verifiers->submit(user, [job, exec](bool stopping) {
-    if (!stopping && !job->abandoned.load()) {
-      if (job->verifier.empty()) {
-        auth::dummy_verifier_check(job->user, job->password.view());
-        job->result = auth::VerifierCheck::mismatch;
-      } else {
-        job->result = auth::check_password_verifier(job->verifier, job->user, job->password.view(),
-                                                    job->max_iterations);
+    // An exception must not leave the verification thread (it would end the
+    // process): the login is then refused, unchecked.
+    if (!stopping && !job->abandoned.load()) try {
+        if (job->verifier.empty()) {
+          auth::dummy_verifier_check(job->user, job->password.view());
+          job->result = auth::VerifierCheck::mismatch;
+        } else {
+          job->result = auth::check_password_verifier(job->verifier, job->user, job->password.view(),
+                                                      job->max_iterations);
+        }
+      } catch (const std::exception& e) {
+        spdlog::error("password check of \"{}\" failed: {}", log_name(job->user), log_text(e.what()));
+        job->result = auth::VerifierCheck::unsupported;
       }
-    }
     job->password.wipe();
     asio::post(exec, [job] { job->done.cancel(); });
   });
