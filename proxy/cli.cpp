@@ -18,6 +18,7 @@
 #include <string>
 
 #include "proxy/audit.hpp"
+#include "proxy/build_info.hpp"
 #include "proxy/config.hpp"
 #include "proxy/net/server.hpp"
 #include "proxy/settings.hpp"
@@ -139,7 +140,7 @@ int run_cli(int argc, char** argv) {
   auto* settings = app.add_subcommand("settings", "Print the table of settings (--markdown: as docs/configuration.md)");
   bool markdown = false;
   settings->add_flag("--markdown", markdown, "the Markdown table of docs/configuration.md");
-  auto* version = app.add_subcommand("version", "Print the version");
+  auto* version = app.add_subcommand("version", "Print the version, git commit and library versions");
   // Parsed by the token store's own command line before this one (above);
   // listed here so that --help shows them.
   for (const char* name : {"tokens", "keys", "store"}) {
@@ -164,7 +165,7 @@ int run_cli(int argc, char** argv) {
       return 2;
     }
   if (version->parsed()) {
-    std::cout << "tokengate " << TOKENGATE_VERSION << "\n";
+    std::cout << version_report();
     return 0;
   }
   if (settings->parsed()) {
