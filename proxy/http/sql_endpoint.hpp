@@ -17,6 +17,7 @@ class token_service;
 }
 namespace tokengate::net {
 class ControlPool;
+class StoreWorker;
 }
 namespace tokengate::pool {
 class UpstreamPool;
@@ -42,6 +43,8 @@ struct SqlEndpointServices {
   // ROLE … PASSWORD), such statements are refused with the relay's 42501.
   bool token_sessions_manage_credentials = false;
   bool (*changes_role_password)(std::string_view sql) = nullptr;
+  // Where the token service's calls run (off the I/O threads); required with `tokens`.
+  net::StoreWorker* store = nullptr;
 };
 
 // Registers POST /sql on `gateway`.

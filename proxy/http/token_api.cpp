@@ -20,6 +20,7 @@
 #include "proxy/http/credentials.hpp"
 #include "proxy/net/control_pool.hpp"
 #include "proxy/net/local_sql.hpp"
+#include "proxy/net/store_worker.hpp"
 #include "proxy/net/stream.hpp"
 #include "tokenstore/service.hpp"
 
@@ -211,6 +212,7 @@ void TokenApi::remember_password_session(const tokenstore::tid_t& tid, std::int6
 asio::awaitable<session::LocalResult> TokenApi::run(const HttpRequest& req, pe::Statement stmt,
                                                    std::optional<bool> as_token_session) {
   net::RelayServices services{s_.tokens, s_.control, s_.audit};
+  services.store = s_.store;
   net::SessionInfo info{req.identity.user, "", application_name(req), req.peer, 'I',
                         as_token_session.value_or(via_token(req.identity))};
   net::LocalSql sql(services, info);
@@ -385,7 +387,7 @@ asio::awaitable<HttpResponse> TokenApi::login(HttpRequest& req) {
     login.user = std::move(user.value);
     login.secret = std::move(password.value);
   }
-  if (!s_.login || s_.tokens == nullptr || s_.control == nullptr)
+  if (!s_.login || s_.tokens == nullptr || s_.store == nullptr || s_.control == nullptr)
     co_return json_error(503, "58030", "token store unavailable");
   auto result = co_await s_.login(std::move(login));
   if (!result.ok) {
@@ -425,7 +427,12 @@ asio::awaitable<HttpResponse> TokenApi::login(HttpRequest& req) {
     co_return json_error(503, "58030", "could not read role information from the upstream server");
   }
   if (!role->has_value()) co_return json_error(401, "28P01", "password authentication failed for user \"" + result.user + "\"");
-  auto maximum = s_.tokens->effective_maximum(result.user, (*role)->member_of);
+  // The policies are read from the store (a round trip to a fleet's registry): on the store worker.
+  auto answer = co_await s_.store->run([tokens = s_.tokens, user = result.user, member_of = (*role)->member_of] {
+    return tokens->effective_maximum(user, member_of);
+  });
+  if (!answer) co_return json_error(503, net::kStoreBusySqlstate, net::kStoreBusyMessage);
+  auto& maximum = *answer;
   if (!maximum) {
     const auto& e = maximum.error_value();
     co_return sql_error(e.sqlstate(), e.message, e.detail);

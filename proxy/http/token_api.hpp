@@ -22,6 +22,7 @@ class token_service;
 }
 namespace tokengate::net {
 class ControlPool;
+class StoreWorker;
 }
 
 namespace tokengate::http {
@@ -50,6 +51,8 @@ struct TokenApiServices {
   // token_sessions.manage_credentials: whether requests authenticated by a
   // token (not by a password login's web session) may create tokens.
   bool token_sessions_manage_credentials = false;
+  // Where the token service's calls run (off the I/O threads); required with `tokens`.
+  net::StoreWorker* store = nullptr;
 };
 
 // Registers the routes above on `gateway`. The services must outlive it.

@@ -7,6 +7,7 @@
 
 #include "proxy/audit.hpp"
 #include "proxy/net/control_pool.hpp"
+#include "proxy/net/store_worker.hpp"
 
 namespace tokengate::net {
 
@@ -47,7 +48,8 @@ protocol::ErrorResponse local_sql_error(const parser_ext::ParseError& e) {
 }
 
 boost::asio::awaitable<session::LocalResult> LocalSql::run(const parser_ext::Statement& stmt, char tx_status) {
-  if (services_.tokens == nullptr) co_return failure(stmt, "58030", "token store unavailable");
+  if (services_.tokens == nullptr || services_.store == nullptr)
+    co_return failure(stmt, "58030", "token store unavailable");
 
   session::StatementFacts facts;
   facts.via_token = info_.via_token;
@@ -102,7 +104,26 @@ boost::asio::awaitable<session::LocalResult> LocalSql::run(const parser_ext::Sta
   auto now = std::chrono::duration_cast<std::chrono::seconds>(
                  std::chrono::system_clock::now().time_since_epoch())
                  .count();
-  auto result = session::execute(*services_.tokens, stmt, info_.user, facts, now, tx_status);
+  session::LocalResult result;
+  if (tx_status == protocol::tx_status::Failed) {
+    // 25P02 without touching the store.
+    result = session::execute(*services_.tokens, stmt, info_.user, facts, now, tx_status);
+  } else {
+    // The store's write transaction (an fsync) or the registry's round trip
+    // runs on the store worker, never on this I/O thread. The call owns
+    // copies of its inputs: this frame may be gone before it returns (an
+    // io_context stopped at shutdown).
+    auto answer = co_await services_.store->run(
+        [tokens = services_.tokens, stmt, user = info_.user, facts = std::move(facts), now, tx_status] {
+          return session::execute(*tokens, stmt, user, facts, now, tx_status);
+        });
+    if (!answer) {
+      spdlog::warn("API TOKEN statement of \"{}\" refused: {} token operations are waiting for the store",
+                   info_.user, kMaxPendingStoreCalls);
+      co_return failure(stmt, kStoreBusySqlstate, kStoreBusyMessage);
+    }
+    result = std::move(*answer);
+  }
 
   if (services_.audit != nullptr && result.executed) {
     AuditEvent ev;

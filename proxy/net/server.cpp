@@ -49,6 +49,7 @@
 #include "proxy/net/fleet.hpp"
 #include "proxy/net/relay.hpp"
 #include "proxy/net/session_registry.hpp"
+#include "proxy/net/store_worker.hpp"
 #include "proxy/net/stream.hpp"
 #include "proxy/net/tls.hpp"
 #include "proxy/pool/upstream_pool.hpp"
@@ -337,6 +338,10 @@ struct Server::Impl {
   CancelForwarding cancel_forwarding;
   std::unique_ptr<tokenstore::token_service> tokens;
   std::unique_ptr<tokenstore::maintenance_thread> maintenance;
+  // The token service's writes and registry calls, off the I/O threads.
+  // Declared after `tokens` and the contexts: it is destroyed (and its
+  // thread joined) before them.
+  std::unique_ptr<StoreWorker> store_worker;
 
   // Logging in.
   std::unique_ptr<ControlPool> control;
@@ -655,9 +660,23 @@ asio::awaitable<void> Server::Impl::decide_token(LoginContext& ctx, const sessio
     d.refusal = std::move(verdict.refusal);
     co_return;
   }
-  if (verdict.bind_oid && !tokens->bind_owner_oid(vr.tid, facts->oid)) {
-    d.refusal = session::wrong_password(sp.user, "the token could not be bound to its owner role");
-    co_return;
+  if (verdict.bind_oid) {
+    // A write (and an fsync, or a registry round trip): on the store worker.
+    auto bound = co_await store_worker->run(
+        [svc = tokens.get(), tid = vr.tid, oid = facts->oid] { return svc->bind_owner_oid(tid, oid); });
+    if (!bound) {
+      session::LoginRefusal busy;
+      protocol::ErrorResponse::make("FATAL", kStoreBusySqlstate, kStoreBusyMessage).serialize(busy.to_client);
+      busy.outcome = "error";
+      busy.reason = "the token store's queue is full";
+      busy.counts_as_failure = false;
+      d.refusal = std::move(busy);
+      co_return;
+    }
+    if (!*bound) {
+      d.refusal = session::wrong_password(sp.user, "the token could not be bound to its owner role");
+      co_return;
+    }
   }
   if (config.upstream_auth == Config::UpstreamAuth::password) {
     std::lock_guard lock(userlist_mutex);
@@ -1249,6 +1268,7 @@ bool Server::Impl::open_services() {
       sessions.end_tokens(tids, protocol::ErrorResponse::make("FATAL", "57P01", "API token revoked"));
     });
     maintenance = std::make_unique<tokenstore::maintenance_thread>(*tokens);
+    store_worker = std::make_unique<StoreWorker>();
   } catch (const std::exception& e) {
     if (config.store_backend == "postgres")
       spdlog::critical("cannot open the token registry: {}", e.what());
@@ -1364,6 +1384,7 @@ bool Server::Impl::open_services() {
 
   relay_services = RelayServices{tokens.get(), control.get(), audit.enabled() ? &audit : nullptr, &sessions,
                                  &relay_memory};
+  relay_services.store = store_worker.get();
   relay_services.max_inspected_message = config.relay_max_inspected_message;
   relay_services.session_memory_limit = config.relay_session_memory_limit;
   relay_services.token_sessions_manage_credentials = config.token_sessions_manage_credentials;
@@ -1451,7 +1472,7 @@ bool Server::Impl::start_http() {
                                                  [this]() -> asio::io_context& { return next_context(); });
   http::add_token_api(*http_gateway, {tokens.get(), control.get(), audit.enabled() ? &audit : nullptr,
                                       services.login, config.http_session_duration,
-                                      config.token_sessions_manage_credentials});
+                                      config.token_sessions_manage_credentials, store_worker.get()});
   // SQL over HTTP on pooled upstream connections, and the wire protocol over
   // WebSocket as one more kind of client stream for session().
   pool::UpstreamPoolSettings ps;
@@ -1474,7 +1495,8 @@ bool Server::Impl::start_http() {
   http::add_sql_endpoint(*http_gateway, {http_pool.get(), tokens.get(), control.get(),
                                          audit.enabled() ? &audit : nullptr, services.login,
                                          config.http_max_response_size, config.token_sessions_manage_credentials,
-                                         +[](std::string_view sql) { return parser_ext::changes_role_password(sql); }});
+                                         +[](std::string_view sql) { return parser_ext::changes_role_password(sql); },
+                                         store_worker.get()});
   http::add_websocket_endpoint(*http_gateway, [this](std::unique_ptr<ByteStream> s, std::string peer, bool local) {
     return session(std::move(s), std::move(peer), local);
   });
