@@ -39,6 +39,17 @@ namespace pe = parser_ext;
 
 namespace {
 
+// token_service::effective_maximum on the store worker (the policies are read
+// from the store: a round trip to a fleet's registry). Not a coroutine: GCC 12
+// miscompiles lambdas with captures built inside a coroutine (see local_sql.cpp).
+asio::awaitable<std::optional<tokenstore::result<tokenstore::effective_max>>> effective_maximum_on(
+    net::StoreWorker& worker, tokenstore::token_service& tokens, std::string user,
+    std::vector<std::string> member_of) {
+  return worker.run([svc = &tokens, user = std::move(user), member_of = std::move(member_of)] {
+    return svc->effective_maximum(user, member_of);
+  });
+}
+
 std::int64_t unix_now() {
   return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
       .count();
@@ -428,9 +439,7 @@ asio::awaitable<HttpResponse> TokenApi::login(HttpRequest& req) {
   }
   if (!role->has_value()) co_return json_error(401, "28P01", "password authentication failed for user \"" + result.user + "\"");
   // The policies are read from the store (a round trip to a fleet's registry): on the store worker.
-  auto answer = co_await s_.store->run([tokens = s_.tokens, user = result.user, member_of = (*role)->member_of] {
-    return tokens->effective_maximum(user, member_of);
-  });
+  auto answer = co_await effective_maximum_on(*s_.store, *s_.tokens, result.user, (*role)->member_of);
   if (!answer) co_return json_error(503, net::kStoreBusySqlstate, net::kStoreBusyMessage);
   auto& maximum = *answer;
   if (!maximum) {

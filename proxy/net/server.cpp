@@ -201,6 +201,14 @@ struct VerifyJob {
   std::size_t max_iterations = 0;
 };
 
+// token_service::bind_owner_oid on the store worker. Not a coroutine: GCC 12
+// miscompiles lambdas with captures built inside a coroutine, so the call is
+// built here (see local_sql.cpp).
+asio::awaitable<std::optional<bool>> bind_owner_oid_on(StoreWorker& worker, tokenstore::token_service& tokens,
+                                                       tokenstore::tid_t tid, std::uint32_t oid) {
+  return worker.run([svc = &tokens, tid, oid] { return svc->bind_owner_oid(tid, oid); });
+}
+
 }  // namespace
 
 // The state of one client while it logs in.
@@ -662,8 +670,7 @@ asio::awaitable<void> Server::Impl::decide_token(LoginContext& ctx, const sessio
   }
   if (verdict.bind_oid) {
     // A write (and an fsync, or a registry round trip): on the store worker.
-    auto bound = co_await store_worker->run(
-        [svc = tokens.get(), tid = vr.tid, oid = facts->oid] { return svc->bind_owner_oid(tid, oid); });
+    auto bound = co_await bind_owner_oid_on(*store_worker, *tokens, vr.tid, facts->oid);
     if (!bound) {
       session::LoginRefusal busy;
       protocol::ErrorResponse::make("FATAL", kStoreBusySqlstate, kStoreBusyMessage).serialize(busy.to_client);
