@@ -111,18 +111,17 @@ session::RelayOptions machine_options(const RelayServices& svc, const SessionInf
 // Sends a CancelRequest with the upstream's own key, as libpq does (in the
 // clear, on a new connection), and waits (bounded) until the server read it.
 asio::awaitable<void> send_cancel(Endpoint upstream, protocol::BackendKeyData key) {
-  auto [ec, conn] = co_await connect_to(upstream);
+  auto [ec, connected] = co_await connect_to(upstream);
   if (ec) {
     spdlog::warn("cannot send a cancel request to {}: {}", upstream.to_string(), ec.message());
     co_return;
   }
+  std::shared_ptr<ByteStream> conn = std::move(connected);
   Bytes out;
   protocol::CancelRequest{key.process_id, key.secret_key}.serialize(out);
   co_await conn->write(asio::buffer(out));
   asio::steady_timer timer(co_await asio::this_coro::executor, kCancelTimeout);
-  timer.async_wait([c = conn.get()](error_code e) {
-    if (!e) c->close();
-  });
+  close_when_expired(timer, conn);
   std::uint8_t sink[64];
   for (;;) {
     auto [rec, n] = co_await conn->read_some(asio::buffer(sink));

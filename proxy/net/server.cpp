@@ -11,7 +11,6 @@
 #include <atomic>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/connect.hpp>
-#include <boost/asio/detached.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -311,6 +310,13 @@ struct Server::Impl {
   asio::awaitable<void> accept_loop(Acceptor& acceptor, std::string name);
   asio::awaitable<void> watch_tokens();
   asio::awaitable<void> drain_then_stop();
+  // The completion of a server-wide coroutine (accept loops, the revocation
+  // watcher, the shutdown drain): one that ends by an exception leaves
+  // tokengate unable to do its job (accept clients, end revoked sessions,
+  // stop), so the exception is logged and the server stops with an error
+  // rather than run on without it.
+  std::function<void(std::exception_ptr)> stop_on_exception(std::string what);
+  std::atomic<bool> failed{false};  // stopped by stop_on_exception: run() returns 1
   void reload();
   void stop_all();
   // The HTTP gateway (proxy/http): its login check is the wire's.
@@ -1105,20 +1111,19 @@ asio::awaitable<void> Server::Impl::forward_cancel(protocol::CancelRequest reque
   }
   // Cancel requests go in the clear, as libpq sends them (PostgreSQL accepts
   // a CancelRequest without TLS even when it requires TLS for sessions).
-  auto [ec, upstream] = co_await connect_to(*target->upstream);
+  auto [ec, connected] = co_await connect_to(*target->upstream);
   if (ec) {
     spdlog::warn("cannot forward cancel request to {}: {}", target->upstream->to_string(), ec.message());
     co_return;
   }
+  std::shared_ptr<ByteStream> upstream = std::move(connected);
   Bytes out;
   protocol::CancelRequest{target->upstream_key.process_id, target->upstream_key.secret_key}.serialize(out);
   co_await upstream->write(asio::buffer(out));
   // PostgreSQL closes once it has read the request; wait for that (bounded)
   // so the request is not lost to an early close.
   asio::steady_timer timer(co_await asio::this_coro::executor, kCancelTimeout);
-  timer.async_wait([u = upstream.get()](error_code e) {
-    if (!e) u->close();
-  });
+  close_when_expired(timer, upstream);
   std::uint8_t sink[64];
   while (true) {
     auto [rec, n] = co_await upstream->read_some(asio::buffer(sink));
@@ -1148,19 +1153,18 @@ asio::awaitable<void> Server::Impl::forward_cancel_to_peer(protocol::CancelReque
     CancelForwarding& f;
     ~Done() { f.done(); }
   } done{cancel_forwarding};
-  auto [ec, stream] = co_await connect_to(*peer);
+  auto [ec, connected] = co_await connect_to(*peer);
   if (ec) {
     spdlog::warn("cannot forward a cancel request to instance {} at {}: {}", owner, peer->to_string(), ec.message());
     co_return;
   }
+  std::shared_ptr<ByteStream> stream = std::move(connected);
   Bytes out;
   request.serialize(out);
   co_await stream->write(asio::buffer(out));
   // The peer closes once it has handled the request; wait for that (bounded).
   asio::steady_timer timer(co_await asio::this_coro::executor, kCancelTimeout);
-  timer.async_wait([s = stream.get()](error_code e) {
-    if (!e) s->close();
-  });
+  close_when_expired(timer, stream);
   std::uint8_t sink[64];
   while (true) {
     auto [rec, n] = co_await stream->read_some(asio::buffer(sink));
@@ -1218,6 +1222,21 @@ asio::awaitable<void> Server::Impl::drain_then_stop() {
     }
   }
   stop_all();
+}
+
+std::function<void(std::exception_ptr)> Server::Impl::stop_on_exception(std::string what) {
+  return [this, what = std::move(what)](std::exception_ptr e) {
+    if (!e) return;
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& x) {
+      spdlog::critical("{} failed: {}; stopping", what, x.what());
+    } catch (...) {
+      spdlog::critical("{} failed with an unknown exception; stopping", what);
+    }
+    failed = true;
+    stop_all();
+  };
 }
 
 void Server::Impl::stop_all() {
@@ -1538,7 +1557,7 @@ int Server::run() {
         ::unlink(path.c_str());  // a stale socket from a previous run
         auto acc = std::make_unique<unix_socket::acceptor>(main_ctx, unix_socket::endpoint(path));
         im.unix_paths.push_back(path);
-        asio::co_spawn(main_ctx, im.accept_loop(*acc, path), asio::detached);
+        asio::co_spawn(main_ctx, im.accept_loop(*acc, path), im.stop_on_exception("accepting on " + path));
         im.unix_acceptors.push_back(std::move(acc));
       } else {
         tcp::resolver resolver(main_ctx);
@@ -1548,7 +1567,8 @@ int Server::run() {
           acc->set_option(tcp::acceptor::reuse_address(true));
           acc->bind(entry.endpoint());
           acc->listen(asio::socket_base::max_listen_connections);
-          asio::co_spawn(main_ctx, im.accept_loop(*acc, ep.to_string()), asio::detached);
+          asio::co_spawn(main_ctx, im.accept_loop(*acc, ep.to_string()),
+                         im.stop_on_exception("accepting on " + ep.to_string()));
           im.tcp_acceptors.push_back(std::move(acc));
         }
       }
@@ -1561,7 +1581,7 @@ int Server::run() {
   spdlog::info("tokengate {} relaying to {} (upstream.auth = {}) with {} I/O thread(s)", TOKENGATE_VERSION,
                im.config.upstream.to_string(),
                im.config.upstream_auth == Config::UpstreamAuth::trust ? "trust" : "password", n);
-  asio::co_spawn(main_ctx, im.watch_tokens(), asio::detached);
+  asio::co_spawn(main_ctx, im.watch_tokens(), im.stop_on_exception("watching for revoked tokens"));
 
   asio::signal_set signals(main_ctx, SIGINT, SIGTERM, SIGHUP);
   std::function<void(error_code, int)> on_signal = [&](error_code ec, int sig) {
@@ -1578,7 +1598,7 @@ int Server::run() {
     if (im.http_pool) im.http_pool->close();
     if (sig == SIGTERM) {
       spdlog::info("SIGTERM: no new connections; waiting for {} session(s)", im.relaying_sessions.load());
-      asio::co_spawn(main_ctx, im.drain_then_stop(), asio::detached);
+      asio::co_spawn(main_ctx, im.drain_then_stop(), im.stop_on_exception("the shutdown"));
       signals.async_wait(on_signal);  // a second signal still works (SIGINT: at once)
     } else {
       spdlog::info("SIGINT: stopping");
@@ -1603,8 +1623,11 @@ int Server::run() {
   im.stop_all();
   for (auto& t : threads) t.join();
   for (const auto& p : im.unix_paths) ::unlink(p.c_str());
+  // Before the io_contexts go: calls still queued for the store run, and
+  // their callers' handlers are dropped with the contexts.
+  im.store_worker.reset();
   spdlog::info("stopped");
-  return 0;
+  return im.failed ? 1 : 0;
 }
 
 }  // namespace tokengate::net
