@@ -43,8 +43,7 @@ namespace {
 // from the store: a round trip to a fleet's registry). Not a coroutine: GCC 12
 // miscompiles lambdas with captures built inside a coroutine (see local_sql.cpp).
 asio::awaitable<std::optional<tokenstore::result<tokenstore::effective_max>>> effective_maximum_on(
-    net::StoreWorker& worker, tokenstore::token_service& tokens, std::string user,
-    std::vector<std::string> member_of) {
+    net::StoreWorker& worker, tokenstore::token_service& tokens, std::string user, std::vector<std::string> member_of) {
   return worker.run([svc = &tokens, user = std::move(user), member_of = std::move(member_of)] {
     return svc->effective_maximum(user, member_of);
   });

@@ -42,10 +42,10 @@ std::string_view audit_event_name(parser_ext::StatementKind k) {
 // coroutine (a captured unordered_map was freed twice), so the call is built
 // here and the coroutine only co_awaits it.
 boost::asio::awaitable<std::optional<session::LocalResult>> execute_on(StoreWorker& worker,
-                                                                        tokenstore::token_service& tokens,
-                                                                        parser_ext::Statement stmt, std::string user,
-                                                                        session::StatementFacts facts, std::int64_t now,
-                                                                        char tx_status) {
+                                                                       tokenstore::token_service& tokens,
+                                                                       parser_ext::Statement stmt, std::string user,
+                                                                       session::StatementFacts facts, std::int64_t now,
+                                                                       char tx_status) {
   return worker.run([svc = &tokens, stmt = std::move(stmt), user = std::move(user), facts = std::move(facts), now,
                      tx_status] { return session::execute(*svc, stmt, user, facts, now, tx_status); });
 }
@@ -126,11 +126,11 @@ boost::asio::awaitable<session::LocalResult> LocalSql::run(const parser_ext::Sta
     // runs on the store worker, never on this I/O thread. The call owns
     // copies of its inputs: this frame may be gone before it returns (an
     // io_context stopped at shutdown).
-    auto answer = co_await execute_on(*services_.store, *services_.tokens, stmt, info_.user, std::move(facts), now,
-                                      tx_status);
+    auto answer =
+        co_await execute_on(*services_.store, *services_.tokens, stmt, info_.user, std::move(facts), now, tx_status);
     if (!answer) {
-      spdlog::warn("API TOKEN statement of \"{}\" refused: {} token operations are waiting for the store",
-                   info_.user, kMaxPendingStoreCalls);
+      spdlog::warn("API TOKEN statement of \"{}\" refused: {} token operations are waiting for the store", info_.user,
+                   kMaxPendingStoreCalls);
       co_return failure(stmt, kStoreBusySqlstate, kStoreBusyMessage);
     }
     result = std::move(*answer);

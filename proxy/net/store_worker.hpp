@@ -99,9 +99,8 @@ class StoreWorker {
 // io_context's run() does not return under it.
 template <typename F, typename R, typename Handler>
 struct StoreWorker::JobOf final : StoreWorker::Job {
-  using Work = std::decay_t<decltype(boost::asio::prefer(
-      boost::asio::get_associated_executor(std::declval<Handler&>()),
-      boost::asio::execution::outstanding_work.tracked))>;
+  using Work = std::decay_t<decltype(boost::asio::prefer(boost::asio::get_associated_executor(std::declval<Handler&>()),
+                                                         boost::asio::execution::outstanding_work.tracked))>;
 
   JobOf(F f, Handler h)
       : fn(std::move(f)),
@@ -122,9 +121,8 @@ struct StoreWorker::JobOf final : StoreWorker::Job {
 
   // Resumes the caller on its own executor, never on the worker's thread.
   void complete(std::exception_ptr error, std::optional<R> result) {
-    boost::asio::post(work, [h = std::move(handler), error, r = std::move(result)]() mutable {
-      std::move(h)(error, std::move(r));
-    });
+    boost::asio::post(
+        work, [h = std::move(handler), error, r = std::move(result)]() mutable { std::move(h)(error, std::move(r)); });
   }
 
   F fn;

@@ -142,7 +142,8 @@ TEST_CASE("stopping the worker runs what is queued", "[store_worker]") {
     asio::io_context io;
     net::StoreWorker worker;
     for (int i = 0; i < 5; ++i)
-      asio::co_spawn(io, [&]() -> asio::awaitable<void> { co_await worker.run([&] { return ++ran; }); }, rethrow);
+      asio::co_spawn(
+          io, [&]() -> asio::awaitable<void> { co_await worker.run([&] { return ++ran; }); }, rethrow);
     io.poll();  // submitted; the io_context is then dropped without resuming anyone
   }
   CHECK(ran == 5);
