@@ -236,6 +236,13 @@ struct Relay::State : std::enable_shared_from_this<State> {
   bool closing = false;
   bool forced = false;  // ended by end() or a limit: the backend must go
   bool in_after = false, again = false;
+  // An API TOKEN statement runs (on the store worker, then waiting for the
+  // sessions it ended). An end() meanwhile waits for its answer: a session
+  // that drops its own token hears "DROP API TOKEN" before the FATAL, and the
+  // upstream is idle meanwhile (a statement runs only once everything before
+  // it was answered), so nothing more runs there for the session.
+  bool statement_running = false;
+  std::optional<protocol::ErrorResponse> deferred_end;
   int coroutines = 0;  // run() returns only once none of them can touch a stream
   std::unique_ptr<asio::steady_timer> close_timer;
   std::unique_ptr<asio::steady_timer> grace_timer;
@@ -538,10 +545,19 @@ asio::awaitable<void> Relay::State::generic_writer(Side& s) {
 
 // ---- API TOKEN statements ----------------------------------------------------------------
 
-void Relay::State::start_statement(session::StatementRequest req) { spawn(run_statement(std::move(req)), "an API TOKEN statement"); }
+void Relay::State::start_statement(session::StatementRequest req) {
+  statement_running = true;
+  spawn(run_statement(std::move(req)), "an API TOKEN statement");
+}
 
 asio::awaitable<void> Relay::State::run_statement(session::StatementRequest req) {
   auto self = shared_from_this();
+  // On every way out (an exception too), so that end() is never held back
+  // by a statement that is over.
+  struct Running {
+    State& st;
+    ~Running() { st.statement_running = false; }
+  } running{*this};
   auto result = co_await local.run(req.statement, req.tx_status);
   if (!result.revoked.empty() && services.sessions != nullptr) {
     // DROP API TOKEN answers once the sessions it ended are gone, upstream
@@ -551,8 +567,15 @@ asio::awaitable<void> Relay::State::run_statement(session::StatementRequest req)
                    std::chrono::duration_cast<std::chrono::seconds>(kRevokedSessionsWait).count());
   }
   if (done || closing) co_return;
+  statement_running = false;
   machine.on_statement_result(std::move(result));
   after_machine();
+  if (deferred_end) {
+    auto why = std::move(*deferred_end);
+    deferred_end.reset();
+    end(std::move(why));
+    co_return;
+  }
   update_reads();
 }
 
@@ -560,6 +583,10 @@ asio::awaitable<void> Relay::State::run_statement(session::StatementRequest req)
 
 void Relay::State::end(protocol::ErrorResponse why) {
   if (done || closing) return;
+  if (statement_running) {
+    if (!deferred_end) deferred_end = std::move(why);
+    return;
+  }
   machine.end(std::move(why));
   after_machine();
   update_reads();
