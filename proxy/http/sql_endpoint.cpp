@@ -343,6 +343,7 @@ asio::awaitable<HttpResponse> SqlEndpoint::handle(HttpRequest& req) {
   ResultWriter writer(body, s_.max_response_size);
   net::RelayServices relay;
   relay.tokens = s_.tokens;
+  relay.store = s_.store;
   relay.control = s_.control;
   relay.audit = s_.audit;
   net::SessionInfo info;

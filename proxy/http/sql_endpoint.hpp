@@ -18,6 +18,7 @@ class token_service;
 namespace tokengate::net {
 class ControlPool;
 class SessionRegistry;
+class StoreWorker;
 }
 namespace tokengate::pool {
 class UpstreamPool;
@@ -49,6 +50,8 @@ struct SqlEndpointServices {
   // and nothing it sent commits after the revocation is answered. Null: not
   // registered (tests of the endpoint alone).
   net::SessionRegistry* sessions = nullptr;
+  // Where the token service's calls run (off the I/O threads); required with `tokens`.
+  net::StoreWorker* store = nullptr;
 };
 
 // Registers POST /sql on `gateway`.

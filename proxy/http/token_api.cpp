@@ -21,6 +21,7 @@
 #include "proxy/log_text.hpp"
 #include "proxy/net/control_pool.hpp"
 #include "proxy/net/local_sql.hpp"
+#include "proxy/net/store_worker.hpp"
 #include "proxy/net/stream.hpp"
 #include "tokenstore/service.hpp"
 
@@ -38,6 +39,16 @@ namespace json = boost::json;
 namespace pe = parser_ext;
 
 namespace {
+
+// token_service::effective_maximum on the store worker (the policies are read
+// from the store: a round trip to a fleet's registry). Not a coroutine: GCC 12
+// miscompiles lambdas with captures built inside a coroutine (see local_sql.cpp).
+asio::awaitable<std::optional<tokenstore::result<tokenstore::effective_max>>> effective_maximum_on(
+    net::StoreWorker& worker, tokenstore::token_service& tokens, std::string user, std::vector<std::string> member_of) {
+  return worker.run([svc = &tokens, user = std::move(user), member_of = std::move(member_of)] {
+    return svc->effective_maximum(user, member_of);
+  });
+}
 
 std::int64_t unix_now() {
   return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
@@ -212,6 +223,7 @@ void TokenApi::remember_password_session(const tokenstore::tid_t& tid, std::int6
 asio::awaitable<session::LocalResult> TokenApi::run(const HttpRequest& req, pe::Statement stmt,
                                                    std::optional<bool> as_token_session) {
   net::RelayServices services{s_.tokens, s_.control, s_.audit};
+  services.store = s_.store;
   net::SessionInfo info{req.identity.user, "", application_name(req), req.peer, 'I',
                         as_token_session.value_or(via_token(req.identity))};
   net::LocalSql sql(services, info);
@@ -393,7 +405,7 @@ asio::awaitable<HttpResponse> TokenApi::login(HttpRequest& req) {
     login.user = std::move(user.value);
     login.secret = std::move(password.value);
   }
-  if (!s_.login || s_.tokens == nullptr || s_.control == nullptr)
+  if (!s_.login || s_.tokens == nullptr || s_.store == nullptr || s_.control == nullptr)
     co_return json_error(503, "58030", "token store unavailable");
   auto result = co_await s_.login(std::move(login));
   if (!result.ok) {
@@ -433,7 +445,10 @@ asio::awaitable<HttpResponse> TokenApi::login(HttpRequest& req) {
     co_return json_error(503, "58030", "could not read role information from the upstream server");
   }
   if (!role->has_value()) co_return json_error(401, "28P01", "password authentication failed for user \"" + result.user + "\"");
-  auto maximum = s_.tokens->effective_maximum(result.user, (*role)->member_of);
+  // The policies are read from the store (a round trip to a fleet's registry): on the store worker.
+  auto answer = co_await effective_maximum_on(*s_.store, *s_.tokens, result.user, (*role)->member_of);
+  if (!answer) co_return json_error(503, net::kStoreBusySqlstate, net::kStoreBusyMessage);
+  auto& maximum = *answer;
   if (!maximum) {
     const auto& e = maximum.error_value();
     co_return sql_error(e.sqlstate(), e.message, e.detail);

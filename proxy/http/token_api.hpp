@@ -23,6 +23,7 @@ class token_service;
 namespace tokengate::net {
 class ControlPool;
 class SessionRegistry;
+class StoreWorker;
 }
 
 namespace tokengate::http {
@@ -54,6 +55,8 @@ struct TokenApiServices {
   // Live sessions: a revocation answers once the sessions it ended are gone
   // upstream, as DROP API TOKEN on the wire does. May be null.
   net::SessionRegistry* sessions = nullptr;
+  // Where the token service's calls run (off the I/O threads); required with `tokens`.
+  net::StoreWorker* store = nullptr;
 };
 
 // Registers the routes above on `gateway`. The services must outlive it.

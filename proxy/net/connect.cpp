@@ -55,4 +55,10 @@ asio::awaitable<std::tuple<error_code, std::unique_ptr<ByteStream>, std::string>
   co_return std::make_tuple(result.ec, std::move(result.stream), result.detail);
 }
 
+void close_when_expired(asio::steady_timer& timer, const std::shared_ptr<ByteStream>& stream) {
+  timer.async_wait([weak = std::weak_ptr<ByteStream>(stream)](error_code ec) {
+    if (auto s = weak.lock(); s && !ec) s->close();
+  });
+}
+
 }  // namespace tokengate::net

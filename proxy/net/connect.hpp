@@ -8,6 +8,8 @@
 #include <string>
 #include <tuple>
 
+#include <boost/asio/steady_timer.hpp>
+
 #include "proxy/net/endpoint.hpp"
 #include "proxy/net/stream.hpp"
 
@@ -25,5 +27,12 @@ class UpstreamTlsContext;
 // connections alike, so both honour upstream.sslmode.
 asio::awaitable<std::tuple<error_code, std::unique_ptr<ByteStream>, std::string>> connect_upstream(
     const Endpoint& ep, const UpstreamTlsContext* tls, std::chrono::steady_clock::time_point deadline);
+
+// Closes `stream` when `timer` expires (a deadline on the reads and writes of
+// a coroutine). The handler holds a weak reference, never the coroutine's
+// locals: a timer that expired has its handler queued already, and
+// cancelling it then does not stop it, so it may run after the coroutine
+// ended and the stream is gone.
+void close_when_expired(asio::steady_timer& timer, const std::shared_ptr<ByteStream>& stream);
 
 }  // namespace tokengate::net

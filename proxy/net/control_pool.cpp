@@ -40,7 +40,6 @@ namespace {
 constexpr std::size_t kMaxControlMessageLength = 1024 * 1024;
 // The role cache forgets everything beyond this many roles rather than grow.
 constexpr std::size_t kMaxCachedRoles = 10000;
-constexpr std::size_t kReadChunk = 4096;
 
 // A membership (pg_auth_members row `m`) that counts towards administrator
 // status: granted by a role that is a superuser now (so not one a CREATEROLE
@@ -98,16 +97,15 @@ constexpr const char* kProtectedRolesQuery =
 
 struct Connection {
   std::unique_ptr<ByteStream> stream;  // null: not connected (opened on next use)
-  Bytes buf;                           // bytes read and not yet framed
-  std::size_t have = 0;
+  // Bytes read and not yet used, for drive() (net/drive.hpp); set while connected.
+  std::optional<protocol::InputBuffer> in;
   bool busy = false;                   // one query at a time
   bool close_when_released = false;    // the pool is being destroyed
 
   void close() {
     if (stream) stream->close();
     stream.reset();
-    have = 0;
-    Bytes().swap(buf);
+    in.reset();
   }
 };
 
@@ -332,31 +330,6 @@ struct ControlPool::Impl {
     role_cache.clear();
   }
 
-  // Reads until one whole message is framed at the front of c.buf; an error
-  // text when the stream ends or breaks.
-  asio::awaitable<std::optional<std::string>> next_frame(Connection& c, protocol::Frame& frame) {
-    for (;;) {
-      auto fr = protocol::read_frame(ByteView(c.buf.data(), c.have), kMaxControlMessageLength);
-      if (fr.status == protocol::FrameStatus::complete) {
-        frame = fr.frame;
-        co_return std::nullopt;
-      }
-      if (fr.status == protocol::FrameStatus::bad_length)
-        co_return std::string("invalid message length from the upstream");
-      std::size_t want = std::max(fr.need, c.have + kReadChunk);
-      if (c.buf.size() < want) c.buf.resize(want);
-      auto [ec, n] = co_await c.stream->read_some(asio::buffer(c.buf.data() + c.have, c.buf.size() - c.have));
-      if (ec) co_return ec == asio::error::eof ? std::string("the upstream closed the connection")
-                                                : "reading from the upstream failed: " + ec.message();
-      c.have += n;
-    }
-  }
-
-  static void consume(Connection& c, std::size_t n) {
-    std::memmove(c.buf.data(), c.buf.data() + n, c.have - n);
-    c.have -= n;
-  }
-
   // Connects and logs in as the control user; an error text on failure.
   asio::awaitable<std::optional<std::string>> open(Connection& c) {
     auto [ec, stream, detail] = co_await connect_upstream(settings.upstream, settings.tls,
@@ -365,7 +338,7 @@ struct ControlPool::Impl {
       co_return "connecting to " + settings.upstream.to_string() + " failed: " + ec.message() +
           (detail.empty() ? "" : " (" + detail + ")");
     c.stream = std::move(stream);
-    c.have = 0;
+    c.in.emplace(kMaxControlMessageLength + 5);
 
     protocol::StartupMessage startup;
     startup.parameters.emplace_back("user", settings.user);
@@ -380,16 +353,11 @@ struct ControlPool::Impl {
     Bytes first = login.start();
     if (auto [wec, wn] = co_await c.stream->write(asio::buffer(first)); wec)
       co_return "writing to the upstream failed: " + wec.message();
-    // The same driver as a session's upstream login (net/drive.hpp).
-    protocol::InputBuffer in(kMaxControlMessageLength + 5);
+    // The same driver as a session's upstream login (net/drive.hpp). Anything
+    // after ReadyForQuery stays in c.in for the first query.
     session::FramedMachine<session::UpstreamLogin> machine(login, kMaxControlMessageLength);
-    auto r = co_await drive(*c.stream, in, machine);
-    if (machine.finished()) {
-      // Anything after ReadyForQuery belongs to the first query.
-      c.buf = in.take();
-      c.have = c.buf.size();
-      co_return std::nullopt;
-    }
+    auto r = co_await drive(*c.stream, *c.in, machine);
+    if (machine.finished()) co_return std::nullopt;
     if (r.end == DriveResult::End::io_error) co_return "writing to the upstream failed: " + r.ec.message();
     if (machine.error()) co_return "login as \"" + settings.user + "\": " + *machine.error();
     co_return "login as \"" + settings.user + "\" failed: " + login.failure_reason();
@@ -416,22 +384,26 @@ struct ControlPool::Impl {
       x.retryable = true;
       co_return x;
     }
-    for (;;) {
-      protocol::Frame frame;
-      if (auto err = co_await next_frame(c, frame)) {
-        // A backend that was terminated says why (FATAL) before it closes.
-        const auto& e = q.result().error;
-        x.error = e && is_fatal(*e) ? "the upstream ended the connection: " + describe_error(*e) : *err;
-        x.retryable = true;
-        co_return x;
-      }
-      auto st = q.on_message(frame);
-      consume(c, frame.size);
-      if (st == QueryClient::Status::failed) {
+    // The answer, message by message, through the one driver (net/drive.hpp).
+    session::FramedMachine<QueryClient> machine(q, kMaxControlMessageLength);
+    auto r = co_await drive(*c.stream, *c.in, machine);
+    if (!machine.finished()) {
+      if (q.status() == QueryClient::Status::failed) {
         x.error = "protocol error on the control connection: " + q.failure_reason();
         co_return x;
       }
-      if (st == QueryClient::Status::done) break;
+      std::string err;
+      if (r.end == DriveResult::End::closed && r.ec != asio::error::eof)
+        err = "reading from the upstream failed: " + r.ec.message();
+      else if (r.end == DriveResult::End::io_error)
+        err = "reading from the upstream failed: " + r.ec.message();
+      else
+        err = machine.error().value_or("the upstream closed the connection");
+      // A backend that was terminated says why (FATAL) before it closes.
+      const auto& e = q.result().error;
+      x.error = e && is_fatal(*e) ? "the upstream ended the connection: " + describe_error(*e) : err;
+      x.retryable = true;
+      co_return x;
     }
     x.result = q.take_result();
     const auto& e = x.result->error;

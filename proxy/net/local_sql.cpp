@@ -7,6 +7,7 @@
 
 #include "proxy/audit.hpp"
 #include "proxy/net/control_pool.hpp"
+#include "proxy/net/store_worker.hpp"
 
 namespace tokengate::net {
 
@@ -36,6 +37,19 @@ std::string_view audit_event_name(parser_ext::StatementKind k) {
   return "api_token_statement";
 }
 
+// session::execute on the store worker, with copies of its inputs. Not a
+// coroutine: GCC 12 miscompiles lambdas with init-captures built inside a
+// coroutine (a captured unordered_map was freed twice), so the call is built
+// here and the coroutine only co_awaits it.
+boost::asio::awaitable<std::optional<session::LocalResult>> execute_on(StoreWorker& worker,
+                                                                       tokenstore::token_service& tokens,
+                                                                       parser_ext::Statement stmt, std::string user,
+                                                                       session::StatementFacts facts, std::int64_t now,
+                                                                       char tx_status) {
+  return worker.run([svc = &tokens, stmt = std::move(stmt), user = std::move(user), facts = std::move(facts), now,
+                     tx_status] { return session::execute(*svc, stmt, user, facts, now, tx_status); });
+}
+
 }  // namespace
 
 protocol::ErrorResponse local_sql_error(const parser_ext::ParseError& e) {
@@ -47,7 +61,8 @@ protocol::ErrorResponse local_sql_error(const parser_ext::ParseError& e) {
 }
 
 boost::asio::awaitable<session::LocalResult> LocalSql::run(const parser_ext::Statement& stmt, char tx_status) {
-  if (services_.tokens == nullptr) co_return failure(stmt, "58030", "token store unavailable");
+  if (services_.tokens == nullptr || services_.store == nullptr)
+    co_return failure(stmt, "58030", "token store unavailable");
 
   session::StatementFacts facts;
   facts.via_token = info_.via_token;
@@ -102,7 +117,24 @@ boost::asio::awaitable<session::LocalResult> LocalSql::run(const parser_ext::Sta
   auto now = std::chrono::duration_cast<std::chrono::seconds>(
                  std::chrono::system_clock::now().time_since_epoch())
                  .count();
-  auto result = session::execute(*services_.tokens, stmt, info_.user, facts, now, tx_status);
+  session::LocalResult result;
+  if (tx_status == protocol::tx_status::Failed) {
+    // 25P02 without touching the store.
+    result = session::execute(*services_.tokens, stmt, info_.user, facts, now, tx_status);
+  } else {
+    // The store's write transaction (an fsync) or the registry's round trip
+    // runs on the store worker, never on this I/O thread. The call owns
+    // copies of its inputs: this frame may be gone before it returns (an
+    // io_context stopped at shutdown).
+    auto answer =
+        co_await execute_on(*services_.store, *services_.tokens, stmt, info_.user, std::move(facts), now, tx_status);
+    if (!answer) {
+      spdlog::warn("API TOKEN statement of \"{}\" refused: {} token operations are waiting for the store", info_.user,
+                   kMaxPendingStoreCalls);
+      co_return failure(stmt, kStoreBusySqlstate, kStoreBusyMessage);
+    }
+    result = std::move(*answer);
+  }
 
   if (services_.audit != nullptr && result.executed) {
     AuditEvent ev;

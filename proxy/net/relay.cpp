@@ -116,18 +116,17 @@ session::RelayOptions machine_options(const RelayServices& svc, const SessionInf
 // Sends a CancelRequest with the upstream's own key, as libpq does (in the
 // clear, on a new connection), and waits (bounded) until the server read it.
 asio::awaitable<void> send_cancel(Endpoint upstream, protocol::BackendKeyData key) {
-  auto [ec, conn] = co_await connect_to(upstream);
+  auto [ec, connected] = co_await connect_to(upstream);
   if (ec) {
     spdlog::warn("cannot send a cancel request to {}: {}", upstream.to_string(), ec.message());
     co_return;
   }
+  std::shared_ptr<ByteStream> conn = std::move(connected);
   Bytes out;
   protocol::CancelRequest{key.process_id, key.secret_key}.serialize(out);
   co_await conn->write(asio::buffer(out));
   asio::steady_timer timer(co_await asio::this_coro::executor, kCancelTimeout);
-  timer.async_wait([c = conn.get()](error_code e) {
-    if (!e) c->close();
-  });
+  close_when_expired(timer, conn);
   std::uint8_t sink[64];
   for (;;) {
     auto [rec, n] = co_await conn->read_some(asio::buffer(sink));
@@ -248,6 +247,13 @@ struct Relay::State : std::enable_shared_from_this<State> {
   // go on, and an autocommit one would commit after DROP API TOKEN answered.
   bool cancel_done = false;
   bool in_after = false, again = false;
+  // An API TOKEN statement runs (on the store worker, then waiting for the
+  // sessions it ended). An end() meanwhile waits for its answer: a session
+  // that drops its own token hears "DROP API TOKEN" before the FATAL, and the
+  // upstream is idle meanwhile (a statement runs only once everything before
+  // it was answered), so nothing more runs there for the session.
+  bool statement_running = false;
+  std::optional<protocol::ErrorResponse> deferred_end;
   int coroutines = 0;  // run() returns only once none of them can touch a stream
   std::unique_ptr<asio::steady_timer> close_timer;
   std::unique_ptr<asio::steady_timer> grace_timer;
@@ -551,10 +557,19 @@ asio::awaitable<void> Relay::State::generic_writer(Side& s) {
 
 // ---- API TOKEN statements ----------------------------------------------------------------
 
-void Relay::State::start_statement(session::StatementRequest req) { spawn(run_statement(std::move(req)), "an API TOKEN statement"); }
+void Relay::State::start_statement(session::StatementRequest req) {
+  statement_running = true;
+  spawn(run_statement(std::move(req)), "an API TOKEN statement");
+}
 
 asio::awaitable<void> Relay::State::run_statement(session::StatementRequest req) {
   auto self = shared_from_this();
+  // On every way out (an exception too), so that end() is never held back
+  // by a statement that is over.
+  struct Running {
+    State& st;
+    ~Running() { st.statement_running = false; }
+  } running{*this};
   auto result = co_await local.run(req.statement, req.tx_status);
   if (!result.revoked.empty() && services.sessions != nullptr) {
     // DROP API TOKEN answers once the sessions it ended are gone, upstream
@@ -564,8 +579,15 @@ asio::awaitable<void> Relay::State::run_statement(session::StatementRequest req)
                    std::chrono::duration_cast<std::chrono::seconds>(kRevokedSessionsWait).count());
   }
   if (done || closing) co_return;
+  statement_running = false;
   machine.on_statement_result(std::move(result));
   after_machine();
+  if (deferred_end) {
+    auto why = std::move(*deferred_end);
+    deferred_end.reset();
+    end(std::move(why));
+    co_return;
+  }
   update_reads();
 }
 
@@ -573,6 +595,10 @@ asio::awaitable<void> Relay::State::run_statement(session::StatementRequest req)
 
 void Relay::State::end(protocol::ErrorResponse why) {
   if (done || closing) return;
+  if (statement_running) {
+    if (!deferred_end) deferred_end = std::move(why);
+    return;
+  }
   machine.end(std::move(why));
   after_machine();
   update_reads();

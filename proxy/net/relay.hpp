@@ -26,6 +26,7 @@ class AuditLog;
 namespace tokengate::net {
 
 class ControlPool;
+class StoreWorker;
 
 // What the relay needs from the rest of the server; every pointer may be
 // null when that part is not configured (then API TOKEN statements fail with
@@ -39,6 +40,9 @@ struct RelayServices {
   // Where DROP API TOKEN waits for the sessions it ended.
   SessionRegistry* sessions = nullptr;
   session::MemoryBudget* memory = nullptr;  // `relay.memory_limit`
+  // Where the token service's calls run, off the I/O threads; required with
+  // `tokens` (without it, API TOKEN statements fail with 58030).
+  StoreWorker* store = nullptr;
   std::size_t max_inspected_message = session::kDefaultMaxInspectedMessage;  // `relay.max_inspected_message`
   std::size_t session_memory_limit = session::kDefaultSessionMemoryLimit;    // `relay.session_memory_limit`
   // Token sessions may change passwords (CREATE/ALTER ROLE … PASSWORD).

@@ -11,7 +11,6 @@
 #include <atomic>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/connect.hpp>
-#include <boost/asio/detached.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -50,6 +49,7 @@
 #include "proxy/net/fleet.hpp"
 #include "proxy/net/relay.hpp"
 #include "proxy/net/session_registry.hpp"
+#include "proxy/net/store_worker.hpp"
 #include "proxy/net/systemd_notify.hpp"
 #include "proxy/net/stream.hpp"
 #include "proxy/net/tls.hpp"
@@ -202,6 +202,14 @@ struct VerifyJob {
   std::size_t max_iterations = 0;
 };
 
+// token_service::bind_owner_oid on the store worker. Not a coroutine: GCC 12
+// miscompiles lambdas with captures built inside a coroutine, so the call is
+// built here (see local_sql.cpp).
+asio::awaitable<std::optional<bool>> bind_owner_oid_on(StoreWorker& worker, tokenstore::token_service& tokens,
+                                                       tokenstore::tid_t tid, std::uint32_t oid) {
+  return worker.run([svc = &tokens, tid, oid] { return svc->bind_owner_oid(tid, oid); });
+}
+
 }  // namespace
 
 // The state of one client while it logs in.
@@ -318,6 +326,13 @@ struct Server::Impl {
   asio::awaitable<void> accept_loop(Acceptor& acceptor, std::string name);
   asio::awaitable<void> watch_tokens();
   asio::awaitable<void> drain_then_stop();
+  // The completion of a server-wide coroutine (accept loops, the revocation
+  // watcher, the shutdown drain): one that ends by an exception leaves
+  // tokengate unable to do its job (accept clients, end revoked sessions,
+  // stop), so the exception is logged and the server stops with an error
+  // rather than run on without it.
+  std::function<void(std::exception_ptr)> stop_on_exception(std::string what);
+  std::atomic<bool> failed{false};  // stopped by stop_on_exception: run() returns 1
   void reload();
   void stop_all();
   // The HTTP gateway (proxy/http): its login check is the wire's.
@@ -360,6 +375,10 @@ struct Server::Impl {
   CancelForwarding cancel_forwarding;
   std::unique_ptr<tokenstore::token_service> tokens;
   std::unique_ptr<tokenstore::maintenance_thread> maintenance;
+  // The token service's writes and registry calls, off the I/O threads.
+  // Declared after `tokens` and the contexts: it is destroyed (and its
+  // thread joined) before them.
+  std::unique_ptr<StoreWorker> store_worker;
 
   // Logging in.
   std::unique_ptr<ControlPool> control;
@@ -678,9 +697,22 @@ asio::awaitable<void> Server::Impl::decide_token(LoginContext& ctx, const sessio
     d.refusal = std::move(verdict.refusal);
     co_return;
   }
-  if (verdict.bind_oid && !tokens->bind_owner_oid(vr.tid, facts->oid)) {
-    d.refusal = session::wrong_password(sp.user, "the token could not be bound to its owner role");
-    co_return;
+  if (verdict.bind_oid) {
+    // A write (and an fsync, or a registry round trip): on the store worker.
+    auto bound = co_await bind_owner_oid_on(*store_worker, *tokens, vr.tid, facts->oid);
+    if (!bound) {
+      session::LoginRefusal busy;
+      protocol::ErrorResponse::make("FATAL", kStoreBusySqlstate, kStoreBusyMessage).serialize(busy.to_client);
+      busy.outcome = "error";
+      busy.reason = "the token store's queue is full";
+      busy.counts_as_failure = false;
+      d.refusal = std::move(busy);
+      co_return;
+    }
+    if (!*bound) {
+      d.refusal = session::wrong_password(sp.user, "the token could not be bound to its owner role");
+      co_return;
+    }
   }
   if (config.upstream_auth == Config::UpstreamAuth::password) {
     std::lock_guard lock(userlist_mutex);
@@ -1110,20 +1142,19 @@ asio::awaitable<void> Server::Impl::forward_cancel(protocol::CancelRequest reque
   }
   // Cancel requests go in the clear, as libpq sends them (PostgreSQL accepts
   // a CancelRequest without TLS even when it requires TLS for sessions).
-  auto [ec, upstream] = co_await connect_to(*target->upstream);
+  auto [ec, connected] = co_await connect_to(*target->upstream);
   if (ec) {
     spdlog::warn("cannot forward cancel request to {}: {}", target->upstream->to_string(), ec.message());
     co_return;
   }
+  std::shared_ptr<ByteStream> upstream = std::move(connected);
   Bytes out;
   protocol::CancelRequest{target->upstream_key.process_id, target->upstream_key.secret_key}.serialize(out);
   co_await upstream->write(asio::buffer(out));
   // PostgreSQL closes once it has read the request; wait for that (bounded)
   // so the request is not lost to an early close.
   asio::steady_timer timer(co_await asio::this_coro::executor, kCancelTimeout);
-  timer.async_wait([u = upstream.get()](error_code e) {
-    if (!e) u->close();
-  });
+  close_when_expired(timer, upstream);
   std::uint8_t sink[64];
   while (true) {
     auto [rec, n] = co_await upstream->read_some(asio::buffer(sink));
@@ -1153,19 +1184,18 @@ asio::awaitable<void> Server::Impl::forward_cancel_to_peer(protocol::CancelReque
     CancelForwarding& f;
     ~Done() { f.done(); }
   } done{cancel_forwarding};
-  auto [ec, stream] = co_await connect_to(*peer);
+  auto [ec, connected] = co_await connect_to(*peer);
   if (ec) {
     spdlog::warn("cannot forward a cancel request to instance {} at {}: {}", owner, peer->to_string(), ec.message());
     co_return;
   }
+  std::shared_ptr<ByteStream> stream = std::move(connected);
   Bytes out;
   request.serialize(out);
   co_await stream->write(asio::buffer(out));
   // The peer closes once it has handled the request; wait for that (bounded).
   asio::steady_timer timer(co_await asio::this_coro::executor, kCancelTimeout);
-  timer.async_wait([s = stream.get()](error_code e) {
-    if (!e) s->close();
-  });
+  close_when_expired(timer, stream);
   std::uint8_t sink[64];
   while (true) {
     auto [rec, n] = co_await stream->read_some(asio::buffer(sink));
@@ -1223,6 +1253,21 @@ asio::awaitable<void> Server::Impl::drain_then_stop() {
     }
   }
   stop_all();
+}
+
+std::function<void(std::exception_ptr)> Server::Impl::stop_on_exception(std::string what) {
+  return [this, what = std::move(what)](std::exception_ptr e) {
+    if (!e) return;
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& x) {
+      spdlog::critical("{} failed: {}; stopping", what, x.what());
+    } catch (...) {
+      spdlog::critical("{} failed with an unknown exception; stopping", what);
+    }
+    failed = true;
+    stop_all();
+  };
 }
 
 void Server::Impl::stop_all() {
@@ -1322,6 +1367,7 @@ bool Server::Impl::open_services() {
       sessions.end_tokens(tids, protocol::ErrorResponse::make("FATAL", "57P01", "API token revoked"));
     });
     maintenance = std::make_unique<tokenstore::maintenance_thread>(*tokens);
+    store_worker = std::make_unique<StoreWorker>();
   } catch (const std::exception& e) {
     if (config.store_backend == "postgres")
       spdlog::critical("cannot open the token registry: {}", e.what());
@@ -1437,6 +1483,7 @@ bool Server::Impl::open_services() {
 
   relay_services = RelayServices{tokens.get(), control.get(), audit.enabled() ? &audit : nullptr, &sessions,
                                  &relay_memory};
+  relay_services.store = store_worker.get();
   relay_services.max_inspected_message = config.relay_max_inspected_message;
   relay_services.session_memory_limit = config.relay_session_memory_limit;
   relay_services.token_sessions_manage_credentials = config.token_sessions_manage_credentials;
@@ -1524,7 +1571,7 @@ bool Server::Impl::start_http() {
                                                  [this]() -> asio::io_context& { return next_context(); });
   http::add_token_api(*http_gateway, {tokens.get(), control.get(), audit.enabled() ? &audit : nullptr,
                                       services.login, config.http_session_duration,
-                                      config.token_sessions_manage_credentials, &sessions});
+                                      config.token_sessions_manage_credentials, &sessions, store_worker.get()});
   // SQL over HTTP on pooled upstream connections, and the wire protocol over
   // WebSocket as one more kind of client stream for session().
   pool::UpstreamPoolSettings ps;
@@ -1548,7 +1595,7 @@ bool Server::Impl::start_http() {
                                          audit.enabled() ? &audit : nullptr, services.login,
                                          config.http_max_response_size, config.token_sessions_manage_credentials,
                                          +[](std::string_view sql) { return parser_ext::changes_role_password(sql); },
-                                         &sessions});
+                                         &sessions, store_worker.get()});
   http::add_websocket_endpoint(*http_gateway, [this](std::unique_ptr<ByteStream> s, std::string peer, bool local) {
     return session(std::move(s), std::move(peer), local);
   });
@@ -1584,7 +1631,7 @@ int Server::run() {
         ::unlink(path.c_str());  // a stale socket from a previous run
         auto acc = std::make_unique<unix_socket::acceptor>(main_ctx, unix_socket::endpoint(path));
         im.unix_paths.push_back(path);
-        asio::co_spawn(main_ctx, im.accept_loop(*acc, path), asio::detached);
+        asio::co_spawn(main_ctx, im.accept_loop(*acc, path), im.stop_on_exception("accepting on " + path));
         im.unix_acceptors.push_back(std::move(acc));
       } else {
         tcp::resolver resolver(main_ctx);
@@ -1594,7 +1641,8 @@ int Server::run() {
           acc->set_option(tcp::acceptor::reuse_address(true));
           acc->bind(entry.endpoint());
           acc->listen(asio::socket_base::max_listen_connections);
-          asio::co_spawn(main_ctx, im.accept_loop(*acc, ep.to_string()), asio::detached);
+          asio::co_spawn(main_ctx, im.accept_loop(*acc, ep.to_string()),
+                         im.stop_on_exception("accepting on " + ep.to_string()));
           im.tcp_acceptors.push_back(std::move(acc));
         }
       }
@@ -1607,7 +1655,7 @@ int Server::run() {
   spdlog::info("tokengate {} relaying to {} (upstream.auth = {}) with {} I/O thread(s)", TOKENGATE_VERSION,
                im.config.upstream.to_string(),
                im.config.upstream_auth == Config::UpstreamAuth::trust ? "trust" : "password", n);
-  asio::co_spawn(main_ctx, im.watch_tokens(), asio::detached);
+  asio::co_spawn(main_ctx, im.watch_tokens(), im.stop_on_exception("watching for revoked tokens"));
 
   asio::signal_set signals(main_ctx, SIGINT, SIGTERM, SIGHUP);
   std::function<void(error_code, int)> on_signal = [&](error_code ec, int sig) {
@@ -1627,7 +1675,7 @@ int Server::run() {
     if (im.http_pool) im.http_pool->close();
     if (sig == SIGTERM) {
       spdlog::info("SIGTERM: no new connections; waiting for {} session(s)", im.relaying_sessions.load());
-      asio::co_spawn(main_ctx, im.drain_then_stop(), asio::detached);
+      asio::co_spawn(main_ctx, im.drain_then_stop(), im.stop_on_exception("the shutdown"));
       signals.async_wait(on_signal);  // a second signal still works (SIGINT: at once)
     } else {
       spdlog::info("SIGINT: stopping");
@@ -1654,8 +1702,11 @@ int Server::run() {
   im.stop_all();
   for (auto& t : threads) t.join();
   for (const auto& p : im.unix_paths) ::unlink(p.c_str());
+  // Before the io_contexts go: calls still queued for the store run, and
+  // their callers' handlers are dropped with the contexts.
+  im.store_worker.reset();
   spdlog::info("stopped");
-  return 0;
+  return im.failed ? 1 : 0;
 }
 
 }  // namespace tokengate::net

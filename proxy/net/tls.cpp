@@ -165,6 +165,14 @@ struct DeadlineGuard {
   bool fired = false;
 };
 
+// Clears the guard's socket when the coroutine leaves its scope, on every
+// path (an exception too): a timer that expired already has its handler
+// queued, and it must not find a socket that is gone.
+struct Disarm {
+  DeadlineGuard& guard;
+  ~Disarm() { guard.socket = nullptr; }
+};
+
 std::shared_ptr<DeadlineGuard> arm(asio::steady_timer& timer, tcp::socket* socket) {
   auto guard = std::make_shared<DeadlineGuard>();
   guard->socket = socket;
@@ -298,6 +306,7 @@ asio::awaitable<TlsResult> accept_tls(const TlsServerContext& tls, tcp::socket s
   auto stream = std::make_unique<SslStream<tcp::socket>>(std::move(socket), tls.current());
   asio::steady_timer timer(exec, deadline);
   auto guard = arm(timer, &stream->stream().next_layer());
+  Disarm disarm{*guard};
   auto [ec] = co_await stream->stream().async_handshake(ssl::stream_base::server, use_nothrow);
   guard->socket = nullptr;
   timer.cancel();
@@ -350,6 +359,7 @@ asio::awaitable<TlsResult> start_upstream_tls(tcp::socket socket, const Upstream
   auto exec = socket.get_executor();
   asio::steady_timer timer(exec, deadline);
   auto guard = arm(timer, &socket);
+  Disarm disarm{*guard};
   auto timed_out = [&](error_code ec) { return guard->fired ? make_error_code(TlsErrc::handshake_timeout) : ec; };
 
   if (auto [ec, n] = co_await asio::async_write(socket, asio::buffer(kSslRequest), use_nothrow); ec) {
