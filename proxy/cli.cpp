@@ -149,6 +149,8 @@ std::vector<Setting> settings_table() {
        "seconds to read a request and write its answer", "30"},
       {"http.idle_timeout", "--http-idle-timeout", "TOKENGATE_HTTP_IDLE_TIMEOUT",
        "seconds a kept-alive HTTP connection may wait for its next request", "60"},
+      {"metrics.require_auth", "--metrics-require-auth", "TOKENGATE_METRICS_REQUIRE_AUTH",
+       "GET /metrics needs an administrator's API token as a Bearer token (true/false)", "false"},
       {"http.max_response_size", "--http-max-response-size", "TOKENGATE_HTTP_MAX_RESPONSE_SIZE",
        "bytes of one POST /sql answer (507 beyond)", "10485760"},
       {"pool.max_connections", "--pool-max-connections", "TOKENGATE_POOL_MAX_CONNECTIONS",
@@ -389,6 +391,7 @@ Config build_config(const std::vector<Setting>& table) {
   c.http_max_body_size = parse_unsigned(get("http.max_body_size"), 1024 * 1024 * 1024);
   c.http_request_timeout = std::chrono::seconds(parse_unsigned(get("http.request_timeout"), 3600));
   c.http_idle_timeout = std::chrono::seconds(parse_unsigned(get("http.idle_timeout"), 3600));
+  c.metrics_require_auth = parse_bool(get("metrics.require_auth"));
   if (c.http_max_connections == 0) throw ConfigError{"http.max_connections: must be at least 1"};
   if (c.http_request_timeout.count() == 0) throw ConfigError{"http.request_timeout: must be at least 1"};
   if (c.http_idle_timeout.count() == 0) throw ConfigError{"http.idle_timeout: must be at least 1"};
