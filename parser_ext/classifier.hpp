@@ -8,7 +8,7 @@ namespace tokengate::parser_ext {
 // True if the statement starting at the beginning of `sql` (after whitespace,
 // comments and empty statements `;`) could be an API TOKEN statement, judged
 // by its leading keywords:
-//   CREATE API …, ALTER API …, DROP API …, DROP ALL API …, SHOW API <word> …,
+//   CREATE API …, ALTER API …, DROP API …, DROP ALL API …, SHOW API <word> …, SHOW ALL API …,
 //   ALTER {USER|ROLE} <role> {SET|RESET} API TOKEN …, SHOW TOKENGATE <word> …
 // Never false for a statement that parse_statement would accept or reject as an
 // API TOKEN statement (the parser is the authority; a true here only means
