@@ -41,8 +41,8 @@ std::string to_string(const Statement& s) {
     }
     case StatementKind::show_api_tokens: {
       const auto& c = std::get<ShowApiTokens>(s);
-      body = "for_user=" + quoted(c.for_user) + ", all_users=" + (c.all_users ? "true" : "false") +
-             ", include_ended=" + (c.include_ended ? "true" : "false");
+      body = "for_user=" + quoted(c.for_user) + ", all_users=" + (c.all_users ? "true" : "false");
+      if (c.include_ended) body += ", include_ended=true";  // SHOW ALL API TOKENS
       break;
     }
     case StatementKind::alter_api_token: {
