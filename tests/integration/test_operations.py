@@ -141,6 +141,7 @@ def test_show_tokengate_views_refused_to_non_administrators(proxy: Target, view:
 def test_show_tokengate_sessions_for_administrators(proxy: Target, mint_token):
     name, token, _ = mint_token(user="analyst", name=uniq("sess"), duration="1h")
     idle = token_login(proxy, "analyst", token)
+    idle.simple_query("SELECT 1")  # bytes relayed both ways (the login's are not counted)
     in_tx = psycopg2.connect(proxy.conninfo(user="analyst", application_name="tg_ops_tx"))
     try:
         in_tx.cursor().execute("SELECT 1")  # psycopg2 opens a transaction block: idle in transaction
