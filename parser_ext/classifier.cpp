@@ -178,30 +178,29 @@ bool query_may_contain_api_token_statement(std::string_view s) noexcept {
     if (i >= 2 && lexical::is_ident_cont(s[i - 2])) return false;
     return !(i + 2 < n && lexical::is_ident_cont(s[i + 2]));
   };
-  // Is there a bare `tokengate` whose "ga" starts at i (SHOW TOKENGATE …
-  // has no `api`)?
+  // Is there a bare `tokengate` whose "ok" starts at i (SHOW TOKENGATE …
+  // has no `api`)? "ok" is rarer in SQL than the word's other pairs.
   const auto tokengate_at = [s, n](std::size_t i) noexcept {
-    if (i < 5 || i + 4 > n) return false;
+    if (i < 1 || i + 8 > n) return false;
     constexpr std::string_view word = "tokengate";
     for (std::size_t k = 0; k < word.size(); ++k)
-      if ((s[i - 5 + k] | 0x20) != word[k]) return false;
-    if (i >= 6 && lexical::is_ident_cont(s[i - 6])) return false;
-    return !(i + 4 < n && lexical::is_ident_cont(s[i + 4]));
+      if ((s[i - 1 + k] | 0x20) != word[k]) return false;
+    if (i >= 2 && lexical::is_ident_cont(s[i - 2])) return false;
+    return !(i + 8 < n && lexical::is_ident_cont(s[i + 8]));
   };
   const auto either_at = [&](std::size_t i) noexcept {
     const char c = static_cast<char>(s[i] | 0x20);
-    return (c == 'p' && api_at(i)) || (c == 'g' && tokengate_at(i));
+    return (c == 'p' && api_at(i)) || (c == 'o' && tokengate_at(i));
   };
-  // Blocks without a "pi" or a "ga" (any case; rarer in SQL than any single
+  // Blocks without a "pi" or an "ok" (any case; rarer in SQL than any single
   // letter) are skipped with a branch-free OR that the compiler vectorises.
   constexpr std::size_t block = 32;
   std::size_t i = 0;
   for (; i + block + 1 <= n; i += block) {
     unsigned hit = 0;
     for (std::size_t k = 0; k < block; ++k) {
-      const unsigned a = static_cast<unsigned char>(s[i + k] | 0x20);
-      const unsigned b = static_cast<unsigned char>(s[i + k + 1] | 0x20);
-      hit |= static_cast<unsigned>((a == 'p') & (b == 'i')) | static_cast<unsigned>((a == 'g') & (b == 'a'));
+      const char a = static_cast<char>(s[i + k] | 0x20), b = static_cast<char>(s[i + k + 1] | 0x20);
+      hit |= static_cast<unsigned>((a == 'p') & (b == 'i')) | static_cast<unsigned>((a == 'o') & (b == 'k'));
     }
     if (hit == 0) continue;
     for (std::size_t k = 0; k < block; ++k)
