@@ -29,6 +29,7 @@
 
 #include "parser_ext/role_password.hpp"
 #include "proxy/audit.hpp"
+#include "proxy/build_info.hpp"
 #include "proxy/auth/scram.hpp"
 #include "proxy/auth/secret.hpp"
 #include "proxy/auth/throttle.hpp"
@@ -51,6 +52,7 @@
 #include "proxy/net/fleet.hpp"
 #include "proxy/net/relay.hpp"
 #include "proxy/net/session_registry.hpp"
+#include "proxy/net/systemd_notify.hpp"
 #include "proxy/net/stream.hpp"
 #include "proxy/net/tls.hpp"
 #include "proxy/pool/upstream_pool.hpp"
@@ -115,10 +117,6 @@ constexpr std::int64_t kExpiringSoonSeconds = 7 * 24 * 3600;
 // retention it is given; a century counts every stored token (ended ones
 // are purged after 30 days).
 constexpr std::int64_t kCountEveryToken = std::int64_t(100) * 365 * 24 * 3600;
-
-#ifndef TOKENGATE_COMMIT
-#define TOKENGATE_COMMIT "unknown"
-#endif
 
 Bytes fatal(std::string sqlstate, std::string message, std::string detail = {}) {
   Bytes out;
@@ -766,15 +764,20 @@ asio::awaitable<std::optional<auth::VerifierCheck>> Server::Impl::verify_off_thr
   job->password = password.copy();
   job->max_iterations = config.max_scram_iterations;
   const bool queued = verifiers->submit(user, [job, exec](bool stopping) {
-    if (!stopping && !job->abandoned.load()) {
-      if (job->verifier.empty()) {
-        auth::dummy_verifier_check(job->user, job->password.view());
-        job->result = auth::VerifierCheck::mismatch;
-      } else {
-        job->result = auth::check_password_verifier(job->verifier, job->user, job->password.view(),
-                                                    job->max_iterations);
+    // An exception must not leave the verification thread (it would end the
+    // process): the login is then refused, unchecked.
+    if (!stopping && !job->abandoned.load()) try {
+        if (job->verifier.empty()) {
+          auth::dummy_verifier_check(job->user, job->password.view());
+          job->result = auth::VerifierCheck::mismatch;
+        } else {
+          job->result = auth::check_password_verifier(job->verifier, job->user, job->password.view(),
+                                                      job->max_iterations);
+        }
+      } catch (const std::exception& e) {
+        spdlog::error("password check of \"{}\" failed: {}", log_name(job->user), log_text(e.what()));
+        job->result = auth::VerifierCheck::unsupported;
       }
-    }
     job->password.wipe();
     asio::post(exec, [job] { job->done.cancel(); });
   });
@@ -1500,7 +1503,7 @@ void Server::Impl::count_store(metrics::ScrapeFacts& f) {
 metrics::ScrapeFacts Server::Impl::scrape_facts() {
   metrics::ScrapeFacts f;
   f.version = TOKENGATE_VERSION;
-  f.commit = TOKENGATE_COMMIT;
+  f.commit = build_commit();
   f.start_time_seconds = double(started_unix);
   f.sessions = relaying_sessions.load();
   f.upstream_session_connections = f.sessions;
@@ -1536,7 +1539,7 @@ std::vector<std::vector<protocol::Value>> Server::Impl::admin_view(parser_ext::S
   const auto uptime = std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - started).count();
   std::vector<std::pair<std::string, std::string>> items = {
       {"version", TOKENGATE_VERSION},
-      {"commit", TOKENGATE_COMMIT},
+      {"commit", build_commit()},
       {"started_at", protocol::format_timestamptz(protocol::Timestamp::from_unix_seconds(started_unix))},
       {"uptime", session::format_interval(uptime)},
       {"state", f.draining ? "draining" : "running"},
@@ -1650,7 +1653,7 @@ bool Server::Impl::start_http() {
                                                  [this]() -> asio::io_context& { return next_context(); });
   http::add_token_api(*http_gateway, {tokens.get(), control.get(), audit.enabled() ? &audit : nullptr,
                                       services.login, config.http_session_duration,
-                                      config.token_sessions_manage_credentials});
+                                      config.token_sessions_manage_credentials, &sessions});
   // SQL over HTTP on pooled upstream connections, and the wire protocol over
   // WebSocket as one more kind of client stream for session().
   pool::UpstreamPoolSettings ps;
@@ -1673,7 +1676,8 @@ bool Server::Impl::start_http() {
   http::add_sql_endpoint(*http_gateway, {http_pool.get(), tokens.get(), control.get(),
                                          audit.enabled() ? &audit : nullptr, services.login,
                                          config.http_max_response_size, config.token_sessions_manage_credentials,
-                                         +[](std::string_view sql) { return parser_ext::changes_role_password(sql); }});
+                                         +[](std::string_view sql) { return parser_ext::changes_role_password(sql); },
+                                         &sessions});
   http::add_websocket_endpoint(*http_gateway, [this](std::unique_ptr<ByteStream> s, std::string peer, bool local) {
     return session(std::move(s), std::move(peer), local);
   });
@@ -1769,10 +1773,13 @@ int Server::run() {
     if (ec) return;
     if (sig == SIGHUP) {
       spdlog::info("SIGHUP: reloading");
+      systemd_notify("RELOADING=1");
       im.reload();
+      systemd_notify("READY=1");
       signals.async_wait(on_signal);
       return;
     }
+    systemd_notify("STOPPING=1");
     for (auto& a : im.tcp_acceptors) a->close();
     for (auto& a : im.unix_acceptors) a->close();
     // A drain keeps the HTTP listener for /readyz (503: a load balancer
@@ -1793,6 +1800,8 @@ int Server::run() {
     }
   };
   signals.async_wait(on_signal);
+  // Listeners are up and signals handled: a Type=notify unit is started.
+  systemd_notify("READY=1");
 
   std::vector<std::thread> threads;
   for (unsigned i = 1; i < n; ++i) {
