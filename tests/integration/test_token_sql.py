@@ -221,7 +221,7 @@ def test_seed_user_scenario_psql(proxy: Target, pg: PgCluster):
     assert psql_show(proxy)["ci_pipeline"]["status"] == "revoked"
 
     # Every token not revoked yet, expired ones included (their sessions may still be open).
-    _, _, listed = psql_ok(proxy, "SHOW API TOKENS")
+    _, _, listed = psql_ok(proxy, "SHOW ALL API TOKENS")
     unrevoked = [r["name"] for r in listed if r["status"] != "revoked"]
     tags, _, _ = psql_ok(proxy, "DROP ALL API TOKENS FOR USER analyst")
     assert tags == [f"DROP API TOKENS {len(unrevoked)}"], (tags, unrevoked)
