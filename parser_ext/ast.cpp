@@ -25,6 +25,7 @@ std::string_view kind_name(StatementKind k) noexcept {
       return "AlterRoleResetApiTokenMaxDuration";
     case StatementKind::show_api_token_policies: return "ShowApiTokenPolicies";
     case StatementKind::show_tokengate_instances: return "ShowTokengateInstances";
+    case StatementKind::show_tokengate_view: return "ShowTokengateView";
   }
   return "?";
 }
@@ -41,6 +42,7 @@ std::string to_string(const Statement& s) {
     case StatementKind::show_api_tokens: {
       const auto& c = std::get<ShowApiTokens>(s);
       body = "for_user=" + quoted(c.for_user) + ", all_users=" + (c.all_users ? "true" : "false");
+      if (c.include_ended) body += ", include_ended=true";  // SHOW ALL API TOKENS
       break;
     }
     case StatementKind::alter_api_token: {
@@ -70,6 +72,13 @@ std::string to_string(const Statement& s) {
       body = "for_user=" + quoted(std::get<ShowApiTokenPolicies>(s).for_user);
       break;
     case StatementKind::show_tokengate_instances: break;
+    case StatementKind::show_tokengate_view: {
+      const auto v = std::get<ShowTokengateView>(s).view;
+      body = v == ShowTokengateView::View::sessions ? "sessions"
+             : v == ShowTokengateView::View::status ? "status"
+                                                    : "config";
+      break;
+    }
   }
   return std::string(kind_name(kind_of(s))) + "{" + body + "}";
 }

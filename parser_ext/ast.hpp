@@ -22,10 +22,12 @@ struct CreateApiToken {
   bool operator==(const CreateApiToken&) const = default;
 };
 
-// SHOW API TOKENS [ FOR USER role | FOR ALL USERS ]
+// SHOW [ ALL ] API TOKENS [ FOR USER role | FOR ALL USERS ]
+// Without ALL only active tokens; with ALL revoked and expired ones too (until purged).
 struct ShowApiTokens {
   std::optional<std::string> for_user;  // set only with FOR USER
   bool all_users = false;               // FOR ALL USERS
+  bool include_ended = false;           // SHOW ALL API TOKENS
   bool operator==(const ShowApiTokens&) const = default;
 };
 
@@ -75,10 +77,19 @@ struct ShowTokengateInstances {
   bool operator==(const ShowTokengateInstances&) const = default;
 };
 
+// SHOW TOKENGATE { SESSIONS | STATUS | CONFIG }: tokengate's own state
+// (administrators only), answered from the server, not the token store.
+struct ShowTokengateView {
+  enum class View { sessions, status, config };
+  View view = View::sessions;
+  bool operator==(const ShowTokengateView&) const = default;
+};
+
 using Statement =
     std::variant<CreateApiToken, ShowApiTokens, AlterApiTokenSetComment, DropApiToken,
                  DropAllApiTokens, AlterRoleSetApiTokenMaxDuration,
-                 AlterRoleResetApiTokenMaxDuration, ShowApiTokenPolicies, ShowTokengateInstances>;
+                 AlterRoleResetApiTokenMaxDuration, ShowApiTokenPolicies, ShowTokengateInstances,
+                 ShowTokengateView>;
 
 // One value per alternative of Statement, in the same order.
 enum class StatementKind {
@@ -91,6 +102,7 @@ enum class StatementKind {
   alter_role_reset_api_token_max_duration,
   show_api_token_policies,
   show_tokengate_instances,
+  show_tokengate_view,
 };
 
 [[nodiscard]] constexpr StatementKind kind_of(const Statement& s) noexcept {
@@ -110,6 +122,7 @@ enum class StatementKind {
     case StatementKind::alter_role_reset_api_token_max_duration: return "ALTER ROLE";
     case StatementKind::show_api_token_policies: return "SHOW";
     case StatementKind::show_tokengate_instances: return "SHOW";
+    case StatementKind::show_tokengate_view: return "SHOW";
   }
   return "";
 }

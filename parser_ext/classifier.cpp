@@ -75,7 +75,9 @@ bool could_be_api_token_statement(std::string_view s) noexcept {
   }
   if (c0 == 's') {
     if (!equals_keyword(first, "show")) return false;
-    const std::string_view w = next_word(s, i, i);
+    std::string_view w = next_word(s, i, i);
+    // SHOW ALL API TOKENS (`SHOW ALL` alone lists the settings).
+    if (equals_keyword(w, "all")) return equals_keyword(next_word(s, i, i), "api");
     if (!equals_keyword(w, "api") && !equals_keyword(w, "tokengate")) return false;
     // `SHOW api` and `SHOW api.setting` are ordinary (custom GUCs).
     i = skip_space_and_comments(s, i);
@@ -167,8 +169,6 @@ std::string_view tx_control_name(TxControl t) noexcept {
 }
 
 bool query_may_contain_api_token_statement(std::string_view s) noexcept {
-  // SHOW TOKENGATE INSTANCES has no `api`: it is recognised as the first
-  // statement of a Query only (a keyword or two, as for every statement).
   if (could_be_api_token_statement(s)) return true;
   const std::size_t n = s.size();
   // Is there a bare `api` whose middle letter is at i?
@@ -178,20 +178,36 @@ bool query_may_contain_api_token_statement(std::string_view s) noexcept {
     if (i >= 2 && lexical::is_ident_cont(s[i - 2])) return false;
     return !(i + 2 < n && lexical::is_ident_cont(s[i + 2]));
   };
-  // Blocks without a "pi" (any case; rarer in SQL than any single letter)
-  // are skipped with a branch-free OR that the compiler vectorises.
+  // Is there a bare `tokengate` whose "ok" starts at i (SHOW TOKENGATE …
+  // has no `api`)? "ok" is rarer in SQL than the word's other pairs.
+  const auto tokengate_at = [s, n](std::size_t i) noexcept {
+    if (i < 1 || i + 8 > n) return false;
+    constexpr std::string_view word = "tokengate";
+    for (std::size_t k = 0; k < word.size(); ++k)
+      if ((s[i - 1 + k] | 0x20) != word[k]) return false;
+    if (i >= 2 && lexical::is_ident_cont(s[i - 2])) return false;
+    return !(i + 8 < n && lexical::is_ident_cont(s[i + 8]));
+  };
+  const auto either_at = [&](std::size_t i) noexcept {
+    const char c = static_cast<char>(s[i] | 0x20);
+    return (c == 'p' && api_at(i)) || (c == 'o' && tokengate_at(i));
+  };
+  // Blocks without a "pi" or an "ok" (any case; rarer in SQL than any single
+  // letter) are skipped with a branch-free OR that the compiler vectorises.
   constexpr std::size_t block = 32;
   std::size_t i = 0;
   for (; i + block + 1 <= n; i += block) {
     unsigned hit = 0;
-    for (std::size_t k = 0; k < block; ++k)
-      hit |= static_cast<unsigned>(((s[i + k] | 0x20) == 'p') & ((s[i + k + 1] | 0x20) == 'i'));
+    for (std::size_t k = 0; k < block; ++k) {
+      const char a = static_cast<char>(s[i + k] | 0x20), b = static_cast<char>(s[i + k + 1] | 0x20);
+      hit |= static_cast<unsigned>((a == 'p') & (b == 'i')) | static_cast<unsigned>((a == 'o') & (b == 'k'));
+    }
     if (hit == 0) continue;
     for (std::size_t k = 0; k < block; ++k)
-      if ((s[i + k] | 0x20) == 'p' && api_at(i + k)) return true;
+      if (either_at(i + k)) return true;
   }
   for (; i < n; ++i)
-    if ((s[i] | 0x20) == 'p' && api_at(i)) return true;
+    if (either_at(i)) return true;
   return false;
 }
 

@@ -166,11 +166,26 @@ class Parser {
     // `SHOW api` and `SHOW api.x` show (custom) settings.
     if (word(0, "show") && word(1, "api") && !at_end(2) && t_[2].type != tok_dot) {
       i_ = 2;
-      return finish(parse_show());
+      return finish(parse_show(false));
     }
-    // SHOW TOKENGATE INSTANCES; `SHOW tokengate` and `SHOW tokengate.x` are settings.
+    // SHOW ALL API TOKENS: PostgreSQL's `SHOW ALL` takes nothing after it.
+    if (word(0, "show") && word(1, "all") && word(2, "api")) {
+      i_ = 3;
+      return finish(parse_show(true));
+    }
+    // SHOW TOKENGATE { INSTANCES | SESSIONS | STATUS | CONFIG }; `SHOW
+    // tokengate` and `SHOW tokengate.x` are settings.
     if (word(0, "show") && word(1, "tokengate") && !at_end(2) && t_[2].type != tok_dot) {
       i_ = 2;
+      using View = ShowTokengateView::View;
+      std::optional<View> view;
+      if (word(0, "sessions")) view = View::sessions;
+      else if (word(0, "status")) view = View::status;
+      else if (word(0, "config")) view = View::config;
+      if (view) {
+        ++i_;
+        return finish(std::optional<Statement>(ShowTokengateView{*view}));
+      }
       if (!expect_word("instances")) return finish(std::nullopt);
       return finish(std::optional<Statement>(ShowTokengateInstances{}));
     }
@@ -380,10 +395,16 @@ class Parser {
   }
 
   // SHOW API TOKENS [FOR USER r | FOR ALL USERS] | SHOW API TOKEN POLICIES [FOR USER r]
-  std::optional<Statement> parse_show() {
+  // After SHOW API (or SHOW ALL API, `all`).
+  std::optional<Statement> parse_show(bool all = false) {
+    if (all && !word(0, "tokens")) {
+      syntax_error();
+      return std::nullopt;
+    }
     if (word(0, "tokens")) {
       ++i_;
       ShowApiTokens s;
+      s.include_ended = all;
       if (word(0, "for")) {
         if (word(1, "all")) {
           i_ += 2;

@@ -109,6 +109,10 @@ struct Config {
   std::size_t http_max_body_size = 1024 * 1024;
   std::chrono::seconds http_request_timeout{30};
   std::chrono::seconds http_idle_timeout{60};
+  // `metrics.require_auth`: GET /metrics needs an administrator's token
+  // (Bearer). Off by default: the HTTP listener is on loopback by default,
+  // and metrics hold counts, never names or secrets.
+  bool metrics_require_auth = false;
 
   // ---- SQL over HTTP and its upstream pool (proxy/http/sql_endpoint, proxy/pool) ----
   std::size_t http_max_response_size = 10 * 1024 * 1024;  // `http.max_response_size`

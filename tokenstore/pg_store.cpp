@@ -481,6 +481,11 @@ void pg_store::note_revoked(std::span<const tid_t> tids)
     }
 }
 
+std::chrono::nanoseconds pg_store::staleness() const noexcept
+{
+    return std::chrono::nanoseconds(steady_ns() - last_heard_ns_.load(std::memory_order_relaxed));
+}
+
 store_backend::lookup_outcome pg_store::lookup(const tid_t& tid, verify_visitor& visitor)
 {
     if (!opts_.serve) return lookup_outcome::stale;

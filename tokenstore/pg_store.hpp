@@ -129,6 +129,9 @@ public:
     [[nodiscard]] std::uint64_t feed_position() const noexcept { return applied_seq_.load(); }
     // Whether the feed thread holds a working connection to the registry.
     [[nodiscard]] bool feed_connected() const noexcept { return connected_.load(); }
+    // Time since the change feed last caught up with the registry: the age
+    // of the local copy that store.max_staleness bounds (for metrics).
+    [[nodiscard]] std::chrono::nanoseconds staleness() const noexcept;
 
     // ---- migration from LMDB ----------------------------------------------------
     struct import_counts {

@@ -22,6 +22,7 @@
 #include "proxy/http/credentials.hpp"
 #include "proxy/http/router.hpp"
 #include "proxy/http/takeover.hpp"
+#include "proxy/metrics.hpp"
 #include "proxy/net/stream.hpp"
 #include "proxy/net/tls.hpp"
 
@@ -162,6 +163,7 @@ struct Gateway::State : std::enable_shared_from_this<Gateway::State> {
   Router router;
   std::vector<Route> routes;
   std::atomic<std::size_t> connections{0};
+  std::atomic<bool> draining{false};
   std::vector<std::unique_ptr<tcp::acceptor>> acceptors;
 
   asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, std::string name);
@@ -276,6 +278,7 @@ asio::awaitable<void> Gateway::State::connection(tcp::socket socket) {
     std::atomic<std::size_t>& n;
     ~Count() { --n; }
   } count{connections};
+  metrics::ConnectionGauge gauge(metrics::Listener::http, false);
   PlainStream stream(std::move(socket));
   if (connections.load() > settings.max_connections) {
     co_await refuse(std::move(stream), std::move(peer));
@@ -298,6 +301,7 @@ asio::awaitable<void> Gateway::State::connection(tcp::socket socket) {
         co_return;
       }
       buffer.consume(used);
+      gauge.set_tls();
       co_await serve(std::move(tls), std::move(buffer), std::move(peer), std::move(ctx));
       co_return;
     }
@@ -446,7 +450,11 @@ asio::awaitable<void> Gateway::State::serve(Stream stream, beast::flat_buffer bu
       response = std::move(r);
       answered = true;
     };
-    if (!is_tls && !route.options.plaintext_ok) {
+    if (draining.load() && !route.options.while_draining) {
+      answer(json_error(503, "57P01", "tokengate is shutting down"));
+      response.close = true;
+    }
+    if (!answered && !is_tls && !route.options.plaintext_ok) {
       if (services.tls_mode == net::ClientTlsMode::require && services.tls != nullptr) {
         answer(json_error(403, "28000", "tokengate requires an encrypted connection", {}, "Use https://."));
       } else if (!peer.local && !settings.allow_plaintext_passwords) {
@@ -513,6 +521,7 @@ Gateway::Gateway(GatewaySettings settings, GatewayServices services,
   health.auth = Auth::none;
   health.max_body = 0;
   health.plaintext_ok = true;
+  health.while_draining = true;
   add_route("GET", "/healthz", health, [](HttpRequest&) -> asio::awaitable<HttpResponse> {
     co_return json_response(200, R"({"status":"ok"})");
   });
@@ -561,6 +570,8 @@ std::optional<std::string> Gateway::listen(asio::io_context& ctx) {
   }
   return std::nullopt;
 }
+
+void Gateway::drain() { state_->draining = true; }
 
 void Gateway::close() {
   for (auto& a : state_->acceptors) {

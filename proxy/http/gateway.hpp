@@ -106,6 +106,9 @@ struct RouteOptions {
   // Answered over plain HTTP from other hosts and under tls.mode = require too
   // (for health checks); every other route refuses such requests with 403.
   bool plaintext_ok = false;
+  // Answered during a drain (health, readiness, metrics); every other route
+  // answers 503 then.
+  bool while_draining = false;
 };
 
 using Handler = std::function<boost::asio::awaitable<HttpResponse>(HttpRequest&)>;
@@ -142,8 +145,11 @@ class Gateway {
   // Binds every endpoint and starts accepting on `ctx`. On failure returns
   // why (naming the endpoint) and listens on none.
   [[nodiscard]] std::optional<std::string> listen(boost::asio::io_context& ctx);
-  // Stops accepting (SIGTERM, SIGINT); open connections finish their request.
+  // Stops accepting (SIGINT); open connections finish their request.
   void close();
+  // A drain (SIGTERM): keeps accepting, but only routes marked
+  // while_draining are served; the others answer 503 57P01 and close.
+  void drain();
 
   [[nodiscard]] const GatewaySettings& settings() const noexcept;
   // Connections open now (for metrics and tests).

@@ -317,7 +317,9 @@ asio::awaitable<HttpResponse> SqlEndpoint::handle(HttpRequest& req) {
     const std::int32_t pid = acquired.lease.backend_pid();
     net::ControlPool* control = s_.control;
     unregister.handle = s_.sessions->add(
-        *tid, token_expires_at, [exec, ending, pid, control](const protocol::ErrorResponse& why) {
+        *tid, token_expires_at, [exec, ending, pid, control](const protocol::ErrorResponse& why, bool when_idle) {
+          // A drain lets a request finish: it is one statement, answered within http.request_timeout.
+          if (when_idle) return;
           asio::post(exec, [exec, ending, pid, control, why] {
             if (ending->finished || ending->why) return;
             ending->why = why;

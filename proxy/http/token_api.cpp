@@ -240,6 +240,7 @@ asio::awaitable<session::LocalResult> TokenApi::run(const HttpRequest& req, pe::
 asio::awaitable<HttpResponse> TokenApi::list(HttpRequest& req) {
   if (auto bad = only_params(req, {"user", "all"})) co_return *bad;
   pe::ShowApiTokens stmt;
+  stmt.include_ended = true;  // the page and API clients filter by status themselves
   if (auto bad = user_param(req, stmt.for_user)) co_return *bad;
   if (const std::string* all = req.query_param("all")) {
     if (*all == "true" || *all == "1") stmt.all_users = true;

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "proxy/http/takeover.hpp"
+#include "proxy/metrics.hpp"
 #include "proxy/net/stream.hpp"
 
 // GCC 12 warns that Asio's coroutine frames are freed by a mismatched
@@ -165,6 +166,7 @@ asio::awaitable<void> upgrade(Next stream, std::unique_ptr<Takeover> t, const Wi
     co_return;
   }
   spdlog::debug("WebSocket session from {} ({})", t->info.peer, t->info.tls ? "TLS" : "plain");
+  metrics::ConnectionGauge gauge(metrics::Listener::websocket, t->info.tls);
   std::unique_ptr<net::ByteStream> bytes =
       std::make_unique<WebSocketStream<Next>>(std::move(ws), std::move(t->tls_context));
   co_await session(std::move(bytes), t->info.peer, t->info.peer_is_local);

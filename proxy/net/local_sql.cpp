@@ -6,6 +6,7 @@
 #include <chrono>
 
 #include "proxy/audit.hpp"
+#include "proxy/metrics.hpp"
 #include "proxy/net/control_pool.hpp"
 #include "proxy/net/store_worker.hpp"
 
@@ -33,6 +34,7 @@ std::string_view audit_event_name(parser_ext::StatementKind k) {
     case K::alter_role_reset_api_token_max_duration: return "reset_policy";
     case K::show_api_token_policies: return "list_policies";
     case K::show_tokengate_instances: return "list_instances";
+    case K::show_tokengate_view: return "show_tokengate";
   }
   return "api_token_statement";
 }
@@ -114,6 +116,14 @@ boost::asio::awaitable<session::LocalResult> LocalSql::run(const parser_ext::Sta
     }
   }
 
+  // SHOW TOKENGATE SESSIONS | STATUS | CONFIG: the server's rows, gathered
+  // only for an administrator (execute() refuses everyone else with 42501).
+  if (const auto* view = std::get_if<parser_ext::ShowTokengateView>(&stmt);
+      view != nullptr && facts.is_admin && tx_status != protocol::tx_status::Failed) {
+    if (!services_.admin_view) co_return failure(stmt, "58030", "SHOW TOKENGATE is not available here");
+    facts.view_rows = services_.admin_view(view->view);
+  }
+
   auto now = std::chrono::duration_cast<std::chrono::seconds>(
                  std::chrono::system_clock::now().time_since_epoch())
                  .count();
@@ -135,6 +145,10 @@ boost::asio::awaitable<session::LocalResult> LocalSql::run(const parser_ext::Sta
     }
     result = std::move(*answer);
   }
+  if (result.executed && result.kind != parser_ext::StatementKind::show_tokengate_view &&
+      result.kind != parser_ext::StatementKind::show_tokengate_instances)
+    metrics::global().token_operations[std::size_t(metrics::token_op(audit_event_name(result.kind)))]
+                                      [result.ok() ? 0 : 1].inc();
 
   if (services_.audit != nullptr && result.executed) {
     AuditEvent ev;

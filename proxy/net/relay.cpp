@@ -29,6 +29,7 @@
 #include <unistd.h>
 #include <chrono>
 
+#include "proxy/metrics.hpp"
 #include "proxy/net/buffer_pool.hpp"
 #include "proxy/net/connect.hpp"
 #include "proxy/net/control_pool.hpp"
@@ -216,6 +217,7 @@ struct Relay::State : std::enable_shared_from_this<State> {
   void on_eof(Side& s);
   void after_write(Side& s);
   void start_statement(session::StatementRequest req);
+  void observe();
   void end(protocol::ErrorResponse why);
   void begin_close();
   void continue_close();
@@ -258,6 +260,12 @@ struct Relay::State : std::enable_shared_from_this<State> {
   std::unique_ptr<asio::steady_timer> close_timer;
   std::unique_ptr<asio::steady_timer> grace_timer;
   std::unique_ptr<asio::steady_timer> client_timer;  // kClientWriteGrace
+  // A round trip: from the first request sent while none was outstanding
+  // until every request is answered (tokengate_query_duration_seconds).
+  bool round_trip = false;
+  std::chrono::steady_clock::time_point round_trip_start;
+  // A drain: end with this once idle outside a transaction block.
+  std::optional<protocol::ErrorResponse> end_when_idle;
 };
 
 // ---- start, feeding the machine ----------------------------------------------------
@@ -288,8 +296,16 @@ void Relay::State::start(Bytes pending) {
 }
 
 void Relay::State::feed(Side& s, ByteView data) {
-  if (&s == &c) machine.on_client_bytes(data);
-  else machine.on_upstream_bytes(data);
+  // Counted per read, not per message.
+  if (&s == &c) {
+    metrics::global().bytes_from_clients.inc(data.size());
+    if (info.stats) info.stats->bytes_in.fetch_add(data.size(), std::memory_order_relaxed);
+    machine.on_client_bytes(data);
+  } else {
+    metrics::global().bytes_from_upstream.inc(data.size());
+    if (info.stats) info.stats->bytes_out.fetch_add(data.size(), std::memory_order_relaxed);
+    machine.on_upstream_bytes(data);
+  }
   after_machine();
 }
 
@@ -310,6 +326,35 @@ void Relay::State::after_machine() {
     if (machine.finished() && !closing) begin_close();
   } while (again);
   in_after = false;
+  observe();
+}
+
+// After each batch: the round-trip clock, the state SHOW TOKENGATE SESSIONS
+// shows, and a drain's end once the session is idle. Reads the clock only
+// when a round trip starts or ends.
+void Relay::State::observe() {
+  if (done || closing) return;
+  const bool busy = machine.outstanding() > 0 || !machine.wants_client_bytes();
+  if (busy != round_trip) {
+    const auto now = std::chrono::steady_clock::now();
+    if (busy) round_trip_start = now;
+    else metrics::global().query_seconds.observe(now - round_trip_start);
+    round_trip = busy;
+  }
+  const char tx = machine.tx_status();
+  if (info.stats) {
+    using St = admin::SessionState;
+    info.stats->state.store(busy                                     ? St::active
+                            : tx == protocol::tx_status::InBlock     ? St::idle_in_transaction
+                            : tx == protocol::tx_status::Failed      ? St::idle_in_failed_transaction
+                                                                     : St::idle,
+                            std::memory_order_relaxed);
+  }
+  if (end_when_idle && !busy && tx == protocol::tx_status::Idle) {
+    auto why = std::move(*end_when_idle);
+    end_when_idle.reset();
+    end(std::move(why));
+  }
 }
 
 void Relay::State::charge_pending(Side& s, std::size_t before) {
@@ -742,6 +787,12 @@ Relay::~Relay() = default;
 void Relay::set_registry_handle(SessionRegistry::Handle h) { s_->handle = h; }
 
 void Relay::end(protocol::ErrorResponse reason) { s_->end(std::move(reason)); }
+
+void Relay::end_when_idle(protocol::ErrorResponse reason) {
+  if (s_->done || s_->closing) return;
+  s_->end_when_idle = std::move(reason);
+  s_->observe();
+}
 
 void Relay::start(Bytes pending, std::function<void()> on_done) {
   s_->on_done = std::move(on_done);

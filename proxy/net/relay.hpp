@@ -10,6 +10,7 @@
 
 #include <boost/asio/any_io_executor.hpp>
 
+#include "parser_ext/ast.hpp"
 #include "proxy/net/endpoint.hpp"
 #include "proxy/net/session_registry.hpp"
 #include "proxy/net/stream.hpp"
@@ -47,6 +48,9 @@ struct RelayServices {
   std::size_t session_memory_limit = session::kDefaultSessionMemoryLimit;    // `relay.session_memory_limit`
   // Token sessions may change passwords (CREATE/ALTER ROLE … PASSWORD).
   bool token_sessions_manage_credentials = false;
+  // SHOW TOKENGATE SESSIONS | STATUS | CONFIG: the rows (session::columns_of),
+  // from the server; unset (the HTTP endpoints): 58030.
+  std::function<std::vector<std::vector<protocol::Value>>(parser_ext::ShowTokengateView::View)> admin_view;
 };
 
 struct SessionInfo {
@@ -65,6 +69,8 @@ struct SessionInfo {
   // As the upstream reported them at login (ParameterStatus).
   bool standard_conforming_strings = true;
   std::string client_encoding = "UTF8";
+  // What SHOW TOKENGATE SESSIONS shows; the relay keeps its figures current.
+  std::shared_ptr<admin::SessionStats> stats;
 };
 
 class Relay {
@@ -92,6 +98,9 @@ class Relay {
   // cancels what runs upstream and ends the backend. Call it on the
   // session's executor.
   void end(protocol::ErrorResponse reason);
+  // Ends the session with this error once it is idle outside a transaction
+  // block (at once if it is now): a drain. Call it on the session's executor.
+  void end_when_idle(protocol::ErrorResponse reason);
 
  private:
   struct State;

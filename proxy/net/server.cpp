@@ -19,6 +19,7 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <cmath>
 #include <csignal>
 #include <deque>
 #include <filesystem>
@@ -28,6 +29,7 @@
 
 #include "parser_ext/role_password.hpp"
 #include "proxy/audit.hpp"
+#include "proxy/build_info.hpp"
 #include "proxy/auth/scram.hpp"
 #include "proxy/auth/secret.hpp"
 #include "proxy/auth/throttle.hpp"
@@ -40,6 +42,7 @@
 #include "proxy/http/websocket_stream.hpp"
 #include "proxy/http/web_ui.hpp"
 #include "proxy/log_text.hpp"
+#include "proxy/metrics.hpp"
 #include "proxy/net/buffer_pool.hpp"
 #include "proxy/net/cancel_registry.hpp"
 #include "proxy/net/connect.hpp"
@@ -59,6 +62,7 @@
 #include "proxy/session/client_handshake.hpp"
 #include "proxy/session/login_policy.hpp"
 #include "proxy/session/machine.hpp"
+#include "proxy/session/token_sql.hpp"
 #include "proxy/session/upstream_login.hpp"
 #include "tokenstore/service.hpp"
 
@@ -104,6 +108,16 @@ constexpr auto kAcceptReportInterval = 10s;
 constexpr auto kHttpRoleRecheck = 1s;
 // Bounds the table of recent checks (one entry per token owner).
 constexpr std::size_t kHttpRoleChecksMax = 65536;
+// Counting the token store walks every token: a scrape (every 15 s or so)
+// reuses a count up to this old, so the walk costs at most one a minute.
+constexpr auto kStoreCountInterval = 60s;
+// "Expiring soon" for tokengate_tokens_expiring_soon: a week, the default
+// expiry_warning, long enough to replace a token over a weekend.
+constexpr std::int64_t kExpiringSoonSeconds = 7 * 24 * 3600;
+// The store's list() leaves out tokens that ended longer ago than the
+// retention it is given; a century counts every stored token (ended ones
+// are purged after 30 days).
+constexpr std::int64_t kCountEveryToken = std::int64_t(100) * 365 * 24 * 3600;
 
 Bytes fatal(std::string sqlstate, std::string message, std::string detail = {}) {
   Bytes out;
@@ -228,6 +242,12 @@ struct LoginContext {
   std::shared_ptr<LoginCutoff> cut = std::make_shared<LoginCutoff>();
   std::shared_ptr<LoginCutoff> client_cut = std::make_shared<LoginCutoff>();
 
+  // Counts the connection (tokengate_client_connections) for a wire client;
+  // null for WebSocket (the gateway counts those) and HTTP requests.
+  metrics::ConnectionGauge* gauge = nullptr;
+  bool tls = false;  // the client negotiated TLS on this connection
+  Clock::time_point accepted = Clock::now();
+
   void set_client(ByteStream* s) {
     cut->client = s;
     client_cut->client = s;
@@ -269,6 +289,7 @@ struct UpstreamSession {
 struct SessionEnd {
   Relay* relay = nullptr;
   std::optional<protocol::ErrorResponse> pending;
+  std::optional<protocol::ErrorResponse> pending_when_idle;  // a drain
 };
 
 struct Server::Impl {
@@ -317,7 +338,12 @@ struct Server::Impl {
 
   void start_relay(asio::any_io_executor exec, std::unique_ptr<ByteStream> client, std::unique_ptr<ByteStream> upstream,
                    SessionInfo info, protocol::BackendKeyData client_key, SessionRegistry::Handle handle,
-                   std::shared_ptr<SessionEnd> ending, protocol::Bytes pending);
+                   std::shared_ptr<SessionEnd> ending, protocol::Bytes pending,
+                   std::unique_ptr<metrics::ConnectionGauge> gauge);
+  // GET /metrics, SHOW TOKENGATE SESSIONS | STATUS | CONFIG, GET /readyz.
+  metrics::ScrapeFacts scrape_facts();
+  void count_store(metrics::ScrapeFacts& f);
+  std::vector<std::vector<protocol::Value>> admin_view(parser_ext::ShowTokengateView::View view);
   asio::awaitable<std::tuple<error_code, std::unique_ptr<ByteStream>, std::string>> connect_upstream(
       Clock::time_point deadline);
   asio::awaitable<void> forward_cancel(protocol::CancelRequest request);
@@ -361,6 +387,13 @@ struct Server::Impl {
   std::atomic<int> active_sessions{0};     // every client connection
   std::atomic<int> relaying_sessions{0};  // past login: what SIGTERM waits for
   std::atomic<bool> stopping{false};
+  std::atomic<bool> draining{false};  // SIGTERM: /readyz answers 503
+  const std::int64_t started_unix = unix_now();
+  const Clock::time_point started = Clock::now();
+  // The token store counted for metrics and STATUS, at most once per kStoreCountInterval.
+  std::mutex store_count_mutex;
+  Clock::time_point store_counted_at{};
+  metrics::ScrapeFacts store_count;
   std::vector<std::unique_ptr<tcp::acceptor>> tcp_acceptors;
   std::vector<std::unique_ptr<unix_socket::acceptor>> unix_acceptors;
   std::vector<std::string> unix_paths;
@@ -426,6 +459,9 @@ void Server::Impl::audit_login(const std::string& user, const std::string& addre
   ev.outcome = outcome;
   ev.reason = reason;
   audit.write(ev);
+  metrics::global()
+      .logins[method == "token" ? 1 : 0][std::size_t(metrics::login_outcome(outcome))]
+      .inc();
 }
 
 template <typename Acceptor>
@@ -566,11 +602,14 @@ asio::awaitable<std::optional<session::ClientHandshake::LoggedIn>> Server::Impl:
       }
       ctx.client = std::move(result.stream);
       ctx.set_client(ctx.client.get());
+      ctx.tls = true;
+      if (ctx.gauge) ctx.gauge->set_tls();
       handshake.tls_established();
       continue;
     }
     if (auto* reject = std::get_if<ClientHandshake::Reject>(&action)) {
       // Its bytes were written by drive().
+      metrics::global().refusals[std::size_t(metrics::Refusal::startup)].inc();
       spdlog::info("rejected connection from {}: {}", ctx.peer, log_text(reject->reason));
       co_return std::nullopt;
     }
@@ -597,12 +636,14 @@ asio::awaitable<LoginDecision> Server::Impl::decide_login(LoginContext& ctx, con
   // attempt waits for its turn or is refused unverified.
   auto admission = throttle.admit(sp.user, ctx.address, Clock::now(), ctx.auth_deadline);
   if (admission.kind == auth::LoginThrottle::Admission::Kind::refuse) {
+    metrics::global().refusals[std::size_t(metrics::Refusal::throttle_refused)].inc();
     auto r = session::wrong_password(sp.user, "too many failed logins: refused without checking");
     r.counts_as_failure = false;  // nothing was verified
     d.refusal = std::move(r);
     co_return d;
   }
   if (admission.kind == auth::LoginThrottle::Admission::Kind::wait) {
+    metrics::global().refusals[std::size_t(metrics::Refusal::throttle_delayed)].inc();
     if (!co_await wait_unless_client_leaves(ctx, admission.at)) {
       d.refusal = client_hung_up("while waiting for its turn");
       co_return d;
@@ -844,6 +885,7 @@ asio::awaitable<std::optional<UpstreamSession>> Server::Impl::login_upstream(
     co_return std::nullopt;
   }
   ctx.cut->upstream = upstream.get();
+  metrics::global().upstream_connections_total.inc();
   struct Forget {
     LoginCutoff& cut;
     ~Forget() { cut.upstream = nullptr; }
@@ -928,6 +970,14 @@ asio::awaitable<void> Server::Impl::session(std::unique_ptr<ByteStream> client, 
   auto exec = co_await asio::this_coro::executor;
   const auto settings = live();
   LoginContext ctx{client, peer, client_address(peer), Clock::now() + settings->auth_timeout};
+  // A wire connection (TCP or Unix socket); WebSocket sessions are counted by
+  // the gateway, which knows whether their HTTP connection uses TLS.
+  std::unique_ptr<metrics::ConnectionGauge> gauge;
+  if (dynamic_cast<SocketStream<tcp::socket>*>(client.get()) != nullptr ||
+      dynamic_cast<SocketStream<unix_socket::socket>*>(client.get()) != nullptr) {
+    gauge = std::make_unique<metrics::ConnectionGauge>(metrics::Listener::wire, false);
+    ctx.gauge = gauge.get();
+  }
 
   // Connections still logging in are bounded, in total and per address.
   switch (login_slots.acquire(ctx.address, settings->login_max_connections,
@@ -935,12 +985,14 @@ asio::awaitable<void> Server::Impl::session(std::unique_ptr<ByteStream> client, 
     case LoginSlots::Outcome::ok:
       break;
     case LoginSlots::Outcome::total:
+      metrics::global().refusals[std::size_t(metrics::Refusal::login_limit)].inc();
       spdlog::warn("refused a connection from {}: login.max_connections ({}) are logging in", peer,
                    settings->login_max_connections);
       co_await client->write(asio::buffer(fatal("53300", "sorry, too many clients already")));
       client->close();
       co_return;
     case LoginSlots::Outcome::address:
+      metrics::global().refusals[std::size_t(metrics::Refusal::address_limit)].inc();
       spdlog::info("refused a connection from {}: login.max_connections_per_address ({}) are logging in", peer,
                    settings->login_max_connections_per_address);
       co_await client->write(asio::buffer(fatal("53300", "too many connections from this address are logging in")));
@@ -1020,6 +1072,17 @@ asio::awaitable<void> Server::Impl::session(std::unique_ptr<ByteStream> client, 
   // a shutdown reaches it) before a token is checked once more: a revocation
   // is seen either by that check or by the registry.
   auto ending = std::make_shared<SessionEnd>();
+  auto stats = std::make_shared<admin::SessionStats>();
+  stats->backend_pid = up->key.process_id;
+  stats->client_address = ctx.address;
+  stats->user = sp.user;
+  stats->database = sp.database_or_user();
+  stats->application_name = sp.application_name();
+  stats->login_method = decision.method;
+  stats->token_name = decision.tid ? decision.token_name : std::string();
+  stats->tls = ctx.tls;
+  stats->listener = gauge ? "wire" : "websocket";
+  stats->started_at = unix_now();
   struct Unregister {
     SessionRegistry& registry;
     SessionRegistry::Handle handle;
@@ -1027,15 +1090,21 @@ asio::awaitable<void> Server::Impl::session(std::unique_ptr<ByteStream> client, 
     ~Unregister() {
       if (armed) registry.remove(handle);
     }
-  } unregister{sessions, sessions.add(decision.tid, decision.token_expires_at,
-                                      [exec, ending](const protocol::ErrorResponse& why) {
-                                        asio::post(exec, [ending, why] {
-                                          if (ending->relay)
-                                            ending->relay->end(why);
-                                          else if (!ending->pending)
-                                            ending->pending = why;
-                                        });
-                                      })};
+  } unregister{sessions, sessions.add(
+                             decision.tid, decision.token_expires_at,
+                             [exec, ending](const protocol::ErrorResponse& why, bool when_idle) {
+                               asio::post(exec, [ending, why, when_idle] {
+                                 if (ending->relay && when_idle)
+                                   ending->relay->end_when_idle(why);
+                                 else if (ending->relay)
+                                   ending->relay->end(why);
+                                 else if (when_idle)
+                                   ending->pending_when_idle = why;
+                                 else if (!ending->pending)
+                                   ending->pending = why;
+                               });
+                             },
+                             stats)};
   if (decision.tid) {
     auto again = tokens->verify(request->password.view(), sp.user, unix_now());
     request->password.wipe();
@@ -1081,10 +1150,12 @@ asio::awaitable<void> Server::Impl::session(std::unique_ptr<ByteStream> client, 
   info.upstream_key = up->key;
   info.standard_conforming_strings = up->standard_conforming_strings;
   info.client_encoding = std::move(up->client_encoding);
+  info.stats = std::move(stats);
   release.armed = false;
   unregister.armed = false;
+  metrics::global().login_seconds[decision.tid ? 1 : 0].observe(Clock::now() - ctx.accepted);
   start_relay(exec, std::move(client), std::move(upstream), std::move(info), client_key, unregister.handle,
-              std::move(ending), std::move(in));
+              std::move(ending), std::move(in), std::move(gauge));
 }
 
 // The relay phase of a logged-in session. It runs outside the login's
@@ -1093,7 +1164,8 @@ asio::awaitable<void> Server::Impl::session(std::unique_ptr<ByteStream> client, 
 void Server::Impl::start_relay(asio::any_io_executor exec, std::unique_ptr<ByteStream> client,
                                std::unique_ptr<ByteStream> upstream, SessionInfo info,
                                protocol::BackendKeyData client_key, SessionRegistry::Handle handle,
-                               std::shared_ptr<SessionEnd> ending, Bytes pending) {
+                               std::shared_ptr<SessionEnd> ending, Bytes pending,
+                               std::unique_ptr<metrics::ConnectionGauge> gauge) {
   // What a live session owns; it goes when the relay is done, upstream
   // backend included, and takes the session out of the registries.
   struct Live {
@@ -1107,6 +1179,7 @@ void Server::Impl::start_relay(asio::any_io_executor exec, std::unique_ptr<ByteS
     std::unique_ptr<Relay> relay;
     SessionRegistry::Handle handle = 0;
     std::shared_ptr<SessionEnd> ending;
+    std::unique_ptr<metrics::ConnectionGauge> gauge;  // the client connection, until it closes
     ~Live() {
       if (ending) ending->relay = nullptr;
       if (handle != 0) impl.sessions.remove(handle);
@@ -1127,11 +1200,13 @@ void Server::Impl::start_relay(asio::any_io_executor exec, std::unique_ptr<ByteS
   // made at login now reaches this relay.
   live->handle = handle;
   live->ending = ending;
+  live->gauge = std::move(gauge);
   ending->relay = live->relay.get();
   live->relay->set_registry_handle(handle);
   Relay& relay = *live->relay;
   relay.start(std::move(pending), [live]() mutable { live.reset(); });
   if (ending->pending) relay.end(*ending->pending);  // told to end while its login finished
+  else if (ending->pending_when_idle) relay.end_when_idle(*ending->pending_when_idle);
 }
 
 asio::awaitable<void> Server::Impl::forward_cancel(protocol::CancelRequest request) {
@@ -1220,10 +1295,12 @@ asio::awaitable<void> Server::Impl::watch_tokens() {
       seq = r.seq;
       if (live()->revoke_ends_sessions && !r.tids.empty()) {
         auto n = sessions.end_tokens(r.tids, revoked);
+        metrics::global().sessions_ended_by_revocation.inc(n);
         if (n) spdlog::info("ended {} session(s) of revoked tokens", n);
       }
       if (live()->expiry_ends_sessions) {
         auto n = sessions.end_expired(unix_now(), expired);
+        metrics::global().sessions_ended_by_expiry.inc(n);
         if (n) spdlog::info("ended {} session(s) of expired tokens", n);
       }
     } catch (const std::exception& e) {
@@ -1234,6 +1311,12 @@ asio::awaitable<void> Server::Impl::watch_tokens() {
 
 asio::awaitable<void> Server::Impl::drain_then_stop() {
   auto deadline = Clock::now() + config.shutdown_timeout;
+  draining = true;
+  // Sessions idle outside a transaction block end at once (their clients
+  // reconnect, to another instance); the others once they are, or at the
+  // deadline. PostgreSQL's words for a shutdown.
+  sessions.end_all_when_idle(
+      protocol::ErrorResponse::make("FATAL", "57P01", "terminating connection due to administrator command"));
   asio::steady_timer tick(co_await asio::this_coro::executor);
   while (relaying_sessions.load() > 0 && Clock::now() < deadline) {
     tick.expires_after(100ms);
@@ -1364,7 +1447,12 @@ bool Server::Impl::open_services() {
     tokens = std::make_unique<tokenstore::token_service>(*store, *keys, service_cfg);
     tokens->on_revoked([this](std::span<const tokenstore::tid_t> tids) {
       if (!live()->revoke_ends_sessions) return;
-      sessions.end_tokens(tids, protocol::ErrorResponse::make("FATAL", "57P01", "API token revoked"));
+      // Logged as when the revocation comes from another process (the CLI)
+      // and watch_tokens ends the sessions; those already ending are not
+      // counted twice.
+      auto n = sessions.end_tokens(tids, protocol::ErrorResponse::make("FATAL", "57P01", "API token revoked"));
+      metrics::global().sessions_ended_by_revocation.inc(n);
+      if (n) spdlog::info("ended {} session(s) of revoked tokens", n);
     });
     maintenance = std::make_unique<tokenstore::maintenance_thread>(*tokens);
     store_worker = std::make_unique<StoreWorker>();
@@ -1487,7 +1575,115 @@ bool Server::Impl::open_services() {
   relay_services.max_inspected_message = config.relay_max_inspected_message;
   relay_services.session_memory_limit = config.relay_session_memory_limit;
   relay_services.token_sessions_manage_credentials = config.token_sessions_manage_credentials;
+  relay_services.admin_view = [this](parser_ext::ShowTokengateView::View v) { return admin_view(v); };
   return true;
+}
+
+// ---- metrics and SHOW TOKENGATE ------------------------------------------------
+
+// Token counts by state, from the store at most once per kStoreCountInterval
+// (the walk reads every token; see docs/operations.md).
+void Server::Impl::count_store(metrics::ScrapeFacts& f) {
+  std::lock_guard lock(store_count_mutex);
+  if (store_counted_at == Clock::time_point{} || Clock::now() - store_counted_at >= kStoreCountInterval) {
+    store_counted_at = Clock::now();
+    store_count.store_counted = false;
+    if (store) {
+      try {
+        const auto now = unix_now();
+        metrics::ScrapeFacts c;
+        for (const auto& t : store->list(std::nullopt, now, kCountEveryToken)) {
+          if (t.revoked()) ++c.tokens_revoked;
+          else if (!t.active(now)) ++c.tokens_expired;
+          else {
+            ++c.tokens_active;
+            if (t.expires_at <= now + kExpiringSoonSeconds) ++c.tokens_expiring_soon;
+          }
+        }
+        store_count = c;
+        store_count.store_counted = true;
+      } catch (const std::exception& e) {
+        spdlog::warn("metrics: cannot count the tokens in the store: {}", e.what());
+      }
+    }
+  }
+  f.store_counted = store_count.store_counted;
+  f.tokens_active = store_count.tokens_active;
+  f.tokens_expired = store_count.tokens_expired;
+  f.tokens_revoked = store_count.tokens_revoked;
+  f.tokens_expiring_soon = store_count.tokens_expiring_soon;
+}
+
+metrics::ScrapeFacts Server::Impl::scrape_facts() {
+  metrics::ScrapeFacts f;
+  f.version = TOKENGATE_VERSION;
+  f.commit = build_commit();
+  f.start_time_seconds = double(started_unix);
+  f.sessions = relaying_sessions.load();
+  f.upstream_session_connections = f.sessions;
+  f.draining = draining.load();
+  if (http_pool) {
+    const auto ps = http_pool->stats();
+    f.pool_connections = std::int64_t(ps.size);
+    f.pool_idle = std::int64_t(ps.idle);
+  }
+  count_store(f);
+  if (registry != nullptr) {
+    f.fleet = true;
+    f.registry_connected = registry->feed_connected();
+    f.registry_staleness_seconds = std::chrono::duration<double>(registry->staleness()).count();
+    f.registry_feed_position = registry->feed_position();
+  }
+  return f;
+}
+
+std::vector<std::vector<protocol::Value>> Server::Impl::admin_view(parser_ext::ShowTokengateView::View view) {
+  using View = parser_ext::ShowTokengateView::View;
+  if (view == View::sessions) {
+    auto all = sessions.stats();
+    return admin::session_rows(all);
+  }
+  if (view == View::config) return admin::config_table(config);
+  const auto f = scrape_facts();
+  const auto& m = metrics::global();
+  auto connections = [&](metrics::Listener l) {
+    const auto& g = m.client_connections[std::size_t(l)];
+    return std::to_string(g[0].value() + g[1].value());
+  };
+  const auto uptime = std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - started).count();
+  std::vector<std::pair<std::string, std::string>> items = {
+      {"version", TOKENGATE_VERSION},
+      {"commit", build_commit()},
+      {"started_at", protocol::format_timestamptz(protocol::Timestamp::from_unix_seconds(started_unix))},
+      {"uptime", session::format_interval(uptime)},
+      {"state", f.draining ? "draining" : "running"},
+      {"sessions", std::to_string(f.sessions)},
+      {"wire_connections", connections(metrics::Listener::wire)},
+      {"http_connections", connections(metrics::Listener::http)},
+      {"websocket_connections", connections(metrics::Listener::websocket)},
+      {"pool_connections", std::to_string(f.pool_connections)},
+      {"store_backend", config.store_backend},
+  };
+  if (f.store_counted) {
+    items.emplace_back("tokens_active", std::to_string(f.tokens_active));
+    items.emplace_back("tokens_expired", std::to_string(f.tokens_expired));
+    items.emplace_back("tokens_revoked", std::to_string(f.tokens_revoked));
+    items.emplace_back("tokens_expiring_within_7_days", std::to_string(f.tokens_expiring_soon));
+  }
+  if (f.fleet) {
+    items.emplace_back("registry_connected", f.registry_connected ? "true" : "false");
+    items.emplace_back("registry_staleness", std::to_string(std::llround(f.registry_staleness_seconds * 1000)) + " ms");
+    items.emplace_back("registry_feed_position", std::to_string(f.registry_feed_position));
+  }
+  // Settings in force that shape what clients see.
+  items.emplace_back("listen", admin::config_rows(config)[0].value);
+  items.emplace_back("upstream", config.upstream.to_string());
+  items.emplace_back("upstream.auth", config.upstream_auth == Config::UpstreamAuth::trust ? "trust" : "password");
+  items.emplace_back("tls.mode", config.tls_mode);
+  items.emplace_back("admin_role", config.admin_role);
+  items.emplace_back("threads", std::to_string(contexts.size()));
+  items.emplace_back("shutdown_timeout", std::to_string(config.shutdown_timeout.count()) + "s");
+  return admin::name_value_rows(items);
 }
 
 // ---- HTTP gateway ------------------------------------------------------------
@@ -1600,6 +1796,37 @@ bool Server::Impl::start_http() {
     return session(std::move(s), std::move(peer), local);
   });
   http::add_web_ui(*http_gateway);
+
+  // Operations: readiness (liveness is the gateway's /healthz) and metrics,
+  // answered during a drain too, and over plain HTTP from other hosts (a
+  // Prometheus server or a load balancer; no credential is sent unless
+  // metrics.require_auth).
+  http::RouteOptions ops;
+  ops.auth = http::Auth::none;
+  ops.max_body = 0;
+  ops.plaintext_ok = true;
+  ops.while_draining = true;
+  http_gateway->add_route("GET", "/readyz", ops, [this](http::HttpRequest&) -> asio::awaitable<http::HttpResponse> {
+    if (draining) co_return http::json_response(503, R"({"status":"draining"})");
+    co_return http::json_response(200, R"({"status":"ready"})");
+  });
+  http::RouteOptions metrics_options = ops;
+  if (config.metrics_require_auth) metrics_options.auth = http::Auth::required;
+  metrics_options.plaintext_ok = !config.metrics_require_auth;  // a Bearer token follows the usual rules
+  http_gateway->add_route("GET", "/metrics", metrics_options,
+                          [this](http::HttpRequest& req) -> asio::awaitable<http::HttpResponse> {
+                            if (config.metrics_require_auth) {
+                              // The token's owner must be an administrator, read fresh.
+                              auto me = co_await control->role_info_fresh(req.identity.user);
+                              if (!me) co_return http::json_error(503, "58030", "could not read role information");
+                              if (!me->has_value() || !(*me)->is_admin)
+                                co_return http::json_error(403, "42501", "permission denied to read metrics");
+                            }
+                            http::HttpResponse r;
+                            r.content_type = std::string(metrics::kContentType);
+                            r.body = metrics::render(metrics::global(), scrape_facts());
+                            co_return r;
+                          });
   if (auto err = http_gateway->listen(*contexts[0])) {
     spdlog::critical("{}", *err);
     return false;
@@ -1671,7 +1898,13 @@ int Server::run() {
     systemd_notify("STOPPING=1");
     for (auto& a : im.tcp_acceptors) a->close();
     for (auto& a : im.unix_acceptors) a->close();
-    if (im.http_gateway) im.http_gateway->close();
+    // A drain keeps the HTTP listener for /readyz (503: a load balancer
+    // stops sending clients), /healthz and /metrics; every other route
+    // answers 503.
+    if (im.http_gateway) {
+      if (sig == SIGTERM) im.http_gateway->drain();
+      else im.http_gateway->close();
+    }
     if (im.http_pool) im.http_pool->close();
     if (sig == SIGTERM) {
       spdlog::info("SIGTERM: no new connections; waiting for {} session(s)", im.relaying_sessions.load());

@@ -11,10 +11,18 @@
 namespace tokengate::net {
 
 SessionRegistry::Handle SessionRegistry::add(std::optional<tokenstore::tid_t> tid, std::int64_t expires_at,
-                                             EndFn end) {
-  std::lock_guard lock(mutex_);
-  Handle h = next_++;
-  entries_.emplace(h, Entry{tid, expires_at, std::move(end), false});
+                                             EndFn end, std::shared_ptr<const admin::SessionStats> stats) {
+  std::optional<protocol::ErrorResponse> drain;
+  EndFn tell;
+  Handle h;
+  {
+    std::lock_guard lock(mutex_);
+    h = next_++;
+    drain = draining_;
+    if (drain) tell = end;
+    entries_.emplace(h, Entry{tid, expires_at, std::move(end), std::move(stats), false});
+  }
+  if (drain) tell(*drain, true);  // outside the lock, as every ending
   return h;
 }
 
@@ -47,8 +55,30 @@ std::size_t SessionRegistry::end_if(Pred pred, const protocol::ErrorResponse& wh
     }
   }
   // Called outside the lock: ending posts to other threads.
-  for (auto& f : to_end) f(why);
+  for (auto& f : to_end) f(why, false);
   return to_end.size();
+}
+
+std::size_t SessionRegistry::end_all_when_idle(const protocol::ErrorResponse& why) {
+  std::vector<EndFn> to_tell;
+  {
+    std::lock_guard lock(mutex_);
+    draining_ = why;
+    // Not marked ending: a session still busy at the deadline gets end_all.
+    for (auto& [h, e] : entries_)
+      if (!e.ending) to_tell.push_back(e.end);
+  }
+  for (auto& f : to_tell) f(why, true);
+  return to_tell.size();
+}
+
+std::vector<std::shared_ptr<const admin::SessionStats>> SessionRegistry::stats() const {
+  std::vector<std::shared_ptr<const admin::SessionStats>> out;
+  std::lock_guard lock(mutex_);
+  out.reserve(entries_.size());
+  for (const auto& [h, e] : entries_)
+    if (e.stats) out.push_back(e.stats);
+  return out;
 }
 
 std::size_t SessionRegistry::end_tokens(std::span<const tokenstore::tid_t> tids, const protocol::ErrorResponse& why) {

@@ -1,7 +1,7 @@
 // Live logged-in sessions, so that revoking a token (here or from another
-// process), its expiry, or a shutdown can end them, and so that DROP API
+// process), its expiry, or a shutdown can end them, so that DROP API
 // TOKEN can wait until the sessions it ended are gone, upstream backends
-// included.
+// included, and so that SHOW TOKENGATE SESSIONS can list them.
 #pragma once
 
 #include <boost/asio/awaitable.hpp>
@@ -15,6 +15,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "proxy/admin_views.hpp"
 #include "proxy/protocol/messages.hpp"
 #include "tokenstore/jwt.hpp"
 
@@ -27,14 +28,18 @@ inline constexpr std::chrono::seconds kRevokedSessionsWait{12};
 
 class SessionRegistry {
  public:
-  // Ends one session with the given error; it must post to the session's own
-  // executor (the registry calls it from whichever thread noticed).
-  using EndFn = std::function<void(const protocol::ErrorResponse&)>;
+  // Ends one session with the given error, at once or, with `when_idle`, as
+  // soon as it is idle outside a transaction block (a drain); it must post to
+  // the session's own executor (the registry calls it from whichever thread
+  // noticed).
+  using EndFn = std::function<void(const protocol::ErrorResponse&, bool when_idle)>;
   using Handle = std::uint64_t;
 
   // A session that logged in; `tid` for a token session (then `expires_at`
-  // is its token's expiry).
-  Handle add(std::optional<tokenstore::tid_t> tid, std::int64_t expires_at, EndFn end);
+  // is its token's expiry); `stats` for SHOW TOKENGATE SESSIONS (may be
+  // null). During a drain it is told at once to end when idle.
+  Handle add(std::optional<tokenstore::tid_t> tid, std::int64_t expires_at, EndFn end,
+             std::shared_ptr<const admin::SessionStats> stats = nullptr);
   // The session is over and its upstream backend is gone: wakes whoever
   // waits for it (wait_ended).
   void remove(Handle h);
@@ -45,7 +50,12 @@ class SessionRegistry {
   std::size_t end_expired(std::int64_t now, const protocol::ErrorResponse& why);
   // Tells every session to end (shutdown).
   std::size_t end_all(const protocol::ErrorResponse& why);
+  // A drain: tells every session, and every one added from now on, to end
+  // once it is idle outside a transaction block.
+  std::size_t end_all_when_idle(const protocol::ErrorResponse& why);
   std::size_t size() const;
+  // What every session shows of itself (SHOW TOKENGATE SESSIONS).
+  std::vector<std::shared_ptr<const admin::SessionStats>> stats() const;
 
   // Waits until every session of `tids` that was told to end, except `self`,
   // has been removed, or until `timeout`; false on timeout. Call it on a
@@ -58,6 +68,7 @@ class SessionRegistry {
     std::optional<tokenstore::tid_t> tid;
     std::int64_t expires_at;
     EndFn end;
+    std::shared_ptr<const admin::SessionStats> stats;
     bool ending = false;
   };
   struct Waiter {
@@ -73,6 +84,7 @@ class SessionRegistry {
   Handle next_ = 1;
   std::unordered_map<Handle, Entry> entries_;
   std::vector<std::shared_ptr<Waiter>> waiters_;
+  std::optional<protocol::ErrorResponse> draining_;  // set by end_all_when_idle
 };
 
 }  // namespace tokengate::net

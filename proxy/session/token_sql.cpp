@@ -66,7 +66,8 @@ std::string_view statement_words(pe::StatementKind k) noexcept {
       return "ALTER ROLE … RESET API TOKEN MAX DURATION";
     case pe::StatementKind::show_api_tokens:
     case pe::StatementKind::show_api_token_policies:
-    case pe::StatementKind::show_tokengate_instances: return {};
+    case pe::StatementKind::show_tokengate_instances:
+    case pe::StatementKind::show_tokengate_view: return {};
   }
   return {};
 }
@@ -105,6 +106,9 @@ class Runner {
     if (!rows) return fail(rows.error_value());
     r_.rows.reserve(rows->size());
     for (const auto& t : *rows) {
+      // SHOW API TOKENS: the tokens that still work; SHOW ALL API TOKENS:
+      // revoked and expired ones too, until they are purged.
+      if (!s.include_ended && t.status != ts::token_status::active) continue;
       r_.rows.push_back({t.name, t.user, ts_of(t.created_at), ts_of(t.expires_at),
                          t.last_used_at ? ts_of(*t.last_used_at) : Value{},
                          std::string(ts::to_string(t.status)), text_or_null(t.comment), t.created_by});
@@ -176,6 +180,19 @@ class Runner {
     for (const auto& i : *res)
       r_.rows.push_back({std::int64_t(i.id), i.address, i.version, std::int64_t(i.sessions), ts_of(i.heartbeat_at),
                          std::int64_t(i.feed_seq), ts_of(i.started_at)});
+    done();
+  }
+
+  void operator()(const pe::ShowTokengateView& s) {
+    r_.executed = true;
+    if (!facts_.is_admin) {
+      using View = pe::ShowTokengateView::View;
+      const char* what = s.view == View::sessions ? "show tokengate sessions"
+                         : s.view == View::status ? "show tokengate status"
+                                                  : "show tokengate config";
+      return fail(ts::permission_denied_error(what));
+    }
+    r_.rows = facts_.view_rows;
     done();
   }
 
@@ -283,6 +300,7 @@ FactsNeeded facts_needed(const parser_ext::Statement& stmt, std::string_view ses
                  },
                  // Administrators only: decided on the session user's facts, read fresh.
                  [&](const pe::ShowTokengateInstances&) { out.acts_for_others = true; },
+                 [&](const pe::ShowTokengateView&) { out.acts_for_others = true; },
              },
              stmt);
   return out;
@@ -309,6 +327,20 @@ std::vector<protocol::Column> columns_of(const parser_ext::Statement& stmt) {
       return {Column::int8("instance_id"), Column::text("address"),    Column::text("version"),
               Column::int8("sessions"),    Column::timestamptz("last_heartbeat"), Column::int8("feed_position"),
               Column::timestamptz("started_at")};
+    case pe::StatementKind::show_tokengate_view:
+      switch (std::get<pe::ShowTokengateView>(stmt).view) {
+        case pe::ShowTokengateView::View::sessions:
+          return {Column::int8("backend_pid"),     Column::text("client_addr"),
+                  Column::text("user"),            Column::text("database"),
+                  Column::text("application_name"), Column::text("login_method"),
+                  Column::text("token_name"),      Column::text("tls"),
+                  Column::timestamptz("started_at"), Column::text("state"),
+                  Column::int8("bytes_in"),        Column::int8("bytes_out")};
+        case pe::ShowTokengateView::View::status: return {Column::text("name"), Column::text("value")};
+        case pe::ShowTokengateView::View::config:
+          return {Column::text("setting"), Column::text("value"), Column::text("source")};
+      }
+      return {};
     case pe::StatementKind::alter_api_token:
     case pe::StatementKind::drop_api_token:
     case pe::StatementKind::drop_all_api_tokens:

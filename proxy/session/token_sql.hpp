@@ -5,10 +5,17 @@
 //
 // Result columns (all timestamps timestamptz in UTC, durations text):
 //   CREATE API TOKEN          name text, token text, expires_at timestamptz — one row
-//   SHOW API TOKENS           name text, user text, created_at timestamptz,
+//   SHOW [ALL] API TOKENS     name text, user text, created_at timestamptz,
 //                             expires_at timestamptz, last_used_at timestamptz (NULL
 //                             if never), status text (active/expired/revoked),
-//                             comment text, created_by text — oldest first
+//                             comment text, created_by text — oldest first; without
+//                             ALL only active tokens
+//   SHOW TOKENGATE SESSIONS   backend_pid int8, client_addr, user, database,
+//                             application_name, login_method, token_name, tls (on/off)
+//                             text, started_at timestamptz, state text, bytes_in int8,
+//                             bytes_out int8
+//   SHOW TOKENGATE STATUS     name text, value text
+//   SHOW TOKENGATE CONFIG     setting text, value text, source text
 //   SHOW API TOKEN POLICIES   role text, kind text (user/role), max_duration text,
 //                             ordered by role
 //     … FOR USER u            the same three columns plus effective_max_duration text
@@ -70,6 +77,9 @@ struct StatementFacts {
   // roles it may not act for (tokenstore::actor::protected_roles).
   std::optional<std::vector<std::string>> protected_roles{};
   std::unordered_map<std::string, tokenstore::role_facts> roles{};
+  // SHOW TOKENGATE SESSIONS | STATUS | CONFIG: the rows, gathered by the
+  // caller from the server (only for an administrator), in columns_of's shape.
+  std::vector<std::vector<protocol::Value>> view_rows{};
 };
 
 // The result columns of a statement, without running it (for Describe).

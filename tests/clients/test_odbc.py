@@ -117,7 +117,7 @@ def test_token_statements(odbc, proxy):
         cur.execute("DROP API TOKEN no_such_token_odbc")
     assert "42704" in str(e.value)
     cur.execute(f"DROP API TOKEN {name}")
-    cur.execute("SHOW API TOKENS")
+    cur.execute("SHOW ALL API TOKENS")
     assert {r[0]: r[5] for r in cur.fetchall()}[name] == "revoked"
     with pytest.raises(pyodbc.Error) as e:
         pyodbc.connect(connstr(proxy, token, ssp), timeout=10)

@@ -156,6 +156,6 @@ def test_token_statements(proxy, mint_token):
     p = run_psql(proxy, new_token, "-c", "select 1")
     assert p.returncode == 2 and ("password authentication failed" in p.stderr or "revoked" in p.stderr), \
         token_masked(p.stderr, new_token)
-    p = run_psql(proxy, token, "--csv", "-c", "SHOW API TOKENS")
+    p = run_psql(proxy, token, "--csv", "-c", "SHOW ALL API TOKENS")
     show = {r["name"]: r for r in csv.DictReader(io.StringIO(ok(p, token)))}
     assert show[name]["status"] == "revoked"

@@ -164,7 +164,7 @@ def test_token_statements(conn, proxy):
             cur.execute("DROP API TOKEN no_such_token_x")
         cur.execute(f"DROP API TOKEN {name}")
         assert cur.statusmessage == "DROP API TOKEN"
-        cur.execute("SHOW API TOKENS")
+        cur.execute("SHOW ALL API TOKENS")
         assert {r[0]: r[5] for r in cur.fetchall()}[name] == "revoked"
 
     # Inside a transaction (psycopg2's default): CREATE API TOKEN is refused, as CREATE DATABASE is; the other

@@ -469,7 +469,7 @@ def test_store_migrate_to_postgres(spawn_tokengate, pg, fleet_db, kek_dir):
         with pytest.raises(psycopg.OperationalError):
             login(tg.target(), "analyst", token)
     with login(tg.target(), "analyst", "analyst") as c:
-        rows = c.execute("SHOW API TOKENS").fetchall()
+        rows = c.execute("SHOW ALL API TOKENS").fetchall()
         status = {r[0]: r[5] for r in rows}
         assert {n: status.get(n) for n, _, _ in active + revoked} == {
             **{n: "active" for n, _, _ in active}, **{n: "revoked" for n, _, _ in revoked}}

@@ -192,7 +192,7 @@ def test_drop_api_token_takes_an_expired_token_and_ends_its_session(spawn_tokeng
         # Expired is not missing: the drop succeeds and ends the session.
         with t.connect(user="analyst") as conn:
             assert conn.execute(f"DROP API TOKEN {name}").statusmessage == "DROP API TOKEN"
-            status = [r[5] for r in conn.execute("SHOW API TOKENS").fetchall() if r[0] == name]
+            status = [r[5] for r in conn.execute("SHOW ALL API TOKENS").fetchall() if r[0] == name]
         assert status == ["revoked"], status
         msgs, closed = victim.read_until_closed(timeout=5)
         errs = [m.error() for m in msgs if m.tag == b"E"]
@@ -210,4 +210,5 @@ def test_drop_all_api_tokens_takes_expired_tokens(proxy: Target, fresh_role):
     time.sleep(2)
     with proxy.connect(user=user, password=pw) as conn:
         assert conn.execute("DROP ALL API TOKENS").statusmessage == "DROP API TOKENS 2"
-        assert {r[5] for r in conn.execute("SHOW API TOKENS").fetchall()} == {"revoked"}
+        assert {r[5] for r in conn.execute("SHOW ALL API TOKENS").fetchall()} == {"revoked"}
+        assert conn.execute("SHOW API TOKENS").fetchall() == []

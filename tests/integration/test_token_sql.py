@@ -73,7 +73,7 @@ def psql_ok(t: Target, sql: str, user: str = "analyst"):
 
 
 def psql_show(t: Target, user: str = "analyst", suffix: str = "") -> dict[str, dict[str, str]]:
-    tags, header, rows = psql_ok(t, f"SHOW API TOKENS{suffix}", user)
+    tags, header, rows = psql_ok(t, f"SHOW ALL API TOKENS{suffix}", user)
     if rows:
         assert header == SHOW_COLUMNS, f"SHOW API TOKENS columns: {header}"
     out = {}
@@ -150,8 +150,8 @@ def tags_of(msgs: list[pgwire.Message]) -> list[str]:
 
 
 def token_rows(c: pgwire.WireConnection) -> dict[str, tuple]:
-    """name -> row of SHOW API TOKENS for the session's user (active rows win over old revoked ones)."""
-    msgs = c.simple_query("SHOW API TOKENS")
+    """name -> row of SHOW ALL API TOKENS for the session's user (active rows win over old revoked ones)."""
+    msgs = c.simple_query("SHOW ALL API TOKENS")
     assert not any(m.tag == b"E" for m in msgs), describe_all(msgs)
     out = {}
     for row in pgwire.data_rows_text(msgs):
@@ -221,7 +221,7 @@ def test_seed_user_scenario_psql(proxy: Target, pg: PgCluster):
     assert psql_show(proxy)["ci_pipeline"]["status"] == "revoked"
 
     # Every token not revoked yet, expired ones included (their sessions may still be open).
-    _, _, listed = psql_ok(proxy, "SHOW API TOKENS")
+    _, _, listed = psql_ok(proxy, "SHOW ALL API TOKENS")
     unrevoked = [r["name"] for r in listed if r["status"] != "revoked"]
     tags, _, _ = psql_ok(proxy, "DROP ALL API TOKENS FOR USER analyst")
     assert tags == [f"DROP API TOKENS {len(unrevoked)}"], (tags, unrevoked)

@@ -60,9 +60,9 @@ def assert_accessible(ui: Browser, where: str) -> None:
 
 
 def show_tokens(proxy, user: str) -> dict[str, dict]:
-    """SHOW API TOKENS FOR USER `user`, as the superuser admin: name -> row (the newest token of each name)."""
+    """SHOW ALL API TOKENS FOR USER `user`, as the superuser admin: name -> row (the newest token of each name)."""
     with proxy.connect(user="admin") as conn:
-        cur = conn.execute(f'SHOW API TOKENS FOR USER "{user}"')
+        cur = conn.execute(f'SHOW ALL API TOKENS FOR USER "{user}"')
         cols = [d.name for d in cur.description]
         return {row[0]: dict(zip(cols, row)) for row in cur.fetchall()}
 

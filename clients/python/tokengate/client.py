@@ -254,7 +254,7 @@ class Client:
         return self._call("GET", "/api/me")
 
     def tokens(self, user: str | None = None, all_users: bool = False) -> list[dict[str, Any]]:
-        """SHOW API TOKENS [FOR USER user | FOR ALL USERS]: one dict per token, oldest first."""
+        """SHOW ALL API TOKENS [FOR USER user | FOR ALL USERS]: one dict per token (revoked and expired ones too), oldest first."""
         query = {"user": user} if user else ({"all": "true"} if all_users else {})
         return self._call("GET", "/api/tokens" + _query(query))["tokens"]
 

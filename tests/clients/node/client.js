@@ -117,7 +117,7 @@ async function main() {
       out.alter = {command: altered.command, comment: mine.comment, status: mine.status,
         createdAtType: typeOf(mine.created_at), lastUsedType: typeOf(mine.last_used_at)};
       const dropped = await client.query(`DROP API TOKEN ${name}`);
-      const after2 = (await client.query('SHOW API TOKENS')).rows.find((r) => r.name === name);
+      const after2 = (await client.query('SHOW ALL API TOKENS')).rows.find((r) => r.name === name);
       out.drop = {command: dropped.command, status: after2.status};
       try {
         await client.query('DROP API TOKEN no_such_node_token');

@@ -129,6 +129,48 @@ public class TokenJdbc {
         }
     }
 
+    static void warnings(Statement st, Connection c, String label) throws SQLException {
+        int n = 0;
+        for (SQLWarning w = st.getWarnings(); w != null; w = w.getNextWarning(), n++) out(label + "_notice", w.getSQLState() + " " + w.getMessage());
+        for (SQLWarning w = c.getWarnings(); w != null; w = w.getNextWarning()) out(label + "_connection_notice", w.getSQLState() + " " + w.getMessage());
+        c.clearWarnings();
+        out(label + "_notices", n);
+    }
+
+    // The "not transactional" NOTICE with autocommit off, where pgjdbc sends BEGIN in the same pipeline as the
+    // statement: the first statement of a transaction, by Statement and PreparedStatement, and a later one.
+    static void txNotices(Connection c, String name) throws SQLException {
+        c.setAutoCommit(false);
+        try (Statement st = c.createStatement()) {
+            st.executeUpdate("ALTER API TOKEN " + name + " SET COMMENT 'first of the first transaction'");
+            warnings(st, c, "first_update");
+        }
+        c.commit();
+        try (PreparedStatement ps = c.prepareStatement("ALTER API TOKEN " + name + " SET COMMENT 'prepared'")) {
+            for (int i = 0; i < 3; i++) {
+                ps.executeUpdate();
+                warnings(ps, c, "first_prepared_" + i);
+                c.rollback();
+            }
+        }
+        try (Statement st = c.createStatement()) {
+            st.execute("ALTER API TOKEN " + name + " SET COMMENT 'execute'");
+            warnings(st, c, "first_execute");
+        }
+        c.commit();
+        try (Statement st = c.createStatement()) {
+            st.executeQuery("select 1").close();
+            st.executeUpdate("ALTER API TOKEN " + name + " SET COMMENT 'second'");
+            warnings(st, c, "second_update");
+        }
+        c.rollback();
+        c.setAutoCommit(true);
+        try (Statement st = c.createStatement()) {
+            st.executeUpdate("ALTER API TOKEN " + name + " SET COMMENT 'autocommit'");
+            warnings(st, c, "autocommit_update");
+        }
+    }
+
     public static void main(String[] a) throws Exception {
         String mode = a[0], url = a[1];
         Properties p = new Properties();
@@ -142,6 +184,8 @@ public class TokenJdbc {
                     out("current_user", rs.getString(1));
                     out("session_user", rs.getString(2));
                 }
+            } else if (mode.equals("tx_notices")) {
+                txNotices(c, a[4]);
             } else {
                 sql(c, a[4], a[5], a[6]);
             }

@@ -385,12 +385,40 @@ TEST_CASE("an API TOKEN statement followed by another in one Parse is rejected a
   CHECK(parse_statement("DROP API TOKEN x;; -- c\n;") == ok(DropApiToken{"x", false, {}}));
 }
 
-TEST_CASE("SHOW TOKENGATE INSTANCES: found as a Query's first statement, other words refused", "[parser][classifier]") {
+TEST_CASE("SHOW TOKENGATE: found anywhere in a Query, other words refused", "[parser][classifier]") {
+  using tokengate::parser_ext::query_may_contain_api_token_statement;
   CHECK(tokengate::parser_ext::could_be_api_token_statement("SHOW TOKENGATE INSTANCES"));
-  CHECK(tokengate::parser_ext::query_may_contain_api_token_statement("  show tokengate instances"));
-  CHECK_FALSE(tokengate::parser_ext::query_may_contain_api_token_statement("SHOW tokengate.x"));
-  CHECK_FALSE(tokengate::parser_ext::query_may_contain_api_token_statement("SELECT 'tokengate instances'"));
-  auto r = parse_statement("SHOW TOKENGATE SESSIONS");
+  CHECK(query_may_contain_api_token_statement("  show tokengate instances"));
+  // Not the first statement: found by the word search (before and after a 32-byte block).
+  CHECK(query_may_contain_api_token_statement("SELECT 1; SHOW TOKENGATE SESSIONS"));
+  CHECK(query_may_contain_api_token_statement("SELECT 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11; SHOW TokenGate status"));
+  CHECK_FALSE(query_may_contain_api_token_statement("SELECT 1; SELECT my_tokengate, tokengates FROM t"));
+  CHECK_FALSE(query_may_contain_api_token_statement("SELECT 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11; SELECT gateway"));
+  CHECK(parse_statement("SHOW TOKENGATE SESSIONS") == ok(ShowTokengateView{ShowTokengateView::View::sessions}));
+  CHECK(parse_statement("show tokengate status;") == ok(ShowTokengateView{ShowTokengateView::View::status}));
+  CHECK(parse_statement("SHOW tokengate CONFIG") == ok(ShowTokengateView{ShowTokengateView::View::config}));
+  CHECK(std::holds_alternative<NotApiTokenStatement>(parse_statement("SHOW tokengate.x")));
+  auto r = parse_statement("SHOW TOKENGATE USERS");
+  REQUIRE(std::holds_alternative<ParseError>(r));
+  CHECK(std::get<ParseError>(r).code == ParseErrc::syntax_error);
+  r = parse_statement("SHOW TOKENGATE SESSIONS x");
+  REQUIRE(std::holds_alternative<ParseError>(r));
+  CHECK(std::get<ParseError>(r).code == ParseErrc::syntax_error);
+}
+
+TEST_CASE("SHOW ALL API TOKENS: revoked and expired tokens too", "[parser][classifier]") {
+  CHECK(tokengate::parser_ext::could_be_api_token_statement("SHOW ALL API TOKENS"));
+  CHECK_FALSE(tokengate::parser_ext::could_be_api_token_statement("SHOW ALL"));
+  ShowApiTokens all;
+  all.include_ended = true;
+  CHECK(parse_statement("SHOW ALL API TOKENS") == ok(all));
+  all.all_users = true;
+  CHECK(parse_statement("show all api tokens for all users") == ok(all));
+  all.all_users = false;
+  all.for_user = "bob";
+  CHECK(parse_statement("SHOW ALL API TOKENS FOR USER bob") == ok(all));
+  CHECK(std::holds_alternative<NotApiTokenStatement>(parse_statement("SHOW ALL")));
+  auto r = parse_statement("SHOW ALL API TOKEN POLICIES");
   REQUIRE(std::holds_alternative<ParseError>(r));
   CHECK(std::get<ParseError>(r).code == ParseErrc::syntax_error);
 }

@@ -305,7 +305,7 @@ TEST_CASE("CREATE API TOKEN errors") {
   }
 }
 
-TEST_CASE("SHOW API TOKENS lists oldest first with status, NULL last_used_at and comments") {
+TEST_CASE("SHOW [ALL] API TOKENS lists oldest first with status, NULL last_used_at and comments") {
   Fixture f;
   Session alice{f, "alice", false, {{"alice", role()}}};
   Session bob{f, "bob", false, {{"bob", role()}}};
@@ -317,7 +317,13 @@ TEST_CASE("SHOW API TOKENS lists oldest first with status, NULL last_used_at and
   REQUIRE(alice.run("DROP API TOKEN a3", 'I', now + 40).ok());
 
   const std::int64_t later = now + 100;  // a2 has expired
+  // SHOW API TOKENS: the tokens that still work.
   CHECK(alice.simple("SHOW API TOKENS", 'I', later) ==
+        test::concat({row_description(show_cols),
+                      data_row({"a1", "alice", now_text, ts_text(now + 365 * day), null, "active", "first", "alice"}),
+                      complete("SHOW")}));
+  // SHOW ALL API TOKENS: revoked and expired ones too.
+  CHECK(alice.simple("SHOW ALL API TOKENS", 'I', later) ==
         test::concat({row_description(show_cols),
                       data_row({"a1", "alice", now_text, ts_text(now + 365 * day), null, "active", "first", "alice"}),
                       data_row({"a2", "alice", ts_text(now + 10), ts_text(now + 55), null, "expired", null, "alice"}),
@@ -330,12 +336,14 @@ TEST_CASE("SHOW API TOKENS lists oldest first with status, NULL last_used_at and
           error("42501", "permission denied to list API tokens for user \"bob\""));
     CHECK(alice.simple("SHOW API TOKENS FOR ALL USERS") ==
           error("42501", "permission denied to list API tokens of all users"));
-    CHECK(alice.run("SHOW API TOKENS FOR USER alice").rows.size() == 3);
+    CHECK(alice.run("SHOW ALL API TOKENS FOR USER alice").rows.size() == 3);
+    CHECK(alice.run("SHOW API TOKENS FOR USER alice").rows.size() == 2);  // a2 expires later
     auto b = admin.run("SHOW API TOKENS FOR USER bob", 'I', later);
     REQUIRE(b.ok());
     REQUIRE(b.rows.size() == 1);
     CHECK(value_text(b.rows[0][0]) == "b1");
-    CHECK(admin.run("SHOW API TOKENS FOR ALL USERS", 'I', later).rows.size() == 4);
+    CHECK(admin.run("SHOW ALL API TOKENS FOR ALL USERS", 'I', later).rows.size() == 4);
+    CHECK(admin.run("SHOW API TOKENS FOR ALL USERS", 'I', later).rows.size() == 2);
     CHECK(admin.simple("SHOW API TOKENS FOR USER ghost") == error("42704", "role \"ghost\" does not exist"));
   }
   SECTION("last_used_at after a login") {
@@ -344,8 +352,8 @@ TEST_CASE("SHOW API TOKENS lists oldest first with status, NULL last_used_at and
     REQUIRE(f.svc.verify(value_text(c.rows[0][1]), "alice", now + 60).status == tokenstore::verify_status::ok);
     REQUIRE(f.svc.flush_last_used() == 1);
     auto r = alice.run("SHOW API TOKENS", 'I', later);
-    REQUIRE(r.rows.size() == 4);
-    CHECK(value_text(r.rows[3][4]) == ts_text(now + 60));
+    REQUIRE(r.rows.size() == 2);
+    CHECK(value_text(r.rows[1][4]) == ts_text(now + 60));
   }
 }
 
@@ -776,4 +784,29 @@ TEST_CASE("DROP API TOKEN revokes an expired namesake with the active token") {
   REQUIRE(r.ok());
   CHECK(r.revoked == std::vector<tokenstore::tid_t>{*old.tid, *cur.tid});
   CHECK(r.tid == cur.tid);
+}
+
+TEST_CASE("SHOW TOKENGATE SESSIONS | STATUS | CONFIG: administrators only, rows from the caller") {
+  Fixture f;
+  Session alice{f, "alice", false, {{"alice", role()}}};
+  Session admin{f, "admin", true, {}};
+  CHECK(alice.simple("SHOW TOKENGATE SESSIONS") == error("42501", "permission denied to show tokengate sessions"));
+  CHECK(alice.simple("SHOW TOKENGATE STATUS") == error("42501", "permission denied to show tokengate status"));
+  CHECK(alice.simple("SHOW TOKENGATE CONFIG") == error("42501", "permission denied to show tokengate config"));
+  CHECK(facts_needed(parse("SHOW TOKENGATE SESSIONS"), "alice").acts_for_others);  // admin status read fresh
+
+  auto s = parse("SHOW TOKENGATE STATUS");
+  auto facts = admin.facts_for(s);
+  facts.view_rows = {{std::string("version"), std::string("1.0")}};
+  Bytes out;
+  write_simple(out, execute(f.svc, s, "admin", facts, now, 'I'));
+  CHECK(out == test::concat({row_description({{"name", text}, {"value", text}}), data_row({"version", "1.0"}),
+                             complete("SHOW")}));
+  // In a failed transaction block nothing runs, as for every statement.
+  CHECK(admin.simple("SHOW TOKENGATE CONFIG", 'E') ==
+        error("25P02", "current transaction is aborted, commands ignored until end of transaction block"));
+  // Not a change: no "not transactional" notice in a block.
+  CHECK(admin.run("SHOW TOKENGATE SESSIONS", 'T').notices.empty());
+  CHECK(columns_of(parse("SHOW TOKENGATE SESSIONS")).size() == 12);
+  CHECK(columns_of(parse("SHOW TOKENGATE CONFIG")).size() == 3);
 }
