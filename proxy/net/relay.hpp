@@ -7,6 +7,8 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <boost/asio/any_io_executor.hpp>
 
@@ -61,6 +63,9 @@ struct SessionInfo {
   // As the upstream reported them at login (ParameterStatus).
   bool standard_conforming_strings = true;
   std::string client_encoding = "UTF8";
+  // The upstream connection is the pool's (pool.wire_sessions): if the client
+  // leaves it idle, it is kept open for the pool (upstream_kept()).
+  bool pooled_upstream = false;
 };
 
 class Relay {
@@ -88,6 +93,13 @@ class Relay {
   // cancels what runs upstream and ends the backend. Call it on the
   // session's executor.
   void end(protocol::ErrorResponse reason);
+
+  // Pooled upstream, once done: the client left the backend idle and the
+  // upstream stream was left open (a plain socket back in its ByteStream),
+  // ready for the pool's reset. Otherwise the upstream stream is closed.
+  [[nodiscard]] bool upstream_kept() const noexcept;
+  // Pooled upstream: the settings the backend reported during the session.
+  [[nodiscard]] const std::vector<std::pair<std::string, std::string>>& parameter_changes() const noexcept;
 
  private:
   struct State;
