@@ -161,6 +161,8 @@ std::vector<Setting> settings_table() {
        "seconds an HTTP query waits for a pooled connection (then 503)", "10"},
       {"pool.max_lifetime", "--pool-max-lifetime", "TOKENGATE_POOL_MAX_LIFETIME",
        "seconds after which a pooled upstream connection is closed once free", "3600"},
+      {"pool.wire_sessions", "--pool-wire-sessions", "TOKENGATE_POOL_WIRE_SESSIONS",
+       "wire sessions reuse pooled upstream connections, reset between sessions (on/off)", "off"},
   };
 }
 
@@ -400,6 +402,7 @@ Config build_config(const std::vector<Setting>& table) {
   c.pool_idle_timeout = std::chrono::seconds(parse_unsigned(get("pool.idle_timeout"), 86400));
   c.pool_wait_timeout = std::chrono::seconds(parse_unsigned(get("pool.wait_timeout"), 3600));
   c.pool_max_lifetime = std::chrono::seconds(parse_unsigned(get("pool.max_lifetime"), 100u * 86400));
+  c.pool_wire_sessions = parse_bool(get("pool.wire_sessions"));
   if (c.http_max_response_size < 1024)  // an error answer or one small row must fit
     throw ConfigError{"http.max_response_size: expected at least 1024, got '" +
                       get("http.max_response_size").value + "'"};
