@@ -1091,7 +1091,13 @@ asio::awaitable<void> Server::Impl::session(std::unique_ptr<ByteStream> client, 
   info.upstream_key = up->key;
   info.standard_conforming_strings = up->standard_conforming_strings;
   info.client_encoding = std::move(up->client_encoding);
-  info.pooled_upstream = static_cast<bool>(up->lease);
+  // Only a plain socket can go back to the pool after the relay (a TLS
+  // stream is relayed by coroutines that cannot hand it back): for any other,
+  // the relay passes the Terminate on and the backend exits as usual.
+  info.pooled_upstream =
+      up->lease && thread_reactor() >= 0 &&
+      (dynamic_cast<SocketStream<tcp::socket>*>(&up->lease.stream()) != nullptr ||
+       dynamic_cast<SocketStream<unix_socket::socket>*>(&up->lease.stream()) != nullptr);
   release.armed = false;
   unregister.armed = false;
   start_relay(exec, std::move(client), std::move(upstream), std::move(info), client_key, unregister.handle,
