@@ -400,3 +400,30 @@ def test_what_discard_all_clears_and_keeps_in_postgresql_15(pg: PgCluster):
         # A library loaded with LOAD stays loaded: its settings stay defined.
         assert c.execute("select count(*) from pg_settings where name = 'auto_explain.log_min_duration'"
                          ).fetchone()[0] == 1
+
+
+def test_sigterm_ends_pooled_sessions_with_their_backends_and_closes_idle_ones(pg: PgCluster):
+    import signal
+    tg = start_pooled(pg, "--shutdown-timeout", "1")
+    try:
+        t = tg.target()
+        token = create_token(t, user="analyst", name=uniq("shutdown"), duration="1h")[1]
+        # One backend idle in the pool, one serving a session that runs a statement.
+        idle_c, _ = login(t, "analyst", token)
+        idle_pid = int(scalar(idle_c, "select pg_backend_pid()"))
+        busy, _ = login(t, "analyst", token)
+        busy_pid = int(scalar(busy, "select pg_backend_pid()"))
+        terminate(idle_c)
+        wait_returned(pg, idle_pid)
+        busy.send(pgwire.query_message("select pg_sleep(60)"))
+        time.sleep(0.3)
+        tg.proc.send_signal(signal.SIGTERM)
+        msgs, closed = busy.read_until_closed(15)
+        errs = [m.error() for m in msgs if m.tag == b"E"]
+        assert any(e.sqlstate == "57P01" for e in errs), msgs
+        assert closed
+        tg.proc.wait(15)
+        wait_gone(pg, busy_pid)
+        wait_gone(pg, idle_pid)
+    finally:
+        tg.stop()
