@@ -427,3 +427,16 @@ def test_sigterm_ends_pooled_sessions_with_their_backends_and_closes_idle_ones(p
         wait_gone(pg, idle_pid)
     finally:
         tg.stop()
+
+
+def test_an_upstream_refusal_reaches_the_client_as_postgresql_sent_it(pooled: Target, direct: Target,
+                                                                     analyst_token: str):
+    got = pooled.wire()
+    r = pgwire.login(got, "analyst", analyst_token, database="no_such_database_here")
+    got.close()
+    want = direct.wire()
+    w = pgwire.login(want, "analyst", "analyst", database="no_such_database_here")
+    want.close()
+    assert r.error is not None and w.error is not None, (r, w)
+    assert (r.error.severity, r.error.sqlstate, r.error.message) == (w.error.severity, w.error.sqlstate,
+                                                                     w.error.message)
