@@ -410,6 +410,13 @@ struct Lease::Impl : std::enable_shared_from_this<Lease::Impl> {
   // now rather than hand it to the next request.
   static asio::awaitable<void> watch_idle(std::shared_ptr<Impl> self, std::shared_ptr<Connection> conn,
                                           std::uint64_t generation) {
+    {
+      // Lent again before this started: the connection is its borrower's,
+      // and a wire session may have moved its socket to another thread.
+      // (Once this waits, a move has to run here first, which ends the wait.)
+      std::lock_guard lock(self->m);
+      if (conn->idle_generation != generation) co_return;
+    }
     co_await conn->stream->wait_readable();
     std::vector<Grant> grants;
     bool gone = false;
@@ -677,7 +684,10 @@ asio::awaitable<AcquireResult> UpstreamPool::acquire(const PoolKey& key,
     {
       std::lock_guard lock(self->m);
       auto it = self->conns.find(d.id);
-      if (it != self->conns.end()) conn = it->second;
+      if (it != self->conns.end()) {
+        conn = it->second;
+        ++conn->idle_generation;  // its idle watch, if not started yet, will not start
+      }
     }
     if (conn && std::chrono::steady_clock::now() - conn->opened_at >= self->settings.max_lifetime) {
       // Idle past pool.max_lifetime (the expiry tick had not seen it yet):
