@@ -49,6 +49,7 @@
 #include "proxy/net/fleet.hpp"
 #include "proxy/net/relay.hpp"
 #include "proxy/net/session_registry.hpp"
+#include "proxy/net/systemd_notify.hpp"
 #include "proxy/net/stream.hpp"
 #include "proxy/net/tls.hpp"
 #include "proxy/pool/upstream_pool.hpp"
@@ -1641,10 +1642,13 @@ int Server::run() {
     if (ec) return;
     if (sig == SIGHUP) {
       spdlog::info("SIGHUP: reloading");
+      systemd_notify("RELOADING=1");
       im.reload();
+      systemd_notify("READY=1");
       signals.async_wait(on_signal);
       return;
     }
+    systemd_notify("STOPPING=1");
     for (auto& a : im.tcp_acceptors) a->close();
     for (auto& a : im.unix_acceptors) a->close();
     if (im.http_gateway) im.http_gateway->close();
@@ -1659,6 +1663,8 @@ int Server::run() {
     }
   };
   signals.async_wait(on_signal);
+  // Listeners are up and signals handled: a Type=notify unit is started.
+  systemd_notify("READY=1");
 
   std::vector<std::thread> threads;
   for (unsigned i = 1; i < n; ++i) {
