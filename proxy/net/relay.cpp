@@ -68,8 +68,8 @@ constexpr auto kBackendExitTimeout = 10s;
 constexpr auto kClientWriteGrace = 1s;
 // How long a forwarded CancelRequest may take to be delivered.
 constexpr auto kCancelTimeout = 5s;
-// DROP API TOKEN waits at most this long for the sessions it ended.
-constexpr auto kRevokedSessionsWait = 12s;
+// DROP API TOKEN waits at most kRevokedSessionsWait (session_registry.hpp)
+// for the sessions it ended.
 
 std::uint8_t* thread_read_buffer() {
   thread_local std::unique_ptr<std::uint8_t[]> buf(new std::uint8_t[kReadBufferSize]);

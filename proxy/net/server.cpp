@@ -732,15 +732,20 @@ asio::awaitable<std::optional<auth::VerifierCheck>> Server::Impl::verify_off_thr
   job->password = password.copy();
   job->max_iterations = config.max_scram_iterations;
   const bool queued = verifiers->submit(user, [job, exec](bool stopping) {
-    if (!stopping && !job->abandoned.load()) {
-      if (job->verifier.empty()) {
-        auth::dummy_verifier_check(job->user, job->password.view());
-        job->result = auth::VerifierCheck::mismatch;
-      } else {
-        job->result = auth::check_password_verifier(job->verifier, job->user, job->password.view(),
-                                                    job->max_iterations);
+    // An exception must not leave the verification thread (it would end the
+    // process): the login is then refused, unchecked.
+    if (!stopping && !job->abandoned.load()) try {
+        if (job->verifier.empty()) {
+          auth::dummy_verifier_check(job->user, job->password.view());
+          job->result = auth::VerifierCheck::mismatch;
+        } else {
+          job->result = auth::check_password_verifier(job->verifier, job->user, job->password.view(),
+                                                      job->max_iterations);
+        }
+      } catch (const std::exception& e) {
+        spdlog::error("password check of \"{}\" failed: {}", log_name(job->user), log_text(e.what()));
+        job->result = auth::VerifierCheck::unsupported;
       }
-    }
     job->password.wipe();
     asio::post(exec, [job] { job->done.cancel(); });
   });
@@ -1547,14 +1552,15 @@ bool Server::Impl::start_http() {
                                                  [this]() -> asio::io_context& { return next_context(); });
   http::add_token_api(*http_gateway, {tokens.get(), control.get(), audit.enabled() ? &audit : nullptr,
                                       services.login, config.http_session_duration,
-                                      config.token_sessions_manage_credentials});
+                                      config.token_sessions_manage_credentials, &sessions});
   // SQL over HTTP on pooled upstream connections, and the wire protocol over
   // WebSocket as one more kind of client stream for session().
   open_pool();
   http::add_sql_endpoint(*http_gateway, {http_pool.get(), tokens.get(), control.get(),
                                          audit.enabled() ? &audit : nullptr, services.login,
                                          config.http_max_response_size, config.token_sessions_manage_credentials,
-                                         +[](std::string_view sql) { return parser_ext::changes_role_password(sql); }});
+                                         +[](std::string_view sql) { return parser_ext::changes_role_password(sql); },
+                                         &sessions});
   http::add_websocket_endpoint(*http_gateway, [this](std::unique_ptr<ByteStream> s, std::string peer, bool local) {
     return session(std::move(s), std::move(peer), local);
   });

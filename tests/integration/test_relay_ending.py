@@ -171,3 +171,33 @@ def test_sigterm_past_the_timeout_ends_backends(spawn_tokengate, pg: PgCluster):
         assert not backend_alive(pg, pid), "a backend outlived tokengate's shutdown"
     finally:
         c.close()
+
+
+def test_revocation_over_http_answers_once_the_backend_is_gone(proxy: Target, pg: PgCluster, http_api, mint_token):
+    """DELETE /api/tokens/{name} and DROP API TOKEN over POST /sql revoke too: they answer, as DROP API TOKEN on the
+    wire does, only once the sessions they ended are gone upstream, so nothing those sent commits afterwards."""
+    for how in ("DELETE /api/tokens", "POST /sql"):
+        table = scratch_table(pg)
+        name, token, _ = mint_token(user="analyst", name=uniq("victim"), duration="1h")
+        victim, r = token_session(proxy, "analyst", token)
+        pid = r.backend_key[0]
+        try:
+            victim.send(pgwire.query_message(f"SELECT pg_sleep(4); INSERT INTO {table} VALUES (42)"))
+            time.sleep(0.5)
+            assert backend_alive(pg, pid), how
+            if how == "DELETE /api/tokens":
+                answer = http_api.call("DELETE", f"/api/tokens/{name}", token=create_token(proxy, "analyst")[1])
+                assert answer.status_code == 204, answer.text
+            else:
+                answer = http_api.call("POST", "/sql", json={"query": f"DROP API TOKEN {name}"},
+                                       headers={"Neon-Connection-String": "postgresql://analyst:analyst@x/postgres"})
+                assert answer.status_code == 200, answer.text
+            assert not backend_alive(pg, pid), f"{how} answered while the revoked session's backend still ran"
+            assert_ended(victim, f"the session revoked by {how}")
+            time.sleep(4)
+            with pg.admin_conn() as a:
+                assert a.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 0, how
+        finally:
+            victim.close()
+            with pg.admin_conn() as a:
+                a.execute(f"DROP TABLE {table}")

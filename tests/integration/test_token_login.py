@@ -520,3 +520,31 @@ def test_no_token_or_password_in_any_log(pg: PgCluster):
     tokens = [s for s in secrets if s.count(".") >= 2]
     leaks += [f"PostgreSQL's log contains token {mask(s)}" for s, _ in find_secrets(pg.log_since(0), tokens)]
     assert not leaks, f"{len(leaks)} secrets in logs:\n" + "\n".join(leaks[:30])
+
+
+def test_crafted_jwt_headers_are_refused_and_audited(proxy: Target, tokengate: TokengateProcess, mint_token):
+    """A token with a hostile header (deep nesting, a huge kid, not JSON, duplicate keys, a number out of range) is refused as a wrong
+    password, and each attempt leaves an audit line: a crafted header must not end the connection unrecorded."""
+    _, token, _ = mint_token(user="analyst", name=uniq("crafted"), duration="1h")
+    _, p, s = token.split(".")
+    headers = {
+        "deep nesting": b"[" * 5000 + b"]" * 5000,
+        "huge kid": json.dumps({"alg": "HS256", "kid": "k" * 3000}).encode(),
+        "not JSON": b"\xff\xfe{not json",
+        "duplicate alg": b'{"alg":"none","alg":"HS256","kid":"x"}',
+        "number overflow": b'{"alg":"HS256","kid":"x","n":1e999999}',
+    }
+    time.sleep(0.2)
+    before = len(tokengate.audit_path.read_bytes().splitlines())
+    for what, header in headers.items():
+        r = try_login(proxy, "analyst", f"{b64url(header)}.{p}.{s}")
+        assert r.error is not None and r.error.sqlstate == "28P01", f"{what}: {r.error}"
+    deadline = time.monotonic() + 5
+    while True:
+        lines = [json.loads(x) for x in tokengate.audit_path.read_bytes().splitlines()[before:]]
+        # Longer than a token may be (2,048 bytes), a token-shaped secret is checked as a password: audited too.
+        denied = [x for x in lines if x.get("event") == "login" and x.get("outcome") == "denied"]
+        if len(denied) >= len(headers) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert len(denied) >= len(headers), f"{len(denied)} audit lines for {len(headers)} crafted tokens: {lines}"
