@@ -1,10 +1,13 @@
-// tokengate's settings: defaults, then the TOML file, then TOKENGATE_*
-// environment variables, then command-line flags.
+// tokengate's settings, typed and validated: defaults, then the TOML file,
+// then TOKENGATE_* environment variables, then command-line flags. The table
+// in proxy/settings.cpp describes and parses each field.
 #pragma once
 
 #include <chrono>
 #include <cstddef>
+#include <functional>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include "proxy/net/endpoint.hpp"
@@ -122,5 +125,15 @@ struct Config {
 struct ConfigError {
   std::string message;
 };
+
+// What a SIGHUP brings: the configuration read again, with the settings that
+// cannot change while running left at their old values (named in
+// needs_restart), and the live ones that changed.
+struct ConfigReload {
+  Config config;
+  std::vector<std::string> changed;
+  std::vector<std::string> needs_restart;
+};
+using ConfigReloader = std::function<std::variant<ConfigReload, ConfigError>()>;
 
 }  // namespace tokengate

@@ -5,10 +5,17 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <libpq-fe.h>
+#include <sys/stat.h>
+
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <ctime>
+#include <optional>
+#include <stdexcept>
+#include <string_view>
 #include <iostream>
 #include <memory>
 
@@ -73,6 +80,94 @@ int report(const error& e)
     return 1;
 }
 
+// `./dev run` keeps its store there; named when a store is missing because
+// that is where a new user's tokens went.
+constexpr const char* dev_run_data_dir = ".dev/tokengate-data";
+
+// The commands work on a store the server made: they never create one (a
+// mistyped --data-dir would otherwise get a new store and a new signing key).
+// Throws with the path when there is none.
+void require_store(const std::string& data_dir, bool tokens_too)
+{
+    struct stat st {};
+    std::string missing;
+    if (::stat(data_dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+        missing = "directory " + data_dir + " does not exist";
+    else if (::stat((data_dir + "/signing.keys").c_str(), &st) != 0)
+        missing = data_dir + "/signing.keys does not exist";
+    else if (tokens_too && ::stat((data_dir + "/data.mdb").c_str(), &st) != 0)
+        missing = data_dir + "/data.mdb does not exist";
+    if (missing.empty()) return;
+    throw std::runtime_error("no token store in " + data_dir + " (" + missing +
+                             "). Give the data_dir tokengate serves with: --data-dir DIR or TOKENGATE_DATA_DIR "
+                             "(`./dev run` keeps its store in " + dev_run_data_dir +
+                             "). `tokengate serve` creates a store at its first start.");
+}
+
+// The upstream, as the server reaches it for catalog look-ups (TOKENGATE_UPSTREAM
+// or PGHOST/PGPORT; the control user and database), for `tokens create` to
+// check the owner role. libpq takes its password from PGPASSWORD or ~/.pgpass.
+struct upstream_target {
+    std::string address;  // HOST:PORT, [v6]:PORT or /socket/dir:PORT
+    std::string user = "postgres";
+    std::string database = "postgres";
+    std::string sslmode;
+};
+
+// What the catalog says about `role`; nullopt (with `why`) when the upstream
+// cannot be asked.
+std::optional<role_facts> upstream_role_facts(const upstream_target& t, const std::string& role, std::string& why)
+{
+    std::string host = t.address, port = "5432";
+    if (auto colon = host.rfind(':'); colon != std::string::npos && host.find(']', colon) == std::string::npos) {
+        port = host.substr(colon + 1);
+        host.resize(colon);
+    }
+    if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+    const std::string sslmode = t.sslmode.empty() ? "prefer" : t.sslmode;
+    const char* keys[] = {"host", "port", "user", "dbname", "sslmode", "connect_timeout", "application_name", nullptr};
+    const char* values[] = {host.c_str(), port.c_str(), t.user.c_str(), t.database.c_str(), sslmode.c_str(), "5",
+                            "tokengate tokens create", nullptr};
+    PGconn* c = PQconnectdbParams(keys, values, 0);
+    struct closer {
+        PGconn* c;
+        ~closer() { if (c) PQfinish(c); }
+    } guard{c};
+    auto error_text = [&] {
+        std::string e = c ? PQerrorMessage(c) : "out of memory";
+        while (!e.empty() && (e.back() == '\n' || e.back() == ' ')) e.pop_back();
+        return e;
+    };
+    if (c == nullptr || PQstatus(c) != CONNECTION_OK) {
+        why = error_text();
+        return std::nullopt;
+    }
+    // Memberships as the server's policy resolution counts them: every role
+    // the user belongs to, directly or not.
+    static constexpr const char* query =
+        "SELECT r.oid::text, r.rolcanlogin, b.rolname FROM pg_catalog.pg_roles r "
+        "LEFT JOIN pg_catalog.pg_roles b ON b.oid <> r.oid AND pg_catalog.pg_has_role(r.oid, b.oid, 'MEMBER') "
+        "WHERE r.rolname = $1 ORDER BY b.rolname";
+    const char* params[] = {role.c_str()};
+    PGresult* res = PQexecParams(c, query, 1, nullptr, params, nullptr, nullptr, 0);
+    struct clearer {
+        PGresult* r;
+        ~clearer() { PQclear(r); }
+    } rguard{res};
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        why = error_text();
+        return std::nullopt;
+    }
+    role_facts f;
+    f.exists = PQntuples(res) > 0;
+    for (int i = 0; i < PQntuples(res); ++i) {
+        f.oid = static_cast<std::uint32_t>(std::strtoul(PQgetvalue(res, i, 0), nullptr, 10));
+        f.can_login = std::string_view(PQgetvalue(res, i, 1)) == "t";
+        if (!PQgetisnull(res, i, 2)) f.member_of.emplace_back(PQgetvalue(res, i, 2));
+    }
+    return f;
+}
+
 kek load_kek(const std::string& kek_file)
 {
     if (!kek_file.empty()) return load_kek_file(kek_file);
@@ -92,9 +187,11 @@ struct context {
     pg_store* registry = nullptr;
     std::unique_ptr<token_service> svc;
 
-    void open_keys()
+    // `tokens_too`: the command reads or writes tokens (data.mdb), not only keys.
+    void open_keys(bool tokens_too = false)
     {
         if (dsn.empty()) {
+            require_store(data_dir, tokens_too);
             keys = std::make_unique<keyring>(data_dir);
             return;
         }
@@ -110,7 +207,7 @@ struct context {
     }
     void open_all()
     {
-        open_keys();
+        open_keys(true);
         if (!st) st = std::make_unique<store>(data_dir);
         svc = std::make_unique<token_service>(*st, *keys);
     }
@@ -158,6 +255,23 @@ int cli_main(int argc, char** argv)
     create->add_option("--user", user, "owner")->required();
     auto* create_duration = create->add_option("--duration", duration, "validity, e.g. 30d, 1d12h, '1 year'");
     auto* create_comment = create->add_option("--comment", comment, "comment");
+    upstream_target upstream;
+    {
+        const char* env = std::getenv("TOKENGATE_UPSTREAM");
+        const char* pghost = std::getenv("PGHOST");
+        const char* pgport = std::getenv("PGPORT");
+        upstream.address = env && *env ? env
+                                       : std::string(pghost && *pghost ? pghost : "127.0.0.1") + ":" +
+                                             (pgport && *pgport ? pgport : "5432");
+        if (const char* u = std::getenv("TOKENGATE_CONTROL_USER"); u && *u) upstream.user = u;
+        if (const char* d = std::getenv("TOKENGATE_CONTROL_DATABASE"); d && *d) upstream.database = d;
+        if (const char* m = std::getenv("TOKENGATE_UPSTREAM_SSLMODE"); m && *m) upstream.sslmode = m;
+    }
+    create->add_option("--upstream", upstream.address,
+                       "PostgreSQL server to check the owner role on (env TOKENGATE_UPSTREAM, else PGHOST:PGPORT)")
+        ->capture_default_str();
+    create->add_option("--control-user", upstream.user, "role that reads the catalog (env TOKENGATE_CONTROL_USER)")
+        ->capture_default_str();
 
     auto* revoke = tokens->add_subcommand("revoke", "revoke a token at once");
     add_data_dir(revoke);
@@ -214,7 +328,19 @@ int cli_main(int argc, char** argv)
             req.for_user = user;
             if (*create_duration) req.max_duration = duration;
             if (*create_comment) req.comment = comment;
-            auto c = ctx.svc->create(operator_actor, req, role_facts{}, now);
+            // The owner is checked upstream as CREATE API TOKEN would: a role
+            // that does not exist gets no token. When the upstream cannot be
+            // asked the token is made anyway, bound at its first login.
+            std::string why;
+            auto facts = upstream_role_facts(upstream, user, why);
+            if (!facts) {
+                std::cerr << "WARNING:  cannot check role \"" << user << "\" on the upstream " << upstream.address
+                          << ": " << why << '\n'
+                          << "HINT:  The token is created unchecked; its first login binds it to the role of that "
+                             "name. Give --upstream (or TOKENGATE_UPSTREAM) to check.\n";
+                facts = role_facts{};
+            }
+            auto c = ctx.svc->create(operator_actor, req, *facts, now);
             if (!c) return report(c.error_value());
             std::cout << c->token << std::endl;
             std::cerr << "created API token \"" << c->name << "\" for user \"" << c->owner << "\", expires "
@@ -238,6 +364,7 @@ int cli_main(int argc, char** argv)
             o.serve = false;
             o.version = "command line";
             o.current = load_kek(ctx.kek_file);
+            require_store(ctx.data_dir, true);
             ctx.keys = std::make_unique<keyring>(ctx.data_dir);
             store lmdb(ctx.data_dir);
             keyring registry_keys(keyring::in_memory_t{});

@@ -394,6 +394,7 @@ verify_result token_service::verify(std::string_view token, std::string_view exp
     out.tid = claims.tid;
     out.owner = std::move(claims.user);
     out.expires_at = claims.exp;
+    out.issued_at = claims.iat;
     if (out.status == verify_status::expired) return out;
 
     sha256_t hash = token_hash(token);

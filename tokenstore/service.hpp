@@ -166,6 +166,7 @@ struct verify_result {
     std::string name;           // set on ok and on the store-checked failures
     std::string owner;          // the token's user claim
     std::int64_t expires_at = 0;
+    std::int64_t issued_at = 0;  // the token's iat: with expires_at, its lifetime
     // The owner role's OID the token is bound to (set on ok and on the
     // store-checked failures). The login must compare it with the role's
     // current OID: a role dropped and created again under the same name has

@@ -265,7 +265,7 @@ struct ControlPool::Impl {
         connections(std::max<std::size_t>(settings.size, 1)) {}
 
   asio::strand<asio::any_io_executor> strand;
-  const ControlPoolSettings settings;
+  ControlPoolSettings settings;  // admin_role changes on SIGHUP (on the strand)
   // Everything below is touched only on `strand`.
   std::vector<Connection> connections;
   std::deque<Waiter*> waiters;
@@ -590,6 +590,13 @@ asio::awaitable<ControlResult<std::optional<LoginVerifier>>> ControlPool::login_
   return asio::co_spawn(
       impl_->strand, [impl = impl_, user = std::move(user)] { return impl->login_verifier(user); },
       asio::use_awaitable);
+}
+
+void ControlPool::set_admin_role(std::string role) {
+  asio::post(impl_->strand, [impl = impl_, role = std::move(role)] {
+    impl->settings.admin_role = role;
+    impl->role_cache.clear();
+  });
 }
 
 asio::awaitable<ControlResult<QueryResult>> ControlPool::query(std::string sql, std::vector<QueryParam> params) {

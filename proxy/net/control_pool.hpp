@@ -170,6 +170,11 @@ class ControlPool {
   // administrators (as RoleInfo::is_admin counts them). Never cached.
   boost::asio::awaitable<ControlResult<std::vector<std::string>>> protected_roles();
 
+  // A new admin_role (SIGHUP): later look-ups judge is_admin by it, and
+  // cached roles, judged by the old one, are forgotten. A look-up already in
+  // flight may still cache its answer, for at most role_cache_ttl.
+  void set_admin_role(std::string role);
+
   // Runs auth_query for `user`: nullopt if there is no such role. Never
   // cached, so a password change or ALTER ROLE … NOLOGIN takes effect at once.
   boost::asio::awaitable<ControlResult<std::optional<LoginVerifier>>> login_verifier(std::string user);

@@ -21,6 +21,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <csignal>
+#include <deque>
 #include <filesystem>
 #include <thread>
 #include <unordered_map>
@@ -265,7 +266,21 @@ struct SessionEnd {
 };
 
 struct Server::Impl {
-  explicit Impl(Config c) : config(std::move(c)), relay_memory(config.relay_memory_limit), audit(config.audit_log) {}
+  Impl(Config c, ConfigReloader r)
+      : config(std::move(c)),
+        reloader(std::move(r)),
+        live_config(std::make_shared<const Config>(config)),
+        relay_memory(config.relay_memory_limit),
+        audit(config.audit_log) {}
+
+  // The settings a SIGHUP may change, as they are now: read once per login or
+  // session (an atomic load), never cached across a reload. `config` keeps
+  // the values read at start, for everything else.
+  std::shared_ptr<const Config> live() const { return live_config.load(std::memory_order_acquire); }
+  const RelayServices& current_relay_services() const {
+    return *relay_services_now.load(std::memory_order_acquire);
+  }
+  void apply_reload(const ConfigReload& r);
 
   asio::io_context& next_context() { return *contexts[next++ % contexts.size()]; }
 
@@ -322,6 +337,13 @@ struct Server::Impl {
                    const std::string& owner = {});
 
   Config config;
+  ConfigReloader reloader;
+  std::atomic<std::shared_ptr<const Config>> live_config;
+  // Relays keep a reference to their services for life, so every version a
+  // reload made stays (a few hundred bytes per SIGHUP); touched on the signal
+  // thread only, read through relay_services_now.
+  std::deque<RelayServices> relay_services_versions;
+  std::atomic<const RelayServices*> relay_services_now{&relay_services};
   CancelRegistry cancels;
   SessionRegistry sessions;              // every logged-in session
   session::MemoryBudget relay_memory;    // relay buffers of all sessions (relay.memory_limit)
@@ -610,7 +632,7 @@ asio::awaitable<void> Server::Impl::decide_token(LoginContext& ctx, const sessio
     d.token_name = vr.name;
     d.token_owner = vr.owner;
   }
-  if (auto refused = session::judge_token(sp.user, vr, config.max_staleness.count())) {
+  if (auto refused = session::judge_token(sp.user, vr, live()->max_staleness.count())) {
     d.refusal = std::move(*refused);
     co_return;
   }
@@ -679,7 +701,7 @@ asio::awaitable<void> Server::Impl::decide_token(LoginContext& ctx, const sessio
     d.upstream_password = SecretString::take(*pw);
   }
   d.token_expires_at = vr.expires_at;
-  d.notice = session::expiry_notice(vr, now, config.expiry_warning.count());
+  d.notice = session::expiry_notice(vr, now, live()->expiry_warning.count());
 }
 
 // Password path, `upstream.auth = trust`: tokengate checks the verifier.
@@ -715,7 +737,7 @@ asio::awaitable<void> Server::Impl::decide_password(LoginContext& ctx, const ses
     d.refusal = queue_full();
     co_return;
   }
-  if (auto refused = session::judge_password(sp.user, facts, *check, unix_now(), config.max_scram_iterations))
+  if (auto refused = session::judge_password(sp.user, facts, *check, unix_now(), live()->max_scram_iterations))
     d.refusal = std::move(*refused);
 }
 
@@ -730,7 +752,7 @@ asio::awaitable<std::optional<auth::VerifierCheck>> Server::Impl::verify_off_thr
   job->user = user;
   job->verifier = verifier;
   job->password = password.copy();
-  job->max_iterations = config.max_scram_iterations;
+  job->max_iterations = live()->max_scram_iterations;
   const bool queued = verifiers->submit(user, [job, exec](bool stopping) {
     // An exception must not leave the verification thread (it would end the
     // process): the login is then refused, unchecked.
@@ -942,21 +964,23 @@ asio::awaitable<void> Server::Impl::session(std::unique_ptr<ByteStream> client, 
   } count{active_sessions};
 
   auto exec = co_await asio::this_coro::executor;
-  LoginContext ctx{client, peer, client_address(peer), Clock::now() + config.auth_timeout};
+  const auto settings = live();
+  LoginContext ctx{client, peer, client_address(peer), Clock::now() + settings->auth_timeout};
 
   // Connections still logging in are bounded, in total and per address.
-  switch (login_slots.acquire(ctx.address, config.login_max_connections, config.login_max_connections_per_address)) {
+  switch (login_slots.acquire(ctx.address, settings->login_max_connections,
+                              settings->login_max_connections_per_address)) {
     case LoginSlots::Outcome::ok:
       break;
     case LoginSlots::Outcome::total:
       spdlog::warn("refused a connection from {}: login.max_connections ({}) are logging in", peer,
-                   config.login_max_connections);
+                   settings->login_max_connections);
       co_await client->write(asio::buffer(fatal("53300", "sorry, too many clients already")));
       client->close();
       co_return;
     case LoginSlots::Outcome::address:
       spdlog::info("refused a connection from {}: login.max_connections_per_address ({}) are logging in", peer,
-                   config.login_max_connections_per_address);
+                   settings->login_max_connections_per_address);
       co_await client->write(asio::buffer(fatal("53300", "too many connections from this address are logging in")));
       client->close();
       co_return;
@@ -985,7 +1009,7 @@ asio::awaitable<void> Server::Impl::session(std::unique_ptr<ByteStream> client, 
   } leave{ctx};
   asio::steady_timer auth_timer(exec), client_timer(exec);
   arm(auth_timer, ctx.auth_deadline, ctx.cut);
-  ctx.client_deadline = std::min(ctx.auth_deadline, Clock::now() + config.login_client_timeout);
+  ctx.client_deadline = std::min(ctx.auth_deadline, Clock::now() + settings->login_client_timeout);
   arm(client_timer, ctx.client_deadline, ctx.client_cut);
 
   // Phase 1: the startup packet and the password.
@@ -1056,7 +1080,7 @@ asio::awaitable<void> Server::Impl::session(std::unique_ptr<ByteStream> client, 
     auto again = tokens->verify(request->password.view(), sp.user, unix_now());
     request->password.wipe();
     if (again.status != tokenstore::verify_status::ok) {
-      decision.refusal = session::judge_token(sp.user, again, config.max_staleness.count());
+      decision.refusal = session::judge_token(sp.user, again, live()->max_staleness.count());
       if (!decision.refusal) decision.refusal = session::wrong_password(sp.user, "token no longer valid");
       decision.refusal->reason += " (during login)";
       decision.refusal->counts_as_failure = false;
@@ -1160,7 +1184,8 @@ void Server::Impl::start_relay(asio::any_io_executor exec, std::unique_ptr<ByteS
   ++active_sessions;  // the login's coroutine, which counted it, ends now
   auto live = std::make_shared<Live>(*this, exec, std::move(client), std::move(upstream), std::move(lease), client_key,
                                     info.upstream_key);
-  live->relay = std::make_unique<Relay>(exec, *live->client, live->upstream_stream(), relay_services, std::move(info));
+  live->relay =
+      std::make_unique<Relay>(exec, *live->client, live->upstream_stream(), current_relay_services(), std::move(info));
   // Sessions end on revocation, expiry (if so set) and shutdown: the entry
   // made at login now reaches this relay.
   live->handle = handle;
@@ -1258,11 +1283,11 @@ asio::awaitable<void> Server::Impl::watch_tokens() {
     try {
       auto r = tokens->revocations_since(seq);
       seq = r.seq;
-      if (config.revoke_ends_sessions && !r.tids.empty()) {
+      if (live()->revoke_ends_sessions && !r.tids.empty()) {
         auto n = sessions.end_tokens(r.tids, revoked);
         if (n) spdlog::info("ended {} session(s) of revoked tokens", n);
       }
-      if (config.expiry_ends_sessions) {
+      if (live()->expiry_ends_sessions) {
         auto n = sessions.end_expired(unix_now(), expired);
         if (n) spdlog::info("ended {} session(s) of expired tokens", n);
       }
@@ -1300,8 +1325,16 @@ void Server::Impl::stop_all() {
   for (auto& c : contexts) c->stop();
 }
 
-// SIGHUP: certificates, the userlist and the audit file are read again.
+// SIGHUP: the configuration file, certificates, the userlist and the audit
+// file are read again.
 void Server::Impl::reload() {
+  if (reloader) {
+    auto r = reloader();
+    if (auto* e = std::get_if<ConfigError>(&r))
+      spdlog::error("configuration not reloaded, the running one stays: {}", e->message);
+    else
+      apply_reload(std::get<ConfigReload>(r));
+  }
   if (tls) {
     if (auto err = tls->reload()) spdlog::error("TLS certificate reload failed, keeping the old one: {}", *err);
     else spdlog::info("reloaded TLS certificate {}", tls->cert_file());
@@ -1320,6 +1353,40 @@ void Server::Impl::reload() {
     }
   }
   if (auto err = audit.reopen()) spdlog::error("cannot reopen the audit log: {}", err->message);
+}
+
+// A new configuration in force: the live settings are read per login or per
+// session from the snapshot; the services that keep their own copy are told.
+// Runs on the signal thread (contexts[0]), as every reload.
+void Server::Impl::apply_reload(const ConfigReload& r) {
+  for (const auto& key : r.needs_restart)
+    spdlog::warn("configuration: {} changed, but takes effect only at a restart; the old value stays", key);
+  if (r.changed.empty()) {
+    spdlog::info("configuration reloaded: no setting that can change live changed");
+    return;
+  }
+  auto next = std::make_shared<const Config>(r.config);
+  const auto before = live();
+  if (next->log_level != before->log_level) spdlog::set_level(spdlog::level::from_str(next->log_level));
+  if (next->max_failed_logins != before->max_failed_logins) {
+    auth::ThrottleSettings ts;
+    ts.max_failed_logins = next->max_failed_logins;
+    throttle.reconfigure(ts);
+  }
+  if (next->admin_role != before->admin_role && control) control->set_admin_role(next->admin_role);
+  if (next->relay_memory_limit != before->relay_memory_limit) relay_memory.set_limit(next->relay_memory_limit);
+  if (next->relay_max_inspected_message != before->relay_max_inspected_message ||
+      next->relay_session_memory_limit != before->relay_session_memory_limit) {
+    RelayServices rs = current_relay_services();
+    rs.max_inspected_message = next->relay_max_inspected_message;
+    rs.session_memory_limit = next->relay_session_memory_limit;
+    relay_services_versions.push_back(rs);
+    relay_services_now.store(&relay_services_versions.back(), std::memory_order_release);
+  }
+  live_config.store(next, std::memory_order_release);
+  std::string list;
+  for (const auto& key : r.changed) list += (list.empty() ? "" : ", ") + key;
+  spdlog::info("configuration reloaded: {} now in force", list);
 }
 
 // Opens the token store, TLS contexts, the userlist, the audit log and the
@@ -1346,7 +1413,7 @@ bool Server::Impl::open_services() {
     service_cfg.token_sessions_manage_credentials = config.token_sessions_manage_credentials;
     tokens = std::make_unique<tokenstore::token_service>(*store, *keys, service_cfg);
     tokens->on_revoked([this](std::span<const tokenstore::tid_t> tids) {
-      if (!config.revoke_ends_sessions) return;
+      if (!live()->revoke_ends_sessions) return;
       sessions.end_tokens(tids, protocol::ErrorResponse::make("FATAL", "57P01", "API token revoked"));
     });
     maintenance = std::make_unique<tokenstore::maintenance_thread>(*tokens);
@@ -1494,7 +1561,7 @@ asio::awaitable<http::HttpLoginResult> Server::Impl::http_login(http::HttpLoginR
   const session::StartupParameters& sp = std::get<session::StartupParameters>(checked);
   out.user = sp.user;
   std::unique_ptr<ByteStream> no_client;  // the gateway watches its own connection
-  LoginContext ctx{no_client, r.peer, client_address(r.peer), Clock::now() + config.auth_timeout};
+  LoginContext ctx{no_client, r.peer, client_address(r.peer), Clock::now() + live()->auth_timeout};
   ctx.role_recheck = kHttpRoleRecheck;
   const SecretString secret = SecretString::take(r.secret);
 
@@ -1595,7 +1662,8 @@ void Server::Impl::open_pool() {
   http_pool = std::make_unique<pool::UpstreamPool>(contexts[0]->get_executor(), std::move(ps));
 }
 
-Server::Server(Config config) : impl_(std::make_unique<Impl>(std::move(config))) {}
+Server::Server(Config config, ConfigReloader reloader)
+    : impl_(std::make_unique<Impl>(std::move(config), std::move(reloader))) {}
 Server::~Server() = default;
 
 int Server::run() {

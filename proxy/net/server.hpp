@@ -10,7 +10,9 @@ namespace tokengate::net {
 
 class Server {
  public:
-  explicit Server(Config config);
+  // `reloader`, when set, is called on SIGHUP for the configuration read
+  // again (see ConfigReload).
+  explicit Server(Config config, ConfigReloader reloader = {});
   ~Server();
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;

@@ -166,7 +166,12 @@ TokenRoleVerdict judge_token_role(std::string_view user, std::uint32_t bound_oid
 
 Bytes expiry_notice(const tokenstore::verify_result& v, std::int64_t now, std::int64_t warning_seconds) {
   Bytes out;
-  if (warning_seconds <= 0 || v.expires_at - now > warning_seconds) return out;
+  const std::int64_t left = v.expires_at - now;
+  if (warning_seconds <= 0 || left > warning_seconds) return out;
+  // A short-lived token is always within the window: it warns only once most
+  // of its life is spent, or a 7-day token would warn at every login.
+  const std::int64_t lifetime = v.expires_at - v.issued_at;
+  if (lifetime > 0 && left * kExpiryWarningFraction > lifetime) return out;
   auto n = ErrorResponse::make("NOTICE", "01000",
                                "API token \"" + v.name + "\" expires at " + utc_text(v.expires_at));
   n.hint = "Create a new token with CREATE API TOKEN.";

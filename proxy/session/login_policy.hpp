@@ -90,8 +90,14 @@ struct TokenRoleVerdict {
 [[nodiscard]] TokenRoleVerdict judge_token_role(std::string_view user, std::uint32_t bound_oid,
                                                 const std::optional<RoleFacts>& role, std::int64_t now);
 
+// A token login is told of the coming expiry only in the last
+// 1/kExpiryWarningFraction of the token's lifetime (the last 20 %): late
+// enough not to nag at every login, early enough to replace the token.
+inline constexpr std::int64_t kExpiryWarningFraction = 5;
+
 // The NOTICE sent just before the first ReadyForQuery when the token expires
-// within `warning` seconds; empty otherwise.
+// within `warning` seconds and within the last fifth of its lifetime; empty
+// otherwise.
 [[nodiscard]] protocol::Bytes expiry_notice(const tokenstore::verify_result& v, std::int64_t now,
                                             std::int64_t warning_seconds);
 

@@ -34,18 +34,23 @@ class MemoryBudget {
   MemoryBudget& operator=(const MemoryBudget&) = delete;
 
   [[nodiscard]] bool try_reserve(std::size_t n) noexcept {
+    const std::size_t limit = limit_.load(std::memory_order_relaxed);
     std::size_t cur = used_.load(std::memory_order_relaxed);
     do {
-      if (limit_ != 0 && (n > limit_ || cur > limit_ - n)) return false;
+      if (limit != 0 && (n > limit || cur > limit - n)) return false;
     } while (!used_.compare_exchange_weak(cur, cur + n, std::memory_order_relaxed));
     return true;
   }
   void release(std::size_t n) noexcept { used_.fetch_sub(n, std::memory_order_relaxed); }
   std::size_t used() const noexcept { return used_.load(std::memory_order_relaxed); }
-  std::size_t limit() const noexcept { return limit_; }
+  std::size_t limit() const noexcept { return limit_.load(std::memory_order_relaxed); }
+  // `relay.memory_limit` changed on SIGHUP: later reservations see it; what
+  // is held already stays held (a lower limit refuses growth until enough
+  // is released).
+  void set_limit(std::size_t limit) noexcept { limit_.store(limit, std::memory_order_relaxed); }
 
  private:
-  const std::size_t limit_;
+  std::atomic<std::size_t> limit_;
   std::atomic<std::size_t> used_{0};
 };
 

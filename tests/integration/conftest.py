@@ -567,9 +567,11 @@ def create_token(target: Target, user: str = "analyst", password: str | None = N
 
 
 def tokengate_cli(tg: TokengateProcess, *args: str, timeout: float = 30) -> subprocess.CompletedProcess:
-    """`tokengate <args> --data-dir <tg.data_dir>`, e.g. tokengate_cli(tg, "tokens", "list")."""
+    """`tokengate <args> --data-dir <tg.data_dir>`, e.g. tokengate_cli(tg, "tokens", "list"). `tokens create` checks
+    the owner on tg's upstream (TOKENGATE_UPSTREAM), as the control user over the cluster's trusted socket."""
     argv = [str(tg.binary), *args, "--data-dir", str(tg.data_dir)]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=clean_env())
+    env = clean_env(TOKENGATE_UPSTREAM=f"{tg.upstream[0]}:{tg.upstream[1]}")
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def cli_revoke(tg: TokengateProcess, name: str, user: str) -> subprocess.CompletedProcess:

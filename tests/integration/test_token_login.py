@@ -219,14 +219,22 @@ def test_expired_token(proxy: Target, mint_token):
 
 
 def test_expiry_warning_notice(proxy: Target, mint_token):
-    _, token, _ = mint_token(user="analyst", name=uniq("soon"), duration="2d")
+    # Within expiry_warning (7 days) but with most of its life ahead: no notice at every login.
+    _, token, _ = mint_token(user="analyst", name=uniq("week"), duration="2d")
     with token_session(proxy, "analyst", token) as (_c, r):
-        notices = [m.error() for m in r.messages if m.tag == b"N"]
-        assert notices, f"no NoticeResponse for a token expiring within 7 days: {r.messages}"
-        assert any("expire" in (n.message or "") for n in notices), notices
+        assert not [m for m in r.messages if m.tag == b"N"], "a notice for a fresh 2-day token"
     _, token, _ = mint_token(user="analyst", name=uniq("later"), duration="30d")
     with token_session(proxy, "analyst", token) as (_c, r):
         assert not [m for m in r.messages if m.tag == b"N"], "a notice for a token valid for 30 days"
+    # In the last fifth of its lifetime (the last 2 s of a 10 s token) it warns.
+    made = time.monotonic()
+    _, token, _ = mint_token(user="analyst", name=uniq("soon"), duration="10s")
+    time.sleep(max(0.0, made + 8.3 - time.monotonic()))
+    with token_session(proxy, "analyst", token) as (_c, r):
+        notices = [m.error() for m in r.messages if m.tag == b"N"]
+        assert notices, f"no NoticeResponse in the last fifth of a token's life: {r.messages}"
+        assert any(re.fullmatch(r'API token "soon_\w+" expires at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d\+00', n.message or "")
+                   for n in notices), notices
 
 
 def forged_tokens(token: str) -> dict[str, str]:

@@ -672,3 +672,40 @@ TEST_CASE("machines: the handshake and the upstream login take the driver's one 
   CHECK(up.take_client_bytes() ==
         concat({msg('R', body_i32s({0})), msg('K', body_i32s({1, 0})), msg('Z', Bytes{'I'})}));
 }
+
+TEST_CASE("policy: the expiry notice comes within expiry_warning and within the last fifth of the lifetime") {
+  constexpr std::int64_t day = 86400, now = 1767225600;
+  tokenstore::verify_result v;
+  v.status = tokenstore::verify_status::ok;
+  v.name = "ci";
+  auto notice_for = [&](std::int64_t lifetime, std::int64_t left, std::int64_t warning = 7 * 86400) {
+    v.issued_at = now + left - lifetime;
+    v.expires_at = now + left;
+    return session::expiry_notice(v, now, warning);
+  };
+  // A 7-day token, fresh or a day old: inside the 7-day window, but most of
+  // its life is ahead. Silent.
+  CHECK(notice_for(7 * day, 7 * day).empty());
+  CHECK(notice_for(7 * day, 6 * day).empty());
+  CHECK(notice_for(7 * day, 7 * day / 5 + 1).empty());
+  // In its last fifth it warns, with the whole NoticeResponse.
+  auto n = notice_for(7 * day, 7 * day / 5);
+  auto fr = read_frame(n);
+  REQUIRE(fr.frame.tag == 'N');
+  CHECK(n == [&] {
+    auto e = ErrorResponse::make("NOTICE", "01000", "API token \"ci\" expires at 2026-01-02 09:36:00+00");
+    e.hint = "Create a new token with CREATE API TOKEN.";
+    Bytes out;
+    e.serialize(out, backend_tag::NoticeResponse);
+    return out;
+  }());
+  // A year-long token: its last fifth starts 73 days out; the window (7 days) decides.
+  CHECK(notice_for(365 * day, 8 * day).empty());
+  CHECK_FALSE(notice_for(365 * day, 7 * day).empty());
+  // expiry_warning = 0: never.
+  CHECK(notice_for(7 * day, 60, 0).empty());
+  // A token without iat (not issued by tokengate's own minting): the window alone.
+  v.issued_at = 0;
+  v.expires_at = now + 6 * day;
+  CHECK_FALSE(session::expiry_notice(v, now, 7 * day).empty());
+}
