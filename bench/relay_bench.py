@@ -4,7 +4,8 @@
 direct; the CPU time each proxy process spends per transaction (from /proc/<pid>/task/*/schedstat, all threads,
 user and kernel), which stays meaningful on a busy machine where TPS does not; system calls per transaction
 (strace -c); user-space instructions per transaction (callgrind, when valgrind is installed); resident memory
-per idle session; token logins per second against direct SCRAM logins.
+per idle session; token logins per second against direct SCRAM logins, and with pool.wire_sessions on (a
+second tokengate whose sessions reuse pooled upstream connections).
 
 Usage: /usr/bin/python3 bench/relay_bench.py [--seconds 5] [--reps 3] [--scale 10] [--no-instructions]
 Run by `./dev bench`. Not a test: nothing here asserts a speed."""
@@ -145,6 +146,9 @@ def main() -> int:
     ap.add_argument("--scale", type=int, default=10)
     ap.add_argument("--idle", type=int, default=150, help="idle sessions for the memory measurement")
     ap.add_argument("--no-instructions", action="store_true", help="skip the callgrind measurement")
+    ap.add_argument("--logins-only", action="store_true",
+                    help="only the login row (with and without pool.wire_sessions): no select-only runs, system "
+                         "calls, memory or instructions")
     ap.add_argument("--tokengate-args", default="", help="extra flags for tokengate, e.g. '--threads 1'")
     a = ap.parse_args()
 
@@ -173,6 +177,17 @@ def main() -> int:
         token = subprocess.run([str(REPO / "build" / "tokengate"), "tokens", "create", "bench", "--user", "admin",
                                 "--duration", "1d", "--data-dir", str(tg_data)],
                                check=True, capture_output=True, text=True).stdout.strip()
+        # The same with pool.wire_sessions on, for the login row only.
+        tgp_port, tgp_data = free_port(), tmp / "tgp-data"
+        tgp = subprocess.Popen([str(REPO / "build" / "tokengate"), "serve", "--listen", f"127.0.0.1:{tgp_port}",
+                                "--upstream", f"{pg.socket_dir}:{pg.port}", "--data-dir", str(tgp_data),
+                                "--http-listen", "off", "--log-level", "warn", "--pool-wire-sessions", "on",
+                                *a.tokengate_args.split()], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs.append(tgp)
+        wait_port(tgp_port, tgp, "tokengate with pool.wire_sessions")
+        pooled_token = subprocess.run([str(REPO / "build" / "tokengate"), "tokens", "create", "bench", "--user",
+                                       "admin", "--duration", "1d", "--data-dir", str(tgp_data)],
+                                      check=True, capture_output=True, text=True).stdout.strip()
 
         # PgBouncer 1.18 in session mode, the same way in front of the same socket.
         pgb_port = free_port()
@@ -207,10 +222,13 @@ def main() -> int:
 
         print(f"pgbench, scale {a.scale}, {a.seconds} s per run, median of {a.reps} interleaved runs\n")
         tps_rows, cpu_rows = [], []
-        for label, args in RUNS + [LOGINS]:
-            samples: dict[str, list[tuple[float, float]]] = {n: [] for n in names}
+        for label, args in ([] if a.logins_only else RUNS) + [LOGINS]:
+            row_targets = dict(targets)
+            if label == LOGINS[0]:
+                row_targets["tokengate, pooled"] = (tgp_port, pooled_token, tgp.pid)
+            samples: dict[str, list[tuple[float, float]]] = {n: [] for n in row_targets}
             for rep in range(a.reps):
-                for n, (port, pw, pid) in targets.items():
+                for n, (port, pw, pid) in row_targets.items():
                     before = cpu_ns(pid) if pid else 0
                     txns, tps = pgbench(port, pw, [*args, "-T", str(a.seconds), "-n"])
                     us = (cpu_ns(pid) - before) / txns / 1000 if pid else 0.0
@@ -234,9 +252,18 @@ def main() -> int:
                 print(f"| {label} | {cpu['tokengate']:.1f} µs | {cpu['pgbouncer']:.1f} µs | "
                       f"{cpu['tokengate'] / cpu['pgbouncer']:.2f} |")
         login = tps_rows[-1][1]
+        login_cpu = cpu_rows[-1][1]
         print(f"\nToken logins per second: {login['tokengate']:,.0f}, {login['tokengate'] / login['direct']:.2f}× "
               f"direct SCRAM logins ({login['direct']:,.0f}/s).")
+        print(f"With pool.wire_sessions on: {login['tokengate, pooled']:,.0f}, "
+              f"{login['tokengate, pooled'] / login['direct']:.2f}× direct SCRAM logins, "
+              f"{login['tokengate, pooled'] / login['tokengate']:.2f}× without the pool"
+              + (f", {login['tokengate, pooled'] / login['pgbouncer']:.2f}× PgBouncer" if "pgbouncer" in login else "")
+              + f"; tokengate CPU per login {login_cpu['tokengate']:.0f} µs without, "
+              f"{login_cpu['tokengate, pooled']:.0f} µs with the pool.")
 
+        if a.logins_only:
+            return 0
         if shutil.which("strace"):
             print("\nSystem calls per transaction (strace -c -f, 2,000 transactions):\n")
             print("| run | proxy | total | main calls |")
@@ -253,6 +280,10 @@ def main() -> int:
         # compare resident sizes.
         import psycopg
         print()
+        for p in (tgp,):  # the pooled instance was for the login row only
+            p.send_signal(signal.SIGTERM)
+            p.wait(10)
+            procs.remove(p)
         for n in proxies:
             port, pw, pid = targets[n]
             before = rss_kib(pid)
@@ -292,7 +323,8 @@ def main() -> int:
             else:
                 print(f"tokengate {tg_ins}, PgBouncer {pgb_ins} (callgrind gave no total)")
         print("\nThe login row logs in for every transaction: direct and PgBouncer with a SCRAM/plain password,\n"
-              "tokengate with an API token (verified locally, upstream login by trust).")
+              "tokengate with an API token (verified locally, upstream login by trust; 'pooled': pool.wire_sessions\n"
+              "on, the upstream backend reused and reset with DISCARD ALL between sessions).")
         return 0
     finally:
         for p in procs:

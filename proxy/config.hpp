@@ -121,6 +121,9 @@ struct Config {
   std::chrono::seconds pool_idle_timeout{60};              // `pool.idle_timeout`
   std::chrono::seconds pool_wait_timeout{10};              // `pool.wait_timeout`
   std::chrono::seconds pool_max_lifetime{3600};            // `pool.max_lifetime`
+  // Wire sessions take their upstream connection from the same pool and give
+  // it back when they end idle (`pool.wire_sessions`; docs/deployment.md).
+  bool pool_wire_sessions = false;
 };
 
 struct ConfigError {

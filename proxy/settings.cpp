@@ -351,6 +351,9 @@ std::vector<Row> rows() {
       {"pool.max_lifetime", "--pool-max-lifetime", "TOKENGATE_POOL_MAX_LIFETIME",
        seconds(&Config::pool_max_lifetime, 1, 100u * 86400), "3600", restart,
        "seconds after which a pooled upstream connection is closed once free"},
+      {"pool.wire_sessions", "--pool-wire-sessions", "TOKENGATE_POOL_WIRE_SESSIONS",
+       boolean(&Config::pool_wire_sessions), "false", restart,
+       "wire sessions take their upstream connection from the pool and give it back, reset, when they end idle"},
   };
 }
 

@@ -29,23 +29,27 @@ std::int32_t CancelRegistry::issue_secret() const {
 
 void CancelRegistry::bind(const protocol::BackendKeyData& client_key, Target target) {
   std::lock_guard lock(mutex_);
-  entries_.insert_or_assign(pack(client_key), target);
+  entries_.insert_or_assign(pack(client_key), Entry{target, false});
 }
 
-void CancelRegistry::release(const protocol::BackendKeyData& client_key,
+bool CancelRegistry::release(const protocol::BackendKeyData& client_key,
                              const protocol::BackendKeyData& upstream_key) {
   std::lock_guard lock(mutex_);
   auto it = entries_.find(pack(client_key));
-  if (it != entries_.end() && it->second.upstream_key.process_id == upstream_key.process_id &&
-      it->second.upstream_key.secret_key == upstream_key.secret_key)
-    entries_.erase(it);
+  if (it == entries_.end() || it->second.target.upstream_key.process_id != upstream_key.process_id ||
+      it->second.target.upstream_key.secret_key != upstream_key.secret_key)
+    return false;
+  const bool cancelled = it->second.cancelled;
+  entries_.erase(it);
+  return cancelled;
 }
 
-std::optional<CancelRegistry::Target> CancelRegistry::find(const protocol::BackendKeyData& client_key) const {
+std::optional<CancelRegistry::Target> CancelRegistry::find(const protocol::BackendKeyData& client_key) {
   std::lock_guard lock(mutex_);
   auto it = entries_.find(pack(client_key));
   if (it == entries_.end()) return std::nullopt;
-  return it->second;
+  it->second.cancelled = true;
+  return it->second.target;
 }
 
 }  // namespace tokengate::net

@@ -41,9 +41,13 @@ class CancelRegistry {
   // Forgets the key when the session ends, so a late cancel cannot hit a
   // query of whoever gets that backend's process ID next. Only the entry of
   // this very backend is removed (a new session may have reused the key).
-  void release(const protocol::BackendKeyData& client_key, const protocol::BackendKeyData& upstream_key);
-  // Looks up a key sent in a CancelRequest; nullopt for a key we did not issue.
-  std::optional<Target> find(const protocol::BackendKeyData& client_key) const;
+  // True when a CancelRequest found the key (find()) while it was bound: a
+  // cancel may still be on its way to the backend, which must then not serve
+  // another client (a pooled backend is closed instead of reused).
+  bool release(const protocol::BackendKeyData& client_key, const protocol::BackendKeyData& upstream_key);
+  // Looks up a key sent in a CancelRequest, and remembers that it was used;
+  // nullopt for a key we did not issue.
+  std::optional<Target> find(const protocol::BackendKeyData& client_key);
 
  private:
   static std::uint64_t pack(const protocol::BackendKeyData& k) noexcept {
@@ -52,7 +56,11 @@ class CancelRegistry {
   unsigned instance_bits_ = 0;
   std::uint32_t instance_id_ = 0;
   mutable std::mutex mutex_;
-  std::unordered_map<std::uint64_t, Target> entries_;
+  struct Entry {
+    Target target;
+    bool cancelled = false;  // find() returned it
+  };
+  std::unordered_map<std::uint64_t, Entry> entries_;
 };
 
 }  // namespace tokengate::net

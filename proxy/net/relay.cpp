@@ -111,6 +111,7 @@ session::RelayOptions machine_options(const RelayServices& svc, const SessionInf
   o.refuse_password_changes = info.via_token && !svc.token_sessions_manage_credentials;
   o.standard_conforming_strings = info.standard_conforming_strings;
   o.client_encoding = info.client_encoding;
+  o.pooled_upstream = info.pooled_upstream;
   return o;
 }
 
@@ -222,6 +223,7 @@ struct Relay::State : std::enable_shared_from_this<State> {
   void begin_close();
   void continue_close();
   void close_side(Side& s);
+  bool keep_upstream();
   void finish();
   void maybe_done();
   void charge_pending(Side& s, std::size_t before);
@@ -242,6 +244,7 @@ struct Relay::State : std::enable_shared_from_this<State> {
   bool done = false;
   bool closing = false;
   bool forced = false;  // ended by end() or a limit: the backend must go
+  bool kept = false;    // the upstream stays open for the pool
   // Ended: the CancelRequest was delivered (or could not be), so the upstream
   // connection may now be half-closed. A pooler such as PgBouncer forgets a
   // client's cancel key once that client has gone, and drops the server
@@ -664,6 +667,7 @@ void Relay::State::begin_close() {
       spdlog::debug("session of \"{}\" from {}: {}", info.user, info.peer, ending_name(machine.ending()));
       break;
   }
+  if (!forced && machine.upstream_reusable()) kept = keep_upstream();
   if (forced) spawn(end_backend(), "ending the upstream backend");
   if (forced && c.blocked()) {
     client_timer = std::make_unique<asio::steady_timer>(ex, kClientWriteGrace);
@@ -739,6 +743,33 @@ void Relay::State::continue_close() {
   if (c.closed && u.closed) finish();
 }
 
+// The client left a pooled backend idle: its socket goes back, open and
+// unread, into the ByteStream it came from (a plain socket leaves Asio's
+// socket object for the relay), for the pool to reset and lend again. TLS
+// streams, and a socket with anything unusual about it, are closed instead.
+bool Relay::State::keep_upstream() {
+  if (u.kind != Kind::polled || u.closed || u.eof || u.dead || u.hung_up || u.blocked()) return false;
+  u.watcher->unwatch();
+  asio::post(ex, [w = std::move(u.watcher)] {});
+  u.closed = true;
+  error_code ec;
+  if (auto* t = dynamic_cast<SocketStream<tcp::socket>*>(u.stream)) {
+    sockaddr_storage addr{};
+    socklen_t len = sizeof addr;
+    const bool v6 = ::getsockname(u.fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0 && addr.ss_family == AF_INET6;
+    t->socket().assign(v6 ? tcp::v6() : tcp::v4(), u.fd, ec);
+  } else if (auto* l = dynamic_cast<SocketStream<unix_socket::socket>*>(u.stream)) {
+    l->socket().assign(unix_socket(), u.fd, ec);
+  } else {
+    ec = asio::error::operation_not_supported;
+  }
+  if (ec) {
+    ::close(u.fd);
+    return false;
+  }
+  return true;
+}
+
 void Relay::State::close_side(Side& s) {
   if (s.closed) return;
   s.closed = true;
@@ -792,6 +823,12 @@ void Relay::end_when_idle(protocol::ErrorResponse reason) {
   if (s_->done || s_->closing) return;
   s_->end_when_idle = std::move(reason);
   s_->observe();
+}
+
+bool Relay::upstream_kept() const noexcept { return s_->kept; }
+
+const std::vector<std::pair<std::string, std::string>>& Relay::parameter_changes() const noexcept {
+  return s_->machine.parameter_changes();
 }
 
 void Relay::start(Bytes pending, std::function<void()> on_done) {

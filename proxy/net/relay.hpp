@@ -7,6 +7,8 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <boost/asio/any_io_executor.hpp>
 
@@ -71,6 +73,9 @@ struct SessionInfo {
   std::string client_encoding = "UTF8";
   // What SHOW TOKENGATE SESSIONS shows; the relay keeps its figures current.
   std::shared_ptr<admin::SessionStats> stats;
+  // The upstream connection is the pool's (pool.wire_sessions): if the client
+  // leaves it idle, it is kept open for the pool (upstream_kept()).
+  bool pooled_upstream = false;
 };
 
 class Relay {
@@ -101,6 +106,13 @@ class Relay {
   // Ends the session with this error once it is idle outside a transaction
   // block (at once if it is now): a drain. Call it on the session's executor.
   void end_when_idle(protocol::ErrorResponse reason);
+
+  // Pooled upstream, once done: the client left the backend idle and the
+  // upstream stream was left open (a plain socket back in its ByteStream),
+  // ready for the pool's reset. Otherwise the upstream stream is closed.
+  [[nodiscard]] bool upstream_kept() const noexcept;
+  // Pooled upstream: the settings the backend reported during the session.
+  [[nodiscard]] const std::vector<std::pair<std::string, std::string>>& parameter_changes() const noexcept;
 
  private:
   struct State;

@@ -281,6 +281,8 @@ struct UpstreamSession {
   // reported them at login (a client may set them in its startup packet).
   bool standard_conforming_strings = true;
   std::string client_encoding = "UTF8";
+  // A pooled backend (pool.wire_sessions); `stream` is then null.
+  pool::Lease lease;
 };
 
 // Where the registry's "end this session" goes: to the relay once it runs,
@@ -331,6 +333,11 @@ struct Server::Impl {
                                                                  const session::StartupParameters& sp,
                                                                  LoginDecision& d,
                                                                  const protocol::BackendKeyData& client_key);
+  bool pools_session(const session::StartupParameters& sp, const LoginDecision& d) const;
+  asio::awaitable<std::optional<UpstreamSession>> login_pooled(LoginContext& ctx,
+                                                               const session::StartupParameters& sp,
+                                                               LoginDecision& d,
+                                                               const protocol::BackendKeyData& client_key);
   asio::awaitable<bool> client_stays(LoginContext& ctx);
   template <typename T>
   asio::awaitable<std::variant<T, bool>> unless_client_leaves(LoginContext& ctx, asio::awaitable<T> work);
@@ -339,7 +346,7 @@ struct Server::Impl {
   void start_relay(asio::any_io_executor exec, std::unique_ptr<ByteStream> client, std::unique_ptr<ByteStream> upstream,
                    SessionInfo info, protocol::BackendKeyData client_key, SessionRegistry::Handle handle,
                    std::shared_ptr<SessionEnd> ending, protocol::Bytes pending,
-                   std::unique_ptr<metrics::ConnectionGauge> gauge);
+                   std::unique_ptr<metrics::ConnectionGauge> gauge, pool::Lease lease);
   // GET /metrics, SHOW TOKENGATE SESSIONS | STATUS | CONFIG, GET /readyz.
   metrics::ScrapeFacts scrape_facts();
   void count_store(metrics::ScrapeFacts& f);
@@ -363,6 +370,7 @@ struct Server::Impl {
   void stop_all();
   // The HTTP gateway (proxy/http): its login check is the wire's.
   bool start_http();
+  void open_pool();
   asio::awaitable<http::HttpLoginResult> http_login(http::HttpLoginRequest request);
   void audit_login(const std::string& user, const std::string& address, const std::string& app,
                    const std::string& method, const std::string& outcome, const std::string& reason,
@@ -431,7 +439,8 @@ struct Server::Impl {
   std::unique_ptr<TlsServerContext> tls;
   std::unique_ptr<UpstreamTlsContext> upstream_tls;
 
-  // POST /sql's upstream connections; destroyed after the gateway that uses it.
+  // POST /sql's upstream connections, and wire sessions' with
+  // pool.wire_sessions; destroyed after the gateway that uses it.
   std::unique_ptr<pool::UpstreamPool> http_pool;
   std::unique_ptr<http::Gateway> http_gateway;
   // Owner roles as the catalog showed them to an HTTP request (see kHttpRoleRecheck).
@@ -957,6 +966,67 @@ asio::awaitable<std::optional<UpstreamSession>> Server::Impl::login_upstream(
   co_return std::nullopt;
 }
 
+// ---- phase 3, pooled: a backend from the pool (pool.wire_sessions) ------------------
+
+// Whether this login takes a pooled backend. Not a password that only the
+// upstream can check (password mode): a pooled backend logged in long ago,
+// and lending it would skip the check. Not a replication connection, which
+// has no session state a reset could clear.
+bool Server::Impl::pools_session(const session::StartupParameters& sp, const LoginDecision& d) const {
+  return config.pool_wire_sessions && http_pool != nullptr && !d.upstream_decides && sp.replication.empty();
+}
+
+// The pool's connection for the role, database and every startup setting the
+// client sent (application_name included: a pooled backend keeps the value
+// it logged in with as its RESET value, so sessions with different names do
+// not share). The client's login ends as PostgreSQL's would, from what the
+// pool recorded of that backend (session::pooled_login_answer).
+asio::awaitable<std::optional<UpstreamSession>> Server::Impl::login_pooled(
+    LoginContext& ctx, const session::StartupParameters& sp, LoginDecision& d,
+    const protocol::BackendKeyData& client_key) {
+  pool::PoolKey key;
+  key.wire = true;
+  key.user = sp.user;
+  key.database = sp.database_or_user();
+  for (auto& kv : sp.for_upstream(sp.user).parameters)
+    if (kv.first != "user" && kv.first != "database") key.parameters.push_back(std::move(kv));
+  // The pool finds a token owner's password in auth.userlist itself (password mode).
+  const std::optional<std::string> no_password;
+  pool::AcquireResult acquired = co_await http_pool->acquire(key, no_password);
+  if (!acquired.lease) {
+    const auto& e = acquired.error;
+    spdlog::info("login of user \"{}\" to database \"{}\" from {}: no pooled upstream connection: {} {}",
+                 log_name(sp.user), log_name(sp.database_or_user()), ctx.peer, e.sqlstate, log_text(e.message));
+    Bytes out;
+    if (e.upstream) e.upstream->serialize(out, protocol::backend_tag::ErrorResponse);
+    else out = fatal(e.sqlstate, e.message);
+    co_await ctx.client->write(asio::buffer(out));
+    co_return std::nullopt;
+  }
+  pool::Lease lease = std::move(acquired.lease);
+  if (!co_await lease.adopt()) {
+    // A TLS connection opened on another I/O thread cannot move here: it
+    // goes back to the pool, and this session logs in on its own.
+    lease.release(true, protocol::tx_status::Idle);
+    co_return co_await login_upstream(ctx, sp, d, client_key);
+  }
+  UpstreamSession s;
+  s.key = lease.upstream_key();
+  s.tx_status = protocol::tx_status::Idle;
+  protocol::BackendKeyData shown = client_key;
+  shown.process_id = s.key.process_id;
+  s.to_client = session::pooled_login_answer(lease.parameters(), shown, d.notice);
+  for (const auto& [name, value] : lease.parameters()) {
+    if (name == "standard_conforming_strings") s.standard_conforming_strings = value == "on";
+    else if (name == "client_encoding") s.client_encoding = value;
+  }
+  s.leftover = lease.take_leftover();
+  spdlog::debug("user \"{}\" from {}: {} upstream backend {}", log_name(sp.user), ctx.peer,
+                lease.reused() ? "reusing pooled" : "new pooled", s.key.process_id);
+  s.lease = std::move(lease);
+  co_return s;
+}
+
 // ---- the session -------------------------------------------------------------------
 
 asio::awaitable<void> Server::Impl::session(std::unique_ptr<ByteStream> client, std::string peer,
@@ -1051,7 +1121,9 @@ asio::awaitable<void> Server::Impl::session(std::unique_ptr<ByteStream> client, 
   // Phase 3: the upstream login. The client's key is the backend's real
   // process ID, known after the login, with a secret of tokengate's own.
   protocol::BackendKeyData client_key{0, cancels.issue_secret()};
-  auto up = co_await login_upstream(ctx, sp, decision, client_key);
+  std::optional<UpstreamSession> up;
+  if (pools_session(sp, decision)) up = co_await login_pooled(ctx, sp, decision, client_key);
+  else up = co_await login_upstream(ctx, sp, decision, client_key);
   if (!up) co_return;
   if (decision.upstream_decides) {
     throttle.record_success(sp.user, ctx.address, Clock::now());
@@ -1151,11 +1223,19 @@ asio::awaitable<void> Server::Impl::session(std::unique_ptr<ByteStream> client, 
   info.standard_conforming_strings = up->standard_conforming_strings;
   info.client_encoding = std::move(up->client_encoding);
   info.stats = std::move(stats);
+  // Only a plain socket can go back to the pool after the relay (a TLS
+  // stream is relayed by coroutines that cannot hand it back): for any other,
+  // the relay passes the Terminate on and the backend exits as usual.
+  info.pooled_upstream =
+      up->lease && thread_reactor() >= 0 &&
+      (dynamic_cast<SocketStream<tcp::socket>*>(&up->lease.stream()) != nullptr ||
+       dynamic_cast<SocketStream<unix_socket::socket>*>(&up->lease.stream()) != nullptr);
   release.armed = false;
   unregister.armed = false;
   metrics::global().login_seconds[decision.tid ? 1 : 0].observe(Clock::now() - ctx.accepted);
   start_relay(exec, std::move(client), std::move(upstream), std::move(info), client_key, unregister.handle,
-              std::move(ending), std::move(in), std::move(gauge));
+              std::move(ending), std::move(in), std::move(gauge),
+              std::move(up->lease));
 }
 
 // The relay phase of a logged-in session. It runs outside the login's
@@ -1165,27 +1245,42 @@ void Server::Impl::start_relay(asio::any_io_executor exec, std::unique_ptr<ByteS
                                std::unique_ptr<ByteStream> upstream, SessionInfo info,
                                protocol::BackendKeyData client_key, SessionRegistry::Handle handle,
                                std::shared_ptr<SessionEnd> ending, Bytes pending,
-                               std::unique_ptr<metrics::ConnectionGauge> gauge) {
+                               std::unique_ptr<metrics::ConnectionGauge> gauge, pool::Lease lease) {
   // What a live session owns; it goes when the relay is done, upstream
-  // backend included, and takes the session out of the registries.
+  // backend included (or given back to the pool), and takes the session out
+  // of the registries.
   struct Live {
     Live(Impl& i, asio::any_io_executor e, std::unique_ptr<ByteStream> c, std::unique_ptr<ByteStream> u,
-         protocol::BackendKeyData ck, protocol::BackendKeyData uk)
-        : impl(i), exec(std::move(e)), client(std::move(c)), upstream(std::move(u)), client_key(ck), upstream_key(uk) {}
+         pool::Lease l, protocol::BackendKeyData ck, protocol::BackendKeyData uk)
+        : impl(i), exec(std::move(e)), client(std::move(c)), upstream(std::move(u)), lease(std::move(l)),
+          client_key(ck), upstream_key(uk) {}
     Impl& impl;
     asio::any_io_executor exec;
     std::unique_ptr<ByteStream> client, upstream;
+    pool::Lease lease;  // a pooled backend: `upstream` is null
     protocol::BackendKeyData client_key, upstream_key;
     std::unique_ptr<Relay> relay;
     SessionRegistry::Handle handle = 0;
     std::shared_ptr<SessionEnd> ending;
     std::unique_ptr<metrics::ConnectionGauge> gauge;  // the client connection, until it closes
+    ByteStream& upstream_stream() { return upstream ? *upstream : lease.stream(); }
     ~Live() {
       if (ending) ending->relay = nullptr;
       if (handle != 0) impl.sessions.remove(handle);
-      impl.cancels.release(client_key, upstream_key);
-      relay.reset();
-      upstream->close();
+      // A key a CancelRequest used may still have a cancel on its way to the
+      // backend: such a backend serves nobody else.
+      const bool cancelled = impl.cancels.release(client_key, upstream_key);
+      if (lease) {
+        const bool reuse = relay && relay->upstream_kept() && !cancelled;
+        if (relay) lease.update_parameters(relay->parameter_changes());
+        relay.reset();
+        if (!reuse) lease.stream().close();
+        // Reset (DISCARD ALL) before anyone else gets it, or closed.
+        lease.release(reuse, protocol::tx_status::Idle);
+      } else {
+        relay.reset();
+        upstream->close();
+      }
       client->close();
       --impl.relaying_sessions;  // only logged-in sessions hold up a SIGTERM drain
       --impl.active_sessions;
@@ -1193,9 +1288,10 @@ void Server::Impl::start_relay(asio::any_io_executor exec, std::unique_ptr<ByteS
   };
   ++relaying_sessions;
   ++active_sessions;  // the login's coroutine, which counted it, ends now
-  auto live = std::make_shared<Live>(*this, exec, std::move(client), std::move(upstream), client_key, info.upstream_key);
+  auto live = std::make_shared<Live>(*this, exec, std::move(client), std::move(upstream), std::move(lease), client_key,
+                                    info.upstream_key);
   live->relay =
-      std::make_unique<Relay>(exec, *live->client, *live->upstream, current_relay_services(), std::move(info));
+      std::make_unique<Relay>(exec, *live->client, live->upstream_stream(), current_relay_services(), std::move(info));
   // Sessions end on revocation, expiry (if so set) and shutdown: the entry
   // made at login now reaches this relay.
   live->handle = handle;
@@ -1770,23 +1866,7 @@ bool Server::Impl::start_http() {
                                       config.token_sessions_manage_credentials, &sessions, store_worker.get()});
   // SQL over HTTP on pooled upstream connections, and the wire protocol over
   // WebSocket as one more kind of client stream for session().
-  pool::UpstreamPoolSettings ps;
-  ps.limits.max_connections = config.pool_max_connections;
-  ps.limits.max_per_key = config.pool_max_connections_per_key;
-  ps.limits.idle_timeout = config.pool_idle_timeout;
-  ps.upstream = config.upstream;
-  ps.tls = upstream_tls.get();
-  ps.password_mode = config.upstream_auth == Config::UpstreamAuth::password;
-  ps.password_for = [this](const std::string& user) {
-    std::lock_guard lock(userlist_mutex);
-    return userlist.password_for(user);
-  };
-  ps.upstream_methods = upstream_methods;
-  ps.connect_timeout = config.auth_timeout;
-  ps.wait_timeout = config.pool_wait_timeout;
-  ps.max_lifetime = config.pool_max_lifetime;
-  ps.max_message = config.http_max_response_size + 64 * 1024;
-  http_pool = std::make_unique<pool::UpstreamPool>(contexts[0]->get_executor(), std::move(ps));
+  open_pool();
   http::add_sql_endpoint(*http_gateway, {http_pool.get(), tokens.get(), control.get(),
                                          audit.enabled() ? &audit : nullptr, services.login,
                                          config.http_max_response_size, config.token_sessions_manage_credentials,
@@ -1835,6 +1915,28 @@ bool Server::Impl::start_http() {
   return true;
 }
 
+// The upstream pool of POST /sql and, with pool.wire_sessions, of wire sessions.
+void Server::Impl::open_pool() {
+  if (http_pool) return;
+  pool::UpstreamPoolSettings ps;
+  ps.limits.max_connections = config.pool_max_connections;
+  ps.limits.max_per_key = config.pool_max_connections_per_key;
+  ps.limits.idle_timeout = config.pool_idle_timeout;
+  ps.upstream = config.upstream;
+  ps.tls = upstream_tls.get();
+  ps.password_mode = config.upstream_auth == Config::UpstreamAuth::password;
+  ps.password_for = [this](const std::string& user) {
+    std::lock_guard lock(userlist_mutex);
+    return userlist.password_for(user);
+  };
+  ps.upstream_methods = upstream_methods;
+  ps.connect_timeout = config.auth_timeout;
+  ps.wait_timeout = config.pool_wait_timeout;
+  ps.max_lifetime = config.pool_max_lifetime;
+  ps.max_message = config.http_max_response_size + 64 * 1024;
+  http_pool = std::make_unique<pool::UpstreamPool>(contexts[0]->get_executor(), std::move(ps));
+}
+
 Server::Server(Config config, ConfigReloader reloader)
     : impl_(std::make_unique<Impl>(std::move(config), std::move(reloader))) {}
 Server::~Server() = default;
@@ -1850,6 +1952,7 @@ int Server::run() {
   if (!im.open_services()) return 1;
   // Before the wire listeners: once clients can connect there, HTTP works too.
   if (!im.start_http()) return 1;
+  if (im.config.pool_wire_sessions) im.open_pool();
 
   for (const auto& ep : im.config.listen) {
     try {

@@ -9,8 +9,11 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
 #include <cstring>
 #include <mutex>
+#include <unistd.h>
 #include <unordered_map>
 
 #include "proxy/http/sql_exchange.hpp"
@@ -72,6 +75,8 @@ std::string PoolKey::text() const {
     s += '=';
     s += v;
   }
+  // An empty field, which no user, database or parameter can make.
+  if (wire) s += std::string_view("\0\0wire", 6);
   return s;
 }
 
@@ -82,6 +87,10 @@ struct Lease::Connection {
   Bytes buf;
   std::size_t have = 0;
   std::int32_t backend_pid = 0;
+  protocol::BackendKeyData upstream_key;
+  // What the backend reported (ParameterStatus), as it is now, in the order
+  // first reported.
+  std::vector<std::pair<std::string, std::string>> parameters;
   std::chrono::steady_clock::time_point opened_at{};
   std::uint64_t idle_generation = 0;  // under the pool's mutex: which idle period a watcher belongs to
 
@@ -93,6 +102,30 @@ struct Lease::Connection {
 namespace {
 
 using Connection = Lease::Connection;
+
+// A backend reports at most a few dozen settings; a misbehaving one cannot
+// grow the record past this.
+constexpr std::size_t kMaxParameters = 64;
+
+void record_parameter(Connection& c, ByteView body) {
+  auto ps = protocol::ParameterStatus::parse(body);
+  if (!ps) return;
+  for (auto& [n, v] : c.parameters) {
+    if (n == ps->name) {
+      v = std::move(ps->value);
+      return;
+    }
+  }
+  if (c.parameters.size() < kMaxParameters) c.parameters.emplace_back(std::move(ps->name), std::move(ps->value));
+}
+
+void record_parameters(Connection& c, const std::vector<std::pair<std::string, std::string>>& changes) {
+  for (const auto& [name, value] : changes) {
+    auto it = std::find_if(c.parameters.begin(), c.parameters.end(), [&](const auto& p) { return p.first == name; });
+    if (it != c.parameters.end()) it->second = value;
+    else if (c.parameters.size() < kMaxParameters) c.parameters.emplace_back(name, value);
+  }
+}
 
 struct Waiter {
   explicit Waiter(asio::any_io_executor ex) : timer(std::move(ex)) {}
@@ -119,6 +152,9 @@ asio::awaitable<Lease::Result> run_exchange(Connection& c, http::SqlExchange& ex
     while (!finished) {
       fr = protocol::read_frame(ByteView(c.buf.data() + off, c.have - off), max_message);
       if (fr.status != protocol::FrameStatus::complete) break;
+      // A setting the backend reports is kept for the login of a wire
+      // session that reuses it.
+      if (fr.frame.tag == protocol::backend_tag::ParameterStatus) record_parameter(c, fr.frame.body);
       auto step = exchange.on_message(fr.frame);
       off += fr.frame.size;
       if (!step.to_upstream.empty()) {
@@ -251,7 +287,7 @@ struct Lease::Impl : std::enable_shared_from_this<Lease::Impl> {
     protocol::StartupMessage startup;
     startup.parameters.emplace_back("user", key.user);
     startup.parameters.emplace_back("database", key.database);
-    startup.parameters.emplace_back("client_encoding", "UTF8");
+    if (!key.wire) startup.parameters.emplace_back("client_encoding", "UTF8");
     for (const auto& p : key.parameters) startup.parameters.push_back(p);
     std::optional<std::string> password;
     if (settings.password_mode) {
@@ -277,6 +313,7 @@ struct Lease::Impl : std::enable_shared_from_this<Lease::Impl> {
       co_return out;
     }
     conn->backend_pid = login.upstream_key().process_id;
+    conn->upstream_key = login.upstream_key();
     out.conn = std::move(conn);
     co_return out;
   }
@@ -290,6 +327,14 @@ struct Lease::Impl : std::enable_shared_from_this<Lease::Impl> {
     session::FramedMachine<session::UpstreamLogin> machine(login, kMaxLoginMessageLength);
     auto r = co_await net::drive(*c.stream, in, machine);
     if (machine.finished()) {
+      // The settings the backend reported, for a wire session's login.
+      const Bytes shown = machine.take_client_bytes();
+      for (ByteView rest(shown); !rest.empty();) {
+        auto fr = protocol::read_frame(rest);
+        if (fr.status != protocol::FrameStatus::complete) break;
+        if (fr.frame.tag == protocol::backend_tag::ParameterStatus) record_parameter(c, fr.frame.body);
+        rest = rest.subspan(fr.frame.size);
+      }
       // Anything after ReadyForQuery belongs to the first statement.
       Bytes rest = in.take();
       if (c.buf.size() < rest.size()) c.buf.resize(rest.size());
@@ -331,6 +376,9 @@ struct Lease::Impl : std::enable_shared_from_this<Lease::Impl> {
     bool ok = true;
     if (tx_status != protocol::tx_status::Idle) ok = co_await run_own(*conn, "ROLLBACK");
     if (ok) ok = co_await run_own(*conn, "DISCARD ALL");
+    // Nothing may follow the reset's ReadyForQuery: bytes left over would
+    // reach the next user.
+    if (ok && conn->have != 0) ok = false;
     if (!ok) spdlog::info("HTTP pool: resetting upstream backend {} failed; closing it", conn->backend_pid);
     self->give_back(conn, ok);
   }
@@ -363,6 +411,13 @@ struct Lease::Impl : std::enable_shared_from_this<Lease::Impl> {
   // now rather than hand it to the next request.
   static asio::awaitable<void> watch_idle(std::shared_ptr<Impl> self, std::shared_ptr<Connection> conn,
                                           std::uint64_t generation) {
+    {
+      // Lent again before this started: the connection is its borrower's,
+      // and a wire session may have moved its socket to another thread.
+      // (Once this waits, a move has to run here first, which ends the wait.)
+      std::lock_guard lock(self->m);
+      if (conn->idle_generation != generation) co_return;
+    }
     co_await conn->stream->wait_readable();
     std::vector<Grant> grants;
     bool gone = false;
@@ -427,6 +482,84 @@ Lease::~Lease() {
 
 std::int32_t Lease::backend_pid() const noexcept { return conn_ ? conn_->backend_pid : 0; }
 
+net::ByteStream& Lease::stream() noexcept { return *conn_->stream; }
+
+const protocol::BackendKeyData& Lease::upstream_key() const noexcept { return conn_->upstream_key; }
+
+const std::vector<std::pair<std::string, std::string>>& Lease::parameters() const noexcept {
+  return conn_->parameters;
+}
+
+void Lease::update_parameters(const std::vector<std::pair<std::string, std::string>>& changes) {
+  if (conn_) record_parameters(*conn_, changes);
+}
+
+Bytes Lease::take_leftover() {
+  Bytes out(conn_->buf.begin(), conn_->buf.begin() + std::ptrdiff_t(conn_->have));
+  conn_->have = 0;
+  return out;
+}
+
+namespace {
+
+// A plain socket's descriptor, taken out of its Asio socket on the socket's
+// own thread.
+struct Handoff {
+  explicit Handoff(asio::any_io_executor ex) : done(std::move(ex), std::chrono::steady_clock::time_point::max()) {}
+  asio::steady_timer done;  // cancelled once `fd` is set
+  int fd = -1;
+  bool v6 = false;
+  bool unix_socket = false;
+};
+
+}  // namespace
+
+asio::awaitable<bool> Lease::adopt() {
+  auto exec = co_await asio::this_coro::executor;
+  auto& here = asio::query(exec, asio::execution::context);
+  if (&here == &asio::query(conn_->home, asio::execution::context)) co_return true;
+  using tcp_stream = net::SocketStream<asio::ip::tcp::socket>;
+  using unix_stream = net::SocketStream<asio::local::stream_protocol::socket>;
+  auto* as_tcp = dynamic_cast<tcp_stream*>(conn_->stream.get());
+  auto* as_unix = dynamic_cast<unix_stream*>(conn_->stream.get());
+  if (as_tcp == nullptr && as_unix == nullptr) co_return false;  // TLS stays where it was opened
+  // Released at home, where the idle watch may still wait on the socket:
+  // that wait ends (aborted) and finds the connection lent.
+  auto handoff = std::make_shared<Handoff>(exec);
+  asio::post(conn_->home, [handoff, as_tcp, as_unix] {
+    error_code ec;
+    if (as_tcp != nullptr) {
+      handoff->v6 = as_tcp->socket().local_endpoint(ec).address().is_v6();
+      handoff->fd = as_tcp->socket().release(ec);
+    } else {
+      handoff->unix_socket = true;
+      handoff->fd = as_unix->socket().release(ec);
+    }
+    if (ec) handoff->fd = -1;
+    asio::post(handoff->done.get_executor(), [handoff] { handoff->done.cancel(); });
+  });
+  co_await handoff->done.async_wait(use_nothrow);
+  if (handoff->fd < 0) co_return false;
+  // The old socket object goes at home, after the aborted wait's completion.
+  asio::post(conn_->home, [old = std::move(conn_->stream)] {});
+  error_code ec;
+  if (handoff->unix_socket) {
+    asio::local::stream_protocol::socket sock(exec);
+    sock.assign(asio::local::stream_protocol(), handoff->fd, ec);
+    if (!ec) conn_->stream = std::make_unique<unix_stream>(std::move(sock));
+  } else {
+    asio::ip::tcp::socket sock(exec);
+    sock.assign(handoff->v6 ? asio::ip::tcp::v6() : asio::ip::tcp::v4(), handoff->fd, ec);
+    if (!ec) conn_->stream = std::make_unique<tcp_stream>(std::move(sock));
+  }
+  if (ec) {
+    ::close(handoff->fd);
+    co_return false;
+  }
+  conn_->home = exec;
+  co_return true;
+}
+
 // Not a coroutine: co_spawn(…, use_awaitable) returns the awaitable, and its
 // lambda owns the captures until the coroutine on `home` ends, so
 // run_exchange may take them by reference. (As a coroutine awaiting
@@ -442,7 +575,8 @@ void Lease::release(bool reusable, char tx_status) {
   auto pool = std::move(pool_);
   auto conn = std::move(conn_);
   if (!pool || !conn) return;
-  if (!reusable || std::chrono::steady_clock::now() - conn->opened_at >= pool->settings.max_lifetime) {
+  if (!reusable || !conn->stream ||
+      std::chrono::steady_clock::now() - conn->opened_at >= pool->settings.max_lifetime) {
     pool->give_back(conn, false);
     return;
   }
@@ -551,7 +685,10 @@ asio::awaitable<AcquireResult> UpstreamPool::acquire(const PoolKey& key,
     {
       std::lock_guard lock(self->m);
       auto it = self->conns.find(d.id);
-      if (it != self->conns.end()) conn = it->second;
+      if (it != self->conns.end()) {
+        conn = it->second;
+        ++conn->idle_generation;  // its idle watch, if not started yet, will not start
+      }
     }
     if (conn && std::chrono::steady_clock::now() - conn->opened_at >= self->settings.max_lifetime) {
       // Idle past pool.max_lifetime (the expiry tick had not seen it yet):

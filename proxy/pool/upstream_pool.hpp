@@ -30,6 +30,7 @@
 #include "proxy/session/upstream_login.hpp"
 
 namespace tokengate::net {
+class ByteStream;
 class UpstreamTlsContext;
 }
 namespace tokengate::http {
@@ -42,9 +43,15 @@ namespace tokengate::pool {
 struct PoolKey {
   std::string user;
   std::string database;
-  // Startup parameters besides user, database and client_encoding (always
-  // UTF8: answers are JSON), in a fixed order: options, application_name.
+  // Startup parameters besides user and database, as rebuilt from what was
+  // checked (StartupParameters::for_upstream). For HTTP requests, options
+  // and application_name, and client_encoding is always UTF8 (answers are
+  // JSON); for a wire session (`wire`), every setting the client sent,
+  // application_name included, exactly as sent upstream without the pool.
   std::vector<std::pair<std::string, std::string>> parameters;
+  // A wire session's connection (pool.wire_sessions): logged in with
+  // `parameters` only. Wire and HTTP connections never share a key.
+  bool wire = false;
 
   // The key PoolCore compares: the fields with NUL bytes between them (no
   // field can hold a NUL: the startup packet could not carry it).
@@ -118,6 +125,27 @@ class Lease {
   // The upstream backend's process ID (BackendKeyData).
   [[nodiscard]] std::int32_t backend_pid() const noexcept;
   [[nodiscard]] bool reused() const noexcept { return reused_; }
+
+  // ---- a wire session's connection (pool.wire_sessions) ----
+  // Moves the connection's I/O to the calling coroutine's executor, where
+  // the session relays (a plain socket leaves its io_context for the
+  // caller's). False when it cannot (a TLS stream lives on the thread that
+  // opened it): then release() it and log in without the pool.
+  boost::asio::awaitable<bool> adopt();
+  // The stream to relay over, once adopted. A relay may take a plain
+  // socket's descriptor out of it; it must put it back (or leave it closed)
+  // before release().
+  [[nodiscard]] net::ByteStream& stream() noexcept;
+  // The backend's own key (process ID and secret), for cancels.
+  [[nodiscard]] const protocol::BackendKeyData& upstream_key() const noexcept;
+  // The settings the backend reported (ParameterStatus), as they are now:
+  // from its login, updated by every later ParameterStatus and by resets.
+  [[nodiscard]] const std::vector<std::pair<std::string, std::string>>& parameters() const noexcept;
+  // Records settings the backend reported while the session relayed.
+  void update_parameters(const std::vector<std::pair<std::string, std::string>>& changes);
+  // Bytes the upstream sent after the ReadyForQuery that ended its login
+  // (normally none), for the session's client; empty for a reused one.
+  [[nodiscard]] protocol::Bytes take_leftover();
 
   // Defined in upstream_pool.cpp.
   struct Connection;

@@ -45,6 +45,11 @@ constexpr std::size_t kMinInspectedMessage = 1024;
 // session holds (almost) no heap memory.
 constexpr std::size_t kKeepOwnedCapacity = 512;
 constexpr std::size_t kKeepQueueCapacity = 16;
+// A pooled session records the settings the upstream reports. PostgreSQL 15
+// reports 14 (GUC_REPORT); extensions may add a few. More names than this
+// mean a backend tokengate cannot describe to the next client: it is not
+// reused.
+constexpr std::size_t kMaxRecordedParameters = 64;
 
 // A Parse PostgreSQL refuses with a syntax error, sent to put the upstream's
 // transaction into the failed state after a local error, as an error of the
@@ -216,6 +221,9 @@ void Relay::on_statement_result(LocalResult result) {
 
 void Relay::on_client_eof() {
   if (finished_) return;
+  // A client that goes away without Terminate leaves the backend as clean as
+  // one that says goodbye, if nothing of its was left half-sent.
+  if (opt_.pooled_upstream && upstream_idle()) upstream_reusable_ = true;
   finish(Ending::client_closed, "the client closed the connection");
 }
 
@@ -268,6 +276,26 @@ std::optional<StatementRequest> Relay::take_statement_request() {
   auto r = std::move(*request_);
   request_.reset();
   return r;
+}
+
+bool Relay::upstream_idle() const noexcept {
+  return !finished_ && !draining_ && cstate_ == CState::header && c_hdr_have_ == 0 && held_.empty() && !job_ &&
+         !request_ && outstanding() == 0 && upstream_at_boundary() && !forwarded_in_group_ && !unflushed_ &&
+         tx_ == protocol::tx_status::Idle && !upstream_fatal_ && !parameters_lost_;
+}
+
+void Relay::record_parameter(std::string_view name, std::string_view value) {
+  for (auto& [n, v] : parameter_changes_) {
+    if (n == name) {
+      v.assign(value);
+      return;
+    }
+  }
+  if (parameter_changes_.size() >= kMaxRecordedParameters) {
+    parameters_lost_ = true;
+    return;
+  }
+  parameter_changes_.emplace_back(std::string(name), std::string(value));
 }
 
 bool Relay::wants_client_bytes() const noexcept { return !finished_ && !draining_ && !job_ && held_.empty(); }
@@ -414,6 +442,16 @@ void Relay::on_client_header(const std::uint8_t* hdr, bool in_input, const std::
   }
   const std::size_t total = std::size_t(len) + 1;
   const std::size_t body = len - 4;
+
+  // A pooled backend the client leaves idle goes back to the pool: it must
+  // not see the Terminate. Otherwise the Terminate is forwarded (below), and
+  // the backend exits as it would without tokengate.
+  if (tag == ft::Terminate && len == 4 && opt_.pooled_upstream && upstream_idle()) {
+    if (in_input) pos += kHeader;
+    upstream_reusable_ = true;
+    finish(Ending::client_terminated);
+    return;
+  }
 
   // After an error PostgreSQL ignores everything but Sync until Sync.
   if (skipping_until_sync() && tag != ft::Sync && tag != ft::Terminate) {
@@ -1213,6 +1251,13 @@ void Relay::upstream_message_end() {
         if (!value.empty() && value.back() == '\0') value.remove_suffix(1);
         if (name == "standard_conforming_strings") lex_.standard_conforming_strings = value == "on";
         else if (name == "client_encoding") lex_.encoding = parser_ext::client_encoding_from_name(value);
+        if (opt_.pooled_upstream) {
+          // Only a whole value can be shown to the next client.
+          if (u_len_ > kMaxCapturedBody) parameters_lost_ = true;
+          else record_parameter(name, value);
+        }
+      } else if (opt_.pooled_upstream) {
+        parameters_lost_ = true;
       }
       break;
     }

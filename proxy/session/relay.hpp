@@ -21,6 +21,7 @@
 #include <string_view>
 #include <unordered_map>
 #include <unordered_set>
+#include <utility>
 #include <vector>
 
 #include "parser_ext/ast.hpp"
@@ -52,6 +53,12 @@ struct RelayOptions {
   // reported them during the login; the machine follows later ParameterStatus.
   bool standard_conforming_strings = true;
   std::string client_encoding = "UTF8";
+  // The upstream connection came from the pool (`pool.wire_sessions`) and
+  // goes back to it if the client leaves it idle: a Terminate that finds the
+  // upstream idle (upstream_idle()) is not forwarded, and every
+  // ParameterStatus is recorded (parameter_changes()), so that the next
+  // session's login can show the backend's settings as they are.
+  bool pooled_upstream = false;
 };
 
 // An API TOKEN statement the driver must run (LocalSql), then hand the result
@@ -137,6 +144,19 @@ class Relay {
   // Write the output, then close both sides.
   bool finished() const noexcept { return finished_; }
 
+  // Pooled upstream (RelayOptions::pooled_upstream): true once finished() when
+  // the client left (Terminate, or end of stream) with the upstream idle:
+  // every message sent was answered, nothing was sent since the last Sync,
+  // no transaction is open, no COPY runs, no message is partly sent or
+  // received either way, and every reported setting was recorded whole. The
+  // driver may then give the connection back to the pool, which resets it.
+  bool upstream_reusable() const noexcept { return upstream_reusable_; }
+  // Pooled upstream: the settings the upstream reported during the session
+  // (ParameterStatus), the last value of each, in the order first seen.
+  const std::vector<std::pair<std::string, std::string>>& parameter_changes() const noexcept {
+    return parameter_changes_;
+  }
+
   // Why the session ended, once finished().
   enum class Ending {
     none,
@@ -159,6 +179,9 @@ class Relay {
   // No upstream message is partly received.
   bool upstream_at_boundary() const noexcept { return u_hdr_have_ == 0 && u_left_ == 0; }
   std::size_t outstanding() const noexcept { return q_.size() - q_head_; }
+  // Between two messages on both sides, with nothing outstanding upstream and
+  // no transaction open (see upstream_reusable()).
+  bool upstream_idle() const noexcept;
   const MemoryAccount& memory() const noexcept { return memory_; }
   MemoryAccount& memory() noexcept { return memory_; }
 
@@ -222,6 +245,8 @@ class Relay {
   void complete_expectation(char tag);
   void apply_command_tag(std::string_view tag, const Expectation* execute);
   bool upstream_fatal_after(char tag) const noexcept;
+
+  void record_parameter(std::string_view name, std::string_view value);
 
   // ---- endings, memory ----
   void finish(Ending e, std::string detail = {});
@@ -313,6 +338,11 @@ class Relay {
   bool draining_ = false;
   std::unique_ptr<protocol::ErrorResponse> end_error_;
   bool finished_ = false;
+  bool upstream_reusable_ = false;
+  // Pooled upstream: reported settings, and whether one could not be
+  // recorded (too long, or too many names).
+  std::vector<std::pair<std::string, std::string>> parameter_changes_;
+  bool parameters_lost_ = false;
   Ending ending_ = Ending::none;
   std::string ending_detail_;
 };

@@ -215,4 +215,15 @@ UpstreamLogin::Step UpstreamLogin::on_auth(const Frame& frame) {
   }
 }
 
+Bytes pooled_login_answer(const std::vector<std::pair<std::string, std::string>>& parameters,
+                          const BackendKeyData& client_key, const Bytes& notice) {
+  Bytes out;
+  AuthenticationRequest::of(auth_code::Ok).serialize(out);
+  for (const auto& [name, value] : parameters) ParameterStatus{name, value}.serialize(out);
+  client_key.serialize(out);
+  out.insert(out.end(), notice.begin(), notice.end());
+  ReadyForQuery{tx_status::Idle}.serialize(out);
+  return out;
+}
+
 }  // namespace tokengate::session

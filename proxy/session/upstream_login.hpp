@@ -10,6 +10,8 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "proxy/auth/secret.hpp"
 #include "proxy/protocol/frame.hpp"
@@ -100,5 +102,16 @@ class UpstreamLogin {
 
 // Appends one message exactly as framed (tag, length, body).
 void append_frame(protocol::Bytes& out, const protocol::Frame& frame);
+
+// The end of a login on a pooled backend (pool.wire_sessions), which logged
+// in long ago: what PostgreSQL would send after authentication, from what
+// the pool recorded. AuthenticationOk, one ParameterStatus per reported
+// setting as the backend has it now, BackendKeyData (`client_key`: the
+// backend's real process ID with tokengate's own secret), `notice` (an
+// expiry warning, or nothing), ReadyForQuery (idle: a pooled backend is
+// only lent between transactions).
+[[nodiscard]] protocol::Bytes pooled_login_answer(const std::vector<std::pair<std::string, std::string>>& parameters,
+                                                  const protocol::BackendKeyData& client_key,
+                                                  const protocol::Bytes& notice);
 
 }  // namespace tokengate::session

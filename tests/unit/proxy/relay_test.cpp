@@ -656,3 +656,187 @@ TEST_CASE("relay: an upstream error before a local Parse in one batch, then the 
   CHECK(out.client == concat({pg::parse_complete(), err("22012", "division by zero"), pg::ready('I'),
                               simple(show_tokens({"t"})), pg::ready('I')}));
 }
+
+// ---- a pooled upstream (pool.wire_sessions) ------------------------------------------
+
+namespace {
+
+RelayOptions pooled() {
+  RelayOptions o;
+  o.pooled_upstream = true;
+  return o;
+}
+
+struct PooledOutcome {
+  ScriptOutcome script;
+  bool reusable = false;
+  Relay::Ending ending = Relay::Ending::none;
+  std::vector<std::pair<std::string, std::string>> parameters;
+};
+
+// Runs client/upstream byte steps on a pooled relay, then, if `eof`, ends the
+// client's stream; every step is also cut at every offset, and the verdict
+// must not change.
+PooledOutcome run_pooled(const std::vector<Step>& steps, bool eof = false) {
+  auto run = [&](std::size_t split_step, std::vector<std::size_t> cuts) {
+    RelayHarness h(pooled());
+    for (std::size_t i = 0; i < steps.size(); ++i) {
+      const bool from_client = std::holds_alternative<FromClient>(steps[i]);
+      const Bytes& b = from_client ? std::get<FromClient>(steps[i]).bytes : std::get<FromUpstream>(steps[i]).bytes;
+      std::vector<std::size_t> at = i == split_step ? cuts : std::vector<std::size_t>{};
+      at.push_back(b.size());
+      std::size_t from = 0;
+      for (std::size_t to : at) {
+        if (to <= from || to > b.size()) continue;
+        Bytes piece(b.begin() + std::ptrdiff_t(from), b.begin() + std::ptrdiff_t(to));
+        if (from_client) h.client(piece);
+        else h.upstream(piece);
+        from = to;
+      }
+    }
+    if (eof) {
+      h.relay.on_client_eof();
+      h.collect();
+    }
+    PooledOutcome out;
+    out.script = ScriptOutcome{h.upstream_out, h.client_out, {}, h.relay.finished()};
+    out.reusable = h.relay.upstream_reusable();
+    out.ending = h.relay.ending();
+    out.parameters = h.relay.parameter_changes();
+    return out;
+  };
+  const PooledOutcome whole = run(SIZE_MAX, {});
+  for (std::size_t i = 0; i < steps.size(); ++i) {
+    const Bytes& b = std::holds_alternative<FromClient>(steps[i]) ? std::get<FromClient>(steps[i]).bytes
+                                                                  : std::get<FromUpstream>(steps[i]).bytes;
+    for (std::size_t k = 1; k < b.size(); ++k) {
+      INFO("step " << i << " cut at " << k);
+      const PooledOutcome cut = run(i, {k});
+      CHECK(cut.script == whole.script);
+      CHECK(cut.reusable == whole.reusable);
+      CHECK(cut.parameters == whole.parameters);
+      if (!(cut.script == whole.script) || cut.reusable != whole.reusable) return whole;
+    }
+  }
+  return whole;
+}
+
+Bytes select_one_answer() {
+  return concat({pg::row_description({"a"}), pg::data_row({"1"}), pg::command_complete("SELECT 1"), pg::ready('I')});
+}
+
+}  // namespace
+
+TEST_CASE("relay, pooled: a Terminate that finds the upstream idle stays here and the backend is reusable") {
+  auto out = run_pooled({FromClient{pg::query("select 1")}, FromUpstream{select_one_answer()},
+                         FromClient{pg::terminate()}});
+  CHECK(out.script.upstream == pg::query("select 1"));  // no Terminate
+  CHECK(out.script.client == select_one_answer());
+  CHECK(out.script.finished);
+  CHECK(out.ending == Relay::Ending::client_terminated);
+  CHECK(out.reusable);
+}
+
+TEST_CASE("relay, pooled: a client that closes its connection while idle leaves a reusable backend") {
+  auto out = run_pooled({FromClient{pg::query("select 1")}, FromUpstream{select_one_answer()}}, true);
+  CHECK(out.ending == Relay::Ending::client_closed);
+  CHECK(out.reusable);
+}
+
+TEST_CASE("relay, pooled: a backend that is not idle gets the Terminate and is not reused") {
+  SECTION("a query still running (Terminate in the same read)") {
+    auto out = run_pooled({FromClient{concat({pg::query("select pg_sleep(10)"), pg::terminate()})}});
+    CHECK(out.script.upstream == concat({pg::query("select pg_sleep(10)"), pg::terminate()}));
+    CHECK_FALSE(out.reusable);
+  }
+  SECTION("inside a transaction block") {
+    auto out = run_pooled({FromClient{pg::query("begin")},
+                           FromUpstream{concat({pg::command_complete("BEGIN"), pg::ready('T')})},
+                           FromClient{pg::terminate()}});
+    CHECK(out.script.upstream == concat({pg::query("begin"), pg::terminate()}));
+    CHECK_FALSE(out.reusable);
+  }
+  SECTION("in a failed transaction block") {
+    auto out = run_pooled({FromClient{pg::query("select 1/0")},
+                           FromUpstream{concat({err("22012", "division by zero"), pg::ready('E')})},
+                           FromClient{pg::terminate()}});
+    CHECK(out.script.upstream == concat({pg::query("select 1/0"), pg::terminate()}));
+    CHECK_FALSE(out.reusable);
+  }
+  SECTION("an extended-protocol batch without its Sync (an implicit transaction is open)") {
+    auto out = run_pooled(
+        {FromClient{concat({pg::parse("", "insert into t values (1)"), pg::bind("", ""), pg::execute(), pg::flush()})},
+         FromUpstream{concat({pg::parse_complete(), pg::bind_complete(), pg::command_complete("INSERT 0 1")})},
+         FromClient{pg::terminate()}});
+    CHECK_FALSE(out.reusable);
+    CHECK(out.script.upstream.size() >= pg::terminate().size());
+    CHECK(Bytes(out.script.upstream.end() - 5, out.script.upstream.end()) == pg::terminate());
+  }
+  SECTION("COPY FROM STDIN under way") {
+    auto out = run_pooled({FromClient{pg::query("copy t from stdin")}, FromUpstream{pg::copy_response('G', 1)},
+                           FromClient{pg::copy_data("1\n")}, FromClient{pg::terminate()}});
+    CHECK_FALSE(out.reusable);
+  }
+  SECTION("COPY TO STDOUT under way") {
+    auto out = run_pooled({FromClient{pg::query("copy t to stdout")},
+                           FromUpstream{concat({pg::copy_response('H', 1), pg::copy_data("1\n")})},
+                           FromClient{pg::terminate()}});
+    CHECK_FALSE(out.reusable);
+  }
+  SECTION("the client closed in the middle of a message it was sending") {
+    Bytes q = pg::query("select 1");
+    q.resize(q.size() - 3);
+    auto out = run_pooled({FromClient{q}}, true);
+    CHECK(out.ending == Relay::Ending::client_closed);
+    CHECK_FALSE(out.reusable);
+  }
+  SECTION("an upstream message partly received") {
+    Bytes n = pg::notice("hello");
+    n.resize(n.size() - 2);
+    auto out = run_pooled({FromUpstream{n}, FromClient{pg::terminate()}});
+    CHECK(out.script.upstream == pg::terminate());
+    CHECK_FALSE(out.reusable);
+  }
+}
+
+TEST_CASE("relay, pooled: an ended session never leaves a reusable backend") {
+  RelayHarness h(pooled());
+  h.client(pg::query("select 1"));
+  h.upstream(select_one_answer());
+  h.relay.end(protocol::ErrorResponse::make("FATAL", "57P01", "API token revoked"));
+  h.collect();
+  CHECK(h.relay.finished());
+  CHECK(h.relay.ending() == Relay::Ending::ended);
+  CHECK_FALSE(h.relay.upstream_reusable());
+}
+
+TEST_CASE("relay, pooled: reported settings are recorded, the last value of each") {
+  auto out = run_pooled({FromClient{pg::query("set application_name = 'a'")},
+                         FromUpstream{concat({pg::parameter_status("application_name", "a"),
+                                              pg::command_complete("SET"), pg::ready('I')})},
+                         FromClient{pg::query("set DateStyle = 'German'; set application_name = 'b'")},
+                         FromUpstream{concat({pg::parameter_status("DateStyle", "German, DMY"),
+                                              pg::command_complete("SET"),
+                                              pg::parameter_status("application_name", "b"),
+                                              pg::command_complete("SET"), pg::ready('I')})},
+                         FromClient{pg::terminate()}});
+  CHECK(out.reusable);
+  CHECK(out.parameters == std::vector<std::pair<std::string, std::string>>{{"application_name", "b"},
+                                                                          {"DateStyle", "German, DMY"}});
+}
+
+TEST_CASE("relay, pooled: a reported setting too long to record whole makes the backend unusable for others") {
+  auto out = run_pooled({FromUpstream{pg::parameter_status("some_extension.setting", std::string(300, 'x'))},
+                         FromClient{pg::terminate()}});
+  CHECK(out.script.upstream == pg::terminate());
+  CHECK_FALSE(out.reusable);
+}
+
+TEST_CASE("relay: without a pool, Terminate goes upstream and nothing is reusable") {
+  RelayHarness h;
+  h.client(pg::terminate());
+  CHECK(h.take_upstream() == pg::terminate());
+  CHECK(h.relay.finished());
+  CHECK_FALSE(h.relay.upstream_reusable());
+  CHECK(h.relay.parameter_changes().empty());
+}

@@ -373,3 +373,34 @@ TEST_CASE("upstream login: unexpected messages fail cleanly") {
   UpstreamLogin gss(alice_startup(), pw("pw"), kClientKey, kAny);
   CHECK(feed(gss, msg('R', body_i32s({7}))).status == UpstreamLogin::Status::failed);
 }
+
+TEST_CASE("pooled login: the answer is PostgreSQL's end of a login, from the recorded settings") {
+  const std::vector<std::pair<std::string, std::string>> params{{"application_name", "app"},
+                                                                {"client_encoding", "UTF8"},
+                                                                {"TimeZone", "Etc/UTC"}};
+  Bytes auth_ok_body;
+  put_i32(auth_ok_body, 0);
+  Bytes key_body;
+  put_i32(key_body, 4242);
+  put_i32(key_body, -7);
+  auto param = [](std::string_view n, std::string_view v) {
+    Bytes b;
+    put_cstr(b, n);
+    put_cstr(b, v);
+    return msg('S', b);
+  };
+  const Bytes ready = msg('Z', Bytes{'I'});
+  SECTION("without a notice") {
+    const Bytes want = concat({msg('R', auth_ok_body), param("application_name", "app"),
+                               param("client_encoding", "UTF8"), param("TimeZone", "Etc/UTC"), msg('K', key_body),
+                               ready});
+    CHECK(session::pooled_login_answer(params, BackendKeyData{4242, -7}, {}) == want);
+  }
+  SECTION("an expiry warning goes just before ReadyForQuery") {
+    Bytes notice;
+    ErrorResponse::make("WARNING", "01000", "API token expires soon").serialize(notice, backend_tag::NoticeResponse);
+    const Bytes want =
+        concat({msg('R', auth_ok_body), msg('K', key_body), notice, ready});
+    CHECK(session::pooled_login_answer({}, BackendKeyData{4242, -7}, notice) == want);
+  }
+}
