@@ -116,6 +116,16 @@ std::string find_config_path(int argc, char** argv) {
   return env ? env : "";
 }
 
+void apply_toml(std::vector<Setting>& table, const toml::table& doc, const std::string& path) {
+  std::map<std::string, std::string> flat;
+  flatten(doc, "", flat);
+  for (auto& [key, value] : flat) {
+    auto it = std::find_if(table.begin(), table.end(), [&](const Setting& s) { return key == s.key; });
+    if (it == table.end()) throw ConfigError{"unknown configuration key '" + key + "' in " + path};
+    it->value = value;
+  }
+}
+
 void apply_file(std::vector<Setting>& table, const std::string& path) {
   if (path.empty()) return;
   toml::table doc;
@@ -125,13 +135,7 @@ void apply_file(std::vector<Setting>& table, const std::string& path) {
     throw ConfigError{"cannot read configuration file " + path + ": " +
                       std::string(e.description())};
   }
-  std::map<std::string, std::string> flat;
-  flatten(doc, "", flat);
-  for (auto& [key, value] : flat) {
-    auto it = std::find_if(table.begin(), table.end(), [&](const Setting& s) { return key == s.key; });
-    if (it == table.end()) throw ConfigError{"unknown configuration key '" + key + "' in " + path};
-    it->value = value;
-  }
+  apply_toml(table, doc, path);
 }
 
 unsigned parse_unsigned(const Setting& s, unsigned max) {
@@ -237,6 +241,19 @@ void audit_cli_operation(int argc, char** argv, int rc) {
 }
 
 }  // namespace
+
+Config config_from_toml(std::string_view text, const std::string& path) {
+  std::vector<Setting> table = settings_table();
+  toml::table doc;
+  try {
+    doc = toml::parse(text, path);
+  } catch (const toml::parse_error& e) {
+    throw ConfigError{"cannot read configuration file " + path + ": " +
+                      std::string(e.description())};
+  }
+  apply_toml(table, doc, path);
+  return build_config(table);
+}
 
 int run_cli(int argc, char** argv) {
   // The store's own commands parse their arguments themselves.
