@@ -48,7 +48,9 @@ bool ResponseTracker::feed(protocol::ByteView chunk,
   while (i < chunk.size()) {
     if (body_left_ > 0) {
       auto take = std::size_t(std::min<std::uint64_t>(body_left_, chunk.size() - i));
-      if (tag_ == bt::ReadyForQuery && body_left_ == 1) tx_status_ = char(chunk[i]);
+      // The status is the body's last byte, whichever read brings it (a
+      // malformed, longer ReadyForQuery must not make it depend on chunking).
+      if (tag_ == bt::ReadyForQuery && take == body_left_) tx_status_ = char(chunk[i + take - 1]);
       body_left_ -= take;
       i += take;
       if (body_left_ == 0) {

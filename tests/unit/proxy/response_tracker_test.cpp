@@ -111,3 +111,17 @@ TEST_CASE("a local failure makes the client side skip until Sync") {
   t.sent(Expect::sync);
   CHECK_FALSE(t.skipping_until_sync());
 }
+
+// Found by the relay fuzz target: with a malformed ReadyForQuery longer than
+// one byte, the status used to be read only when a read began at its last
+// byte, so it depended on how the stream was split.
+TEST_CASE("the status of an overlong ReadyForQuery does not depend on chunking") {
+  auto stream = msg('Z', Bytes{'I', 'I', 'I', 'I', 'I', 'E'});
+  for (std::size_t chunk : {1u, 2u, 5u, 6u, 1000u}) {
+    ResponseTracker t('I');
+    t.sent(Expect::sync);
+    INFO("chunk " << chunk);
+    CHECK(run(t, stream, chunk) == stream);
+    CHECK(t.tx_status() == 'E');
+  }
+}
