@@ -94,12 +94,15 @@ void flatten(const toml::table& table, const std::string& prefix,
     std::string key = prefix.empty() ? std::string(k.str()) : prefix + "." + std::string(k.str());
     if (const auto* t = node.as_table()) {
       flatten(*t, key, out);
-    } else if (auto s = node.value<std::string>(); s && node.is_string()) {
-      out[key] = *s;
-    } else if (auto i = node.value<std::int64_t>(); i && node.is_integer()) {
-      out[key] = std::to_string(*i);
-    } else if (auto b = node.value<bool>(); b && node.is_boolean()) {
-      out[key] = *b ? "true" : "false";
+    // The type is checked before the value is read: toml++'s value<int64_t>()
+    // of a float such as 7e42 converts it out of range (undefined behaviour,
+    // found by the config fuzz target).
+    } else if (const auto* s = node.as_string()) {
+      out[key] = s->get();
+    } else if (const auto* i = node.as_integer()) {
+      out[key] = std::to_string(i->get());
+    } else if (const auto* b = node.as_boolean()) {
+      out[key] = b->get() ? "true" : "false";
     } else {
       throw ConfigError{"configuration key '" + key + "' must be a string, integer or boolean"};
     }
@@ -119,10 +122,12 @@ std::string find_config_path(int argc, char** argv) {
 void apply_toml(std::vector<Setting>& table, const toml::table& doc, const std::string& path) {
   std::map<std::string, std::string> flat;
   flatten(doc, "", flat);
-  for (auto& [key, value] : flat) {
+  for (const auto& entry : flat) {
+    // Not a structured binding: clang before 16 cannot capture one in a lambda.
+    const std::string& key = entry.first;
     auto it = std::find_if(table.begin(), table.end(), [&](const Setting& s) { return key == s.key; });
     if (it == table.end()) throw ConfigError{"unknown configuration key '" + key + "' in " + path};
-    it->value = value;
+    it->value = entry.second;
   }
 }
 
