@@ -10,8 +10,12 @@
 // - an accepted configuration holds values inside their documented ranges, and
 //   every endpoint has a host and a port.
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
+#include <utility>
+#include <variant>
 
 #include "fuzz_support.hpp"
 #include "proxy/cli.hpp"
@@ -23,6 +27,21 @@ namespace {
 
 constexpr const char* kPath = "/etc/tokengate/tokengate.toml";
 
+// config_from_toml either returns the Config and throws ConfigError, or
+// returns std::variant<Config, ConfigError>; both are checked the same way.
+template <typename R>
+std::optional<Config> accepted(R&& r) {
+  if constexpr (std::is_same_v<std::decay_t<R>, Config>) {
+    return std::forward<R>(r);
+  } else {
+    if (auto* e = std::get_if<ConfigError>(&r)) {
+      FUZZ_CHECK(!e->message.empty(), "an empty ConfigError");
+      return std::nullopt;
+    }
+    return std::get<Config>(std::forward<R>(r));
+  }
+}
+
 void check_endpoint(const net::Endpoint& e, std::string_view text) {
   FUZZ_CHECK(!e.host.empty() && e.port != 0, "an endpoint without host or port from " + printable(text));
 }
@@ -31,13 +50,15 @@ void check_endpoint(const net::Endpoint& e, std::string_view text) {
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   const std::string_view text(reinterpret_cast<const char*>(data), size);
-  Config c;
+  std::optional<Config> accepted_config;
   try {
-    c = config_from_toml(text, kPath);
+    accepted_config = accepted(config_from_toml(text, kPath));
   } catch (const ConfigError& e) {
     FUZZ_CHECK(!e.message.empty(), "an empty ConfigError");
     return 0;
   }
+  if (!accepted_config) return 0;
+  const Config& c = *accepted_config;
   FUZZ_CHECK(!c.listen.empty(), "no listen address from " + printable(text));
   for (const auto& e : c.listen) check_endpoint(e, text);
   check_endpoint(c.upstream, text);
