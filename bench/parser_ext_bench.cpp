@@ -6,7 +6,9 @@
 #include <vector>
 
 #include "parser_ext/classifier.hpp"
+#include "parser_ext/lexer.hpp"
 #include "parser_ext/parser.hpp"
+#include "parser_ext/role_password.hpp"
 #include "parser_ext/split.hpp"
 
 namespace {
@@ -73,5 +75,35 @@ int main() {
           [](const std::string& s) { return parse_statement(s).index(); });
   measure("plan_query (SELECT 1; CREATE API TOKEN x; SELECT 2)", mixed, 20'000,
           [](const std::string& s) { return plan_query(s).index(); });
+  const LexOptions sjis_off{false, ClientEncoding::sjis};
+  measure("plan_query (same, SJIS, standard_conforming_strings off)", mixed, 20'000,
+          [&sjis_off](const std::string& s) { return plan_query(s, sjis_off).index(); });
+  measure("changes_role_password (ordinary)", ordinary, 2'000'000,
+          [](const std::string& s) { return changes_role_password(s); });
+  const std::vector<std::string> role = {"ALTER ROLE app PASSWORD 'x'"};
+  measure("changes_role_password (ALTER ROLE … PASSWORD: parse)", role, 20'000,
+          [](const std::string& s) { return changes_role_password(s); });
+  const std::vector<std::string> tx = {"BEGIN", "COMMIT", "ROLLBACK TO SAVEPOINT s",
+                                       "SELECT 1", "INSERT INTO t VALUES (1)"};
+  measure("classify_transaction_control", tx, 2'000'000,
+          [](const std::string& s) { return static_cast<int>(classify_transaction_control(s)); });
+
+  // The splitter's throughput on a large Query that the pre-filter lets
+  // through: a 64 MiB literal full of 'api', and 64 MiB of small statements.
+  const auto throughput = [](const char* label, const std::string& q, const LexOptions& o) {
+    const auto start = clock_type::now();
+    const auto r = plan_query(q, o);
+    const double s = std::chrono::duration<double>(clock_type::now() - start).count();
+    std::printf("%-58s %10.0f MB/s  (%zu parts)\n", label, static_cast<double>(q.size()) / s / 1e6,
+                r.index() == 0 ? std::get<0>(r).size() : 0);
+  };
+  std::string literal = "SELECT '";
+  while (literal.size() < (64u << 20)) literal += "an api token in a long literal, é; ";
+  literal += "'";
+  throughput("plan_query, 64 MiB literal (UTF-8)", literal, LexOptions{});
+  throughput("plan_query, 64 MiB literal (SJIS)", literal, LexOptions{true, ClientEncoding::sjis});
+  std::string many;
+  while (many.size() < (64u << 20)) many += "SELECT api, \"x\", $$y$$ FROM t WHERE z = 'w'; ";
+  throughput("plan_query, 64 MiB of short statements", many, LexOptions{});
   return 0;
 }

@@ -74,6 +74,7 @@ def main() -> int:
         tg_port, tg_data = free_port(), tmp / "tg-data"
         tg = subprocess.Popen([str(REPO / "build" / "tokengate"), "serve", "--listen", f"127.0.0.1:{tg_port}",
                                "--upstream", f"{pg.socket_dir}:{pg.port}", "--data-dir", str(tg_data),
+                               "--http-listen", f"127.0.0.1:{free_port()}",  # not 8432: ./dev run may hold it
                                "--log-level", "warn", *a.tokengate_args.split()], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         procs.append(tg)
         wait_port(tg_port, tg, "tokengate")

@@ -52,8 +52,14 @@ std::size_t skip_role(std::string_view s, std::size_t i) noexcept {
 }  // namespace
 
 bool could_be_api_token_statement(std::string_view s) noexcept {
-  std::size_t i = 0;
-  const std::string_view first = next_word(s, 0, i);
+  // Empty statements before it (";; CREATE …") are dropped by PostgreSQL's
+  // grammar, so the statement may start after them.
+  std::size_t start = skip_space_and_comments(s, 0);
+  while (start != npos && start < s.size() && s[start] == ';')
+    start = skip_space_and_comments(s, start + 1);
+  if (start == npos) return false;
+  const std::string_view first = word_at(s, start);
+  std::size_t i = start + first.size();
   // Every candidate starts with one of four keywords of 4-6 letters.
   if (first.size() < 4 || first.size() > 6) return false;
   const char c0 = static_cast<char>(first[0] | 0x20);
@@ -88,6 +94,75 @@ bool could_be_api_token_statement(std::string_view s) noexcept {
            equals_keyword(next_word(s, i, i), "token");
   }
   return false;
+}
+
+TxControl classify_transaction_control(std::string_view s) noexcept {
+  std::size_t i = 0;
+  const std::string_view first = next_word(s, 0, i);
+  if (first.size() < 3 || first.size() > 9) return TxControl::none;
+  // After COMMIT/END/ROLLBACK/ABORT [WORK|TRANSACTION]: AND [NO] CHAIN.
+  const auto chain = [&s](std::size_t at, TxControl plain, TxControl chained) noexcept {
+    std::size_t j = at;
+    if (!equals_keyword(next_word(s, j, j), "and")) return plain;
+    const std::string_view w = next_word(s, j, j);
+    return equals_keyword(w, "chain") ? chained : plain;
+  };
+  // Skips an optional WORK or TRANSACTION after `at`.
+  const auto opt_transaction = [&s](std::size_t at) noexcept {
+    std::size_t j = at;
+    const std::string_view w = next_word(s, j, j);
+    return (equals_keyword(w, "work") || equals_keyword(w, "transaction")) ? j : at;
+  };
+  if (equals_keyword(first, "begin")) return TxControl::begin;
+  if (equals_keyword(first, "start"))
+    return equals_keyword(next_word(s, i, i), "transaction") ? TxControl::begin : TxControl::none;
+  if (equals_keyword(first, "savepoint")) return TxControl::savepoint;
+  if (equals_keyword(first, "release")) return TxControl::release_savepoint;
+  if (equals_keyword(first, "end"))
+    return chain(opt_transaction(i), TxControl::commit, TxControl::commit_and_chain);
+  if (equals_keyword(first, "abort"))
+    return chain(opt_transaction(i), TxControl::rollback, TxControl::rollback_and_chain);
+  if (equals_keyword(first, "commit")) {
+    std::size_t j = i;
+    if (equals_keyword(next_word(s, j, j), "prepared")) return TxControl::commit_prepared;
+    return chain(opt_transaction(i), TxControl::commit, TxControl::commit_and_chain);
+  }
+  if (equals_keyword(first, "rollback")) {
+    std::size_t j = i;
+    if (equals_keyword(next_word(s, j, j), "prepared")) return TxControl::rollback_prepared;
+    j = opt_transaction(i);
+    std::size_t k = j;
+    if (equals_keyword(next_word(s, k, k), "to")) return TxControl::rollback_to_savepoint;
+    return chain(j, TxControl::rollback, TxControl::rollback_and_chain);
+  }
+  if (equals_keyword(first, "prepare")) {
+    if (!equals_keyword(next_word(s, i, i), "transaction")) return TxControl::none;
+    // PREPARE TRANSACTION 'gid' versus PREPARE transaction [(types)] AS …
+    std::size_t j = skip_space_and_comments(s, i);
+    if (j == npos || j >= s.size() || s[j] == '(') return TxControl::none;
+    std::size_t k = j;
+    if (equals_keyword(next_word(s, k, k), "as")) return TxControl::none;
+    return TxControl::prepare_transaction;
+  }
+  return TxControl::none;
+}
+
+std::string_view tx_control_name(TxControl t) noexcept {
+  switch (t) {
+    case TxControl::none: return "none";
+    case TxControl::begin: return "begin";
+    case TxControl::commit: return "commit";
+    case TxControl::rollback: return "rollback";
+    case TxControl::commit_and_chain: return "commit_and_chain";
+    case TxControl::rollback_and_chain: return "rollback_and_chain";
+    case TxControl::rollback_to_savepoint: return "rollback_to_savepoint";
+    case TxControl::savepoint: return "savepoint";
+    case TxControl::release_savepoint: return "release_savepoint";
+    case TxControl::prepare_transaction: return "prepare_transaction";
+    case TxControl::commit_prepared: return "commit_prepared";
+    case TxControl::rollback_prepared: return "rollback_prepared";
+  }
+  return "?";
 }
 
 bool query_may_contain_api_token_statement(std::string_view s) noexcept {

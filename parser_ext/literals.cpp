@@ -207,7 +207,8 @@ bool decode_quoted_parts(std::string_view s, std::size_t i, bool extended, std::
 
 }  // namespace
 
-DecodedLiteral decode_string_constant(std::string_view text, char uescape) {
+DecodedLiteral decode_string_constant(std::string_view text, char uescape,
+                                      bool standard_conforming_strings) {
   DecodedLiteral r;
   if (text.empty()) {
     r.error = "empty string constant";
@@ -234,7 +235,7 @@ DecodedLiteral decode_string_constant(std::string_view text, char uescape) {
     return r;
   }
   std::size_t start = 0;
-  bool extended = false;
+  bool extended = !standard_conforming_strings;
   if (c0 == 'e' || c0 == 'E') {
     extended = true;
     start = 1;

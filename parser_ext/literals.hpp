@@ -21,9 +21,11 @@ struct DecodedLiteral {
 // query: '…' with '' doubling, E'…' with backslash escapes (\b \f \n \r \t,
 // octal \ooo, \xHH, \uXXXX, \UXXXXXXXX, \c), dollar quotes $tag$…$tag$, U&'…'
 // with `uescape` as the escape character, and quote continuations (adjacent
-// constants separated by whitespace that contains a newline). Assumes
-// standard_conforming_strings = on and UTF-8, as libpg_query's scanner does.
-[[nodiscard]] DecodedLiteral decode_string_constant(std::string_view text, char uescape = '\\');
+// constants separated by whitespace that contains a newline). With
+// standard_conforming_strings off, '…' takes backslash escapes as E'…' does.
+// The text is UTF-8 (the parser converts other client encodings first).
+[[nodiscard]] DecodedLiteral decode_string_constant(std::string_view text, char uescape = '\\',
+                                                   bool standard_conforming_strings = true);
 
 // Decodes an identifier token: unquoted words fold ASCII A-Z to lower case (as
 // PostgreSQL's downcase_identifier does for UTF-8), "…" keeps case and turns ""

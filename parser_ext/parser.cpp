@@ -9,6 +9,8 @@
 #include <vector>
 
 #include "parser_ext/classifier.hpp"
+#include "parser_ext/encoding.hpp"
+#include "parser_ext/lexer.hpp"
 #include "parser_ext/lexical.hpp"
 #include "parser_ext/literals.hpp"
 #include "parser_ext/pg_query_handles.hpp"
@@ -17,7 +19,6 @@ namespace tokengate::parser_ext {
 
 namespace {
 
-using lexical::char_position;
 using lexical::equals_keyword;
 
 // One significant (non-comment) token; offsets are bytes in the whole query.
@@ -57,10 +58,82 @@ std::size_t end_of_unicode_quoted(std::string_view s, std::size_t begin) {
   }
 }
 
+// Where a candidate statement sits in the Query: maps offsets in its UTF-8
+// text (what libpg_query scans) back to bytes and character positions of the
+// Query as the client sent it, in its client encoding.
+class Source {
+ public:
+  Source(std::string_view query, std::size_t begin, std::size_t end, std::string_view utf8,
+         ClientEncoding encoding) noexcept
+      : query_(query), begin_(begin), end_(end), utf8_(utf8),
+        encoding_(encoding == ClientEncoding::sql_ascii ? ClientEncoding::utf8 : encoding) {}
+
+  [[nodiscard]] std::string_view utf8() const noexcept { return utf8_; }
+
+  // The Query byte at UTF-8 offset `off` of the statement.
+  [[nodiscard]] std::size_t query_byte(std::size_t off) const noexcept {
+    if (off >= utf8_.size()) return end_;
+    return encoding::advance_chars(encoding_, query_, begin_, chars_before(off));
+  }
+  // PostgreSQL's 1-based character position of UTF-8 offset `off`.
+  [[nodiscard]] int position(std::size_t off) const noexcept {
+    return static_cast<int>(prefix_chars() + chars_before(off) + 1);
+  }
+  [[nodiscard]] ParseError error_at(ParseErrc code, std::string message, std::size_t off) const {
+    ParseError e;
+    e.code = code;
+    e.message = std::move(message);
+    e.byte_offset = query_byte(off);
+    e.position = position(off);
+    return e;
+  }
+  // A syntax error just past the statement's last token: PostgreSQL sees the
+  // `;` that follows (in a multi-statement Query) or the end of the string.
+  [[nodiscard]] ParseError error_after_end(const LexOptions& options) const {
+    ParseError e;
+    e.code = ParseErrc::syntax_error;
+    Lexer lexer(query_, options, end_);
+    Token t;
+    while (lexer.next(t)) {
+      if (t.kind == TokenKind::line_comment || t.kind == TokenKind::block_comment) continue;
+      if (t.kind == TokenKind::punctuation && query_[t.begin] == ';') {
+        e.message = "syntax error at or near \";\"";
+        e.byte_offset = t.begin;
+        e.position = static_cast<int>(encoding::char_count(encoding_, query_.substr(0, t.begin)) + 1);
+        return e;
+      }
+      break;
+    }
+    e.message = "syntax error at end of input";
+    e.byte_offset = query_.size();
+    e.position = static_cast<int>(encoding::char_count(encoding_, query_) + 1);
+    return e;
+  }
+
+ private:
+  [[nodiscard]] std::size_t chars_before(std::size_t off) const noexcept {
+    if (off > utf8_.size()) off = utf8_.size();
+    return encoding::char_count(ClientEncoding::utf8, utf8_.substr(0, off));
+  }
+  [[nodiscard]] std::size_t prefix_chars() const noexcept {
+    if (!prefix_chars_) prefix_chars_ = encoding::char_count(encoding_, query_.substr(0, begin_));
+    return *prefix_chars_;
+  }
+
+  std::string_view query_;
+  std::size_t begin_;
+  std::size_t end_;
+  std::string_view utf8_;
+  ClientEncoding encoding_;
+  mutable std::optional<std::size_t> prefix_chars_;  // computed on the first error
+};
+
 class Parser {
  public:
-  Parser(std::string_view query, std::size_t stmt_end, std::vector<Tok> toks)
-      : q_(query), stmt_end_(stmt_end), t_(std::move(toks)) {}
+  Parser(const Source& src, const LexOptions& options, std::vector<Tok> toks,
+         bool collect_deferred)
+      : src_(src), q_(src.utf8()), options_(options), t_(std::move(toks)),
+        collect_deferred_(collect_deferred) {}
 
   ParseResult run() {
     if (word(0, "create") && word(1, "api")) {
@@ -137,12 +210,7 @@ class Parser {
 
   // --- errors ----------------------------------------------------------------
   ParseError make_error(ParseErrc code, std::string message, std::size_t byte) const {
-    ParseError e;
-    e.code = code;
-    e.message = std::move(message);
-    e.byte_offset = byte;
-    e.position = char_position(q_, byte);
-    return e;
+    return src_.error_at(code, std::move(message), byte);
   }
   // Syntax error at the current token, PostgreSQL style.
   bool syntax_error() {
@@ -152,24 +220,17 @@ class Parser {
                         "syntax error at or near \"" + std::string(text(t)) + "\"", t.begin);
       return false;
     }
-    // Past the statement's last token: PostgreSQL sees the ';' that follows
-    // (in a multi-statement query) or the end of the whole string.
-    const std::size_t j = lexical::skip_space_and_comments(q_, stmt_end_);
-    if (j != lexical::npos && j < q_.size() && q_[j] == ';') {
-      err_ = make_error(ParseErrc::syntax_error, "syntax error at or near \";\"", j);
-    } else {
-      err_ = make_error(ParseErrc::syntax_error, "syntax error at end of input", q_.size());
-    }
+    err_ = src_.error_after_end(options_);
     return false;
   }
   // Errors PostgreSQL raises after a successful raw parse: reported only if
-  // the statement has no syntax error; the first one wins.
-  void defer(ParseError e) {
-    if (!deferred_) deferred_ = std::move(e);
-  }
+  // the statement has no syntax error; the first one wins. Built only when
+  // wanted: its position costs a pass over the Query before the statement.
+  [[nodiscard]] bool want_deferred() const noexcept { return collect_deferred_ && !deferred_; }
   void conflicting_options(std::size_t clause_at) {
-    defer(make_error(ParseErrc::syntax_error, "conflicting or redundant options",
-                     t_[clause_at].begin));
+    if (want_deferred())
+      deferred_ = make_error(ParseErrc::syntax_error, "conflicting or redundant options",
+                             t_[clause_at].begin);
   }
 
   bool expect_word(std::string_view kw) {
@@ -194,7 +255,9 @@ class Parser {
     const bool ok = lit.size() == 3 && lit[2] == '\'';
     const char c = ok ? lit[1] : '\0';
     const bool hex = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
-    if (!ok || hex || c == '+' || c == '\'' || c == '"' || lexical::is_space(c)) {
+    // PostgreSQL's check_uescapechar (scanner_isspace has no \v in 15).
+    const bool space = c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f';
+    if (!ok || hex || c == '+' || c == '\'' || c == '"' || space) {
       err_ = make_error(ParseErrc::syntax_error, "invalid Unicode escape character",
                         t_[i_].begin);
       return false;
@@ -211,8 +274,9 @@ class Parser {
   }
 
   bool parameter(const Tok& t) {
-    defer(make_error(ParseErrc::undefined_parameter,
-                     "there is no parameter " + std::string(text(t)), t.begin));
+    if (want_deferred())
+      deferred_ = make_error(ParseErrc::undefined_parameter,
+                             "there is no parameter " + std::string(text(t)), t.begin);
     ++i_;
     return true;
   }
@@ -227,14 +291,14 @@ class Parser {
     if (t.type == PG_QUERY__TOKEN__UIDENT && !parse_uescape(esc)) return false;
     DecodedLiteral d = decode_identifier(text(t), esc);
     if (!d.ok()) return decode_failed(d, t);
-    if (d.value.size() > max_name_bytes) {
+    if (d.value.size() > max_name_bytes && want_deferred()) {
       ParseError e = make_error(
           ParseErrc::name_too_long,
           std::string(role ? "role" : "token") + " name \"" + d.value + "\" is too long",
           t.begin);
       e.detail = std::string(role ? "Role" : "Token") + " names are limited to " +
                  std::to_string(max_name_bytes) + " bytes.";
-      defer(std::move(e));
+      deferred_ = std::move(e);
     }
     out = std::move(d.value);
     return true;
@@ -247,7 +311,7 @@ class Parser {
     ++i_;
     char esc = '\\';
     if (t.type == PG_QUERY__TOKEN__USCONST && !parse_uescape(esc)) return false;
-    DecodedLiteral d = decode_string_constant(text(t), esc);
+    DecodedLiteral d = decode_string_constant(text(t), esc, options_.standard_conforming_strings);
     if (!d.ok()) return decode_failed(d, t);
     out = std::move(d.value);
     return true;
@@ -382,7 +446,8 @@ class Parser {
     return AlterRoleSetApiTokenMaxDuration{std::move(role), std::move(d)};
   }
 
-  // Trailing `;`s, then nothing; then deferred (post-parse) errors.
+  // Trailing `;`s, then nothing. Deferred (post-parse) errors are left in
+  // deferred(): the caller orders them after errors elsewhere in the Query.
   ParseResult finish(std::optional<Statement> s) {
     if (!s) return std::move(*err_);
     if (i_ < t_.size() && t_[i_].type != tok_semicolon) {
@@ -396,71 +461,72 @@ class Parser {
       ParseError e;
       e.code = ParseErrc::syntax_error;
       e.message = "cannot insert multiple commands into a prepared statement";
-      e.byte_offset = t_[i_].begin;
+      e.byte_offset = src_.query_byte(t_[i_].begin);
       e.position = 0;  // PostgreSQL gives no position for this one
       return e;
     }
-    if (deferred_) return std::move(*deferred_);
     return std::move(*s);
   }
 
-  std::string_view q_;
-  std::size_t stmt_end_;
+ public:
+  [[nodiscard]] std::optional<ParseError>& deferred() noexcept { return deferred_; }
+
+ private:
+
+  const Source& src_;
+  std::string_view q_;  // the statement's UTF-8 text; token offsets refer to it
+  LexOptions options_;
   std::vector<Tok> t_;
   std::size_t i_ = 0;
   std::optional<ParseError> err_;
   std::optional<ParseError> deferred_;
+  bool collect_deferred_;
 };
 
-// Byte offset of the 1-based character position `pos` within s.
+// Byte offset of the 1-based character position `pos` within UTF-8 text s.
 std::size_t byte_of_char_position(std::string_view s, int pos) {
   int chars = 1;
   for (std::size_t k = 0; k < s.size(); ++k) {
-    if ((static_cast<unsigned char>(s[k]) & 0xC0) == 0x80) continue;
-    if (chars == pos) return k;
-    ++chars;
+    if ((static_cast<unsigned char>(s[k]) & 0xC0) != 0x80) {
+      if (chars == pos) return k;
+      ++chars;
+    }
   }
   return s.size();
 }
 
-}  // namespace
-
-ParseResult parse_statement(std::string_view query, std::size_t begin, std::size_t end) {
-  if (end > query.size()) end = query.size();
-  if (begin > end) begin = end;
-  if (!could_be_api_token_statement(query.substr(begin, end - begin)))
-    return NotApiTokenStatement{};
-  return detail::parse_statement_unfiltered(query, begin, end);
+// The SQLSTATE of a libpg_query scanner error, by its message.
+ParseErrc scanner_errc(std::string_view message) {
+  if (message.starts_with("invalid byte sequence")) return ParseErrc::character_not_in_repertoire;
+  if (message.starts_with("unsafe use of string constant with Unicode escapes"))
+    return ParseErrc::feature_not_supported;
+  if (message.starts_with("unsafe use of \\'")) return ParseErrc::nonstandard_use_of_escape_character;
+  if (message == "invalid Unicode escape") return ParseErrc::invalid_escape_sequence;
+  return ParseErrc::syntax_error;
 }
 
-ParseResult detail::parse_statement_unfiltered(std::string_view query, std::size_t begin,
-                                               std::size_t end) {
-  if (end > query.size()) end = query.size();
-  if (begin > end) begin = end;
-  const std::string_view stmt = query.substr(begin, end - begin);
-  // PostgreSQL verifies the whole query string's encoding on receipt; the
-  // proxy passes bytes through, so check candidates here (UTF-8 assumed).
-  if (const std::size_t bad = lexical::invalid_utf8_at(stmt); bad != lexical::npos) {
-    ParseError err;
-    err.code = ParseErrc::character_not_in_repertoire;
-    err.message = "invalid byte sequence for encoding \"UTF8\": " +
-                  lexical::invalid_utf8_bytes(stmt, bad);
-    err.byte_offset = begin + bad;
-    err.position = 0;
-    return err;
+// Error texts quote the statement: in a session whose client encoding is not
+// UTF-8 they must be in that encoding, as PostgreSQL's are.
+void to_client_encoding(ParseError& e, ClientEncoding encoding) {
+  for (std::string* text : {&e.message, &e.detail, &e.hint}) {
+    std::string out;
+    if (!text->empty() && encoding::from_utf8(encoding, *text, out)) *text = std::move(out);
   }
+}
+
+// Grammar of one statement of UTF-8 text, scanned by libpg_query.
+detail::Parsed parse_utf8(const Source& src, const LexOptions& options, bool collect_deferred) {
+  const std::string_view stmt = src.utf8();
   const std::string copy(stmt);  // pg_query_scan wants a NUL-terminated string
+  const ScannerSettings settings(options.standard_conforming_strings);
   const ScanResult scan = ScanResult::scan(copy.c_str());
   if (const PgQueryError* e = scan.error()) {
-    ParseError err;
-    err.code = ParseErrc::syntax_error;
-    err.message = e->message != nullptr ? e->message : "scanner error";
-    if (err.message.starts_with("invalid byte sequence"))  // E'\xff', E'\0'
-      err.code = ParseErrc::character_not_in_repertoire;
-    err.byte_offset =
-        begin + byte_of_char_position(stmt, e->cursorpos > 0 ? e->cursorpos : 1);
-    err.position = e->cursorpos > 0 ? char_position(query, err.byte_offset) : 0;
-    return err;
+    const std::string message = e->message != nullptr ? e->message : "scanner error";
+    const ParseErrc code = scanner_errc(message);
+    const std::size_t off = byte_of_char_position(stmt, e->cursorpos > 0 ? e->cursorpos : 1);
+    ParseError err = src.error_at(code, message, off);
+    if (e->cursorpos <= 0) err.position = 0;  // E'\xff' and the like: none
+    return {std::move(err), std::nullopt};
   }
   const auto raw = scan.tokens();
   std::vector<Tok> toks;
@@ -470,7 +536,7 @@ ParseResult detail::parse_statement_unfiltered(std::string_view query, std::size
     if (t->token == PG_QUERY__TOKEN__SQL_COMMENT || t->token == PG_QUERY__TOKEN__C_COMMENT)
       continue;
     // Already inside a token we re-delimited (U&'a' -- c<newline> 'b').
-    if (!toks.empty() && begin + static_cast<std::size_t>(t->start) < toks.back().end) continue;
+    if (!toks.empty() && static_cast<std::size_t>(t->start) < toks.back().end) continue;
     auto rel_end = static_cast<std::size_t>(t->end);
     if (t->token == PG_QUERY__TOKEN__UIDENT || t->token == PG_QUERY__TOKEN__USCONST)
       rel_end = end_of_unicode_quoted(stmt, static_cast<std::size_t>(t->start));
@@ -490,9 +556,136 @@ ParseResult detail::parse_statement_unfiltered(std::string_view query, std::size
       }
     }
     toks.push_back(Tok{static_cast<int>(t->token), static_cast<int>(t->keyword_kind),
-                       begin + static_cast<std::size_t>(t->start), begin + rel_end});
+                       static_cast<std::size_t>(t->start), rel_end});
   }
-  return Parser(query, end, std::move(toks)).run();
+  Parser parser(src, options, std::move(toks), collect_deferred);
+  ParseResult result = parser.run();
+  return {std::move(result), std::move(parser.deferred())};
+}
+
+ParseError limit_error(std::size_t at) {
+  ParseError e;
+  e.code = ParseErrc::program_limit_exceeded;
+  e.message = "API TOKEN statement is too long";
+  e.detail = "An API TOKEN statement may be at most " +
+             std::to_string(max_api_token_statement_bytes) + " bytes long.";
+  e.byte_offset = at;
+  e.position = 0;
+  return e;
+}
+
+}  // namespace
+
+detail::Parsed detail::parse_one(std::string_view query, std::size_t begin, std::size_t end,
+                                 const LexOptions& options, bool collect_deferred) {
+  if (end > query.size()) end = query.size();
+  if (begin > end) begin = end;
+  // Only this much of a Query is ever copied or handed to libpg_query, which
+  // needs several times the text's size while it scans.
+  if (end - begin > max_api_token_statement_bytes) return {limit_error(begin), std::nullopt};
+  const std::string_view stmt = query.substr(begin, end - begin);
+  std::string utf8;
+  if (auto err = encoding::to_utf8(options.encoding, stmt, utf8)) {
+    err->byte_offset += begin;
+    return {std::move(*err), std::nullopt};
+  }
+  const Source src(query, begin, end, utf8, options.encoding);
+  Parsed p = parse_utf8(src, options, collect_deferred);
+  if (utf8 != stmt) {  // converted: quote the client's own encoding in errors
+    if (auto* e = std::get_if<ParseError>(&p.result)) to_client_encoding(*e, options.encoding);
+    if (p.deferred) to_client_encoding(*p.deferred, options.encoding);
+  }
+  return p;
+}
+
+ParseResult detail::lexical_error(std::string_view query, const StatementSplitter& splitter,
+                                  const LexOptions& options) {
+  const LexError& le = *splitter.error();
+  const ParseError lexical = to_parse_error(query, le, options);
+  if (lexical.code == ParseErrc::character_not_in_repertoire ||
+      lexical.code == ParseErrc::untranslatable_character || lexical.position == 0)
+    return lexical;
+  // PostgreSQL's grammar asks for tokens one at a time: a syntax error before
+  // the token that fails to lex is reported instead.
+  const std::size_t first = splitter.statement_first_token();
+  if (first < le.token_begin) {
+    Parsed p = parse_one(query, first, le.token_begin, options);
+    if (const auto* e = std::get_if<ParseError>(&p.result))
+      if (e->byte_offset < le.token_begin && e->code != ParseErrc::program_limit_exceeded) return *e;
+  }
+  return lexical;
+}
+
+ParseResult parse_statement(std::string_view query, std::size_t begin, std::size_t end,
+                            const LexOptions& options) {
+  if (end > query.size()) end = query.size();
+  if (begin > end) begin = end;
+  const std::string_view span = query.substr(begin, end - begin);
+  if (could_be_api_token_statement(span))
+    return detail::parse_statement_unfiltered(query, begin, end, options);
+  // An API TOKEN statement after an ordinary one in the same text (a Parse of
+  // "SELECT 1; DROP API TOKEN x"): PostgreSQL refuses several commands in a
+  // prepared statement, and so do we, so that the API TOKEN statement never
+  // travels upstream.
+  if (!query_may_contain_api_token_statement(span)) return NotApiTokenStatement{};
+  StatementSplitter splitter(query.substr(0, end), options, begin);
+  std::size_t b = 0, e = 0;
+  bool first = true;
+  while (splitter.next(b, e)) {
+    const std::size_t t = splitter.first_token();
+    if (std::exchange(first, false) ||
+        !could_be_api_token_statement(query.substr(t, splitter.last_token_end() - t)))
+      continue;
+    while (splitter.next(b, e)) {
+    }
+    if (splitter.error() != nullptr) return to_parse_error(query, *splitter.error(), options);
+    ParseError m;
+    m.code = ParseErrc::syntax_error;
+    m.message = "cannot insert multiple commands into a prepared statement";
+    m.byte_offset = t;
+    m.position = 0;
+    return m;
+  }
+  return NotApiTokenStatement{};  // a lexical error is PostgreSQL's to report
+}
+
+ParseResult detail::parse_statement_unfiltered(std::string_view query, std::size_t begin,
+                                               std::size_t end, const LexOptions& options) {
+  if (end > query.size()) end = query.size();
+  if (begin > end) begin = end;
+  // Lex only [begin, end); positions still count from the Query's start.
+  StatementSplitter splitter(query.substr(0, end), options, begin);
+  std::size_t b = 0, e = 0;
+  if (!splitter.next(b, e)) {
+    if (splitter.error() != nullptr) return lexical_error(query, splitter, options);
+    return NotApiTokenStatement{};  // only comments and `;`
+  }
+  Parsed p = parse_one(query, splitter.first_token(), splitter.last_token_end(), options);
+  if (std::holds_alternative<NotApiTokenStatement>(p.result)) return p.result;
+  if (std::holds_alternative<ParseError>(p.result)) {
+    // PostgreSQL checks the encoding of the whole string before parsing.
+    if (auto bad = verify_encoding(query.substr(0, end), options, splitter.position()))
+      return to_parse_error(query, *bad, options);
+    return p.result;
+  }
+  // PostgreSQL lexes and parses the whole string before it counts statements,
+  // and counts them before it analyses any.
+  if (splitter.next(b, e)) {
+    const std::size_t second = splitter.first_token();
+    std::size_t more_b = 0, more_e = 0;
+    while (splitter.next(more_b, more_e)) {
+    }
+    if (splitter.error() != nullptr) return to_parse_error(query, *splitter.error(), options);
+    ParseError m;
+    m.code = ParseErrc::syntax_error;
+    m.message = "cannot insert multiple commands into a prepared statement";
+    m.byte_offset = second;
+    m.position = 0;  // PostgreSQL gives no position for this one
+    return m;
+  }
+  if (splitter.error() != nullptr) return to_parse_error(query, *splitter.error(), options);
+  if (p.deferred) return std::move(*p.deferred);
+  return p.result;
 }
 
 std::string to_string(const ParseError& e) {

@@ -8,6 +8,8 @@
 
 struct PgQuery__ScanResult;
 struct PgQuery__ScanToken;
+struct PgQuery__ParseResult;
+struct PgQuery__RawStmt;
 
 namespace tokengate::parser_ext {
 
@@ -37,6 +39,48 @@ class ScanResult {
   void reset() noexcept;
   PgQueryScanResult raw_{};
   PgQuery__ScanResult* unpacked_ = nullptr;
+  bool owns_raw_ = false;
+  PgQueryError unpack_error_{};
+};
+
+// Sets libpg_query's scanner settings for the calls made while it lives, and
+// restores the previous ones. They are thread-local variables inside
+// libpg_query (PostgreSQL's GUCs standard_conforming_strings and
+// escape_string_warning), read when a scan or parse starts.
+class ScannerSettings {
+ public:
+  explicit ScannerSettings(bool standard_conforming_strings) noexcept;
+  ScannerSettings(const ScannerSettings&) = delete;
+  ScannerSettings& operator=(const ScannerSettings&) = delete;
+  ~ScannerSettings();
+
+ private:
+  bool saved_scs_;
+  bool saved_warning_;
+};
+
+// Owns a PgQueryProtobufParseResult and its unpacked parse tree.
+class ParseTree {
+ public:
+  // Runs pg_query_parse_protobuf on a NUL-terminated string.
+  [[nodiscard]] static ParseTree parse(const char* nul_terminated);
+
+  ParseTree() noexcept = default;
+  ParseTree(ParseTree&& other) noexcept;
+  ParseTree& operator=(ParseTree&& other) noexcept;
+  ParseTree(const ParseTree&) = delete;
+  ParseTree& operator=(const ParseTree&) = delete;
+  ~ParseTree();
+
+  // The parser's error, or nullptr; also non-null when unpacking failed.
+  [[nodiscard]] const PgQueryError* error() const noexcept;
+  // The statements; empty when error() is set. Valid as long as this object lives.
+  [[nodiscard]] std::span<PgQuery__RawStmt* const> statements() const noexcept;
+
+ private:
+  void reset() noexcept;
+  PgQueryProtobufParseResult raw_{};
+  PgQuery__ParseResult* unpacked_ = nullptr;
   bool owns_raw_ = false;
   PgQueryError unpack_error_{};
 };

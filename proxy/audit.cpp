@@ -2,6 +2,8 @@
 #include "proxy/audit.hpp"
 
 #include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <boost/json.hpp>
@@ -158,20 +160,52 @@ void AuditLog::write(const AuditEvent& e, std::chrono::system_clock::time_point 
   text += '\n';
 
   std::lock_guard lock(mutex_);
+  const auto mono = std::chrono::steady_clock::now();
   if (fd_ < 0) {
-    failed_writes_.fetch_add(1, std::memory_order_relaxed);
+    note_failure(EBADF, mono);
     return;
   }
+  // Another process (the command line) may append to the same file: hold the
+  // file lock from finding the end to the truncate that undoes a torn line.
+  while (::flock(fd_, LOCK_EX) != 0 && errno == EINTR) {
+  }
+  const off_t start = ::lseek(fd_, 0, SEEK_END);
   std::size_t done = 0;
+  int err = 0;
   while (done < text.size()) {
     const auto n = ::write(fd_, text.data() + done, text.size() - done);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
-      failed_writes_.fetch_add(1, std::memory_order_relaxed);
-      return;
+      err = n < 0 ? errno : ENOSPC;  // 0 bytes for a non-empty write: out of space
+      break;
     }
     done += static_cast<std::size_t>(n);
   }
+  // A line is whole or absent: cut off what part of it got in.
+  if (done < text.size() && done > 0 && start >= 0) (void)!::ftruncate(fd_, start);
+  ::flock(fd_, LOCK_UN);
+  if (done < text.size()) {
+    note_failure(err, mono);
+    return;
+  }
+  if (failing_) {
+    failing_ = false;
+    spdlog::warn("audit log {}: writing again; {} line(s) were lost in all", path_, failed_writes_.load());
+    unreported_failures_ = 0;
+  }
+}
+
+void AuditLog::note_failure(int err, std::chrono::steady_clock::time_point now) {
+  failed_writes_.fetch_add(1, std::memory_order_relaxed);
+  ++unreported_failures_;
+  failing_ = true;
+  if (last_failure_log_ != std::chrono::steady_clock::time_point{} && now - last_failure_log_ < kFailureLogInterval)
+    return;
+  last_failure_log_ = now;
+  spdlog::error("audit log {}: cannot write ({}); {} line(s) lost since the last report, {} in all", path_,
+                err == EBADF ? "the file is not open" : std::strerror(err), unreported_failures_,
+                failed_writes_.load());
+  unreported_failures_ = 0;
 }
 
 }  // namespace tokengate

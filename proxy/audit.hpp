@@ -39,9 +39,15 @@ struct AuditError {
 };
 
 // Thread-safe. Each event is one write(2) of one whole line to a file opened
-// with O_APPEND, so lines from several threads (or a second process) never
-// interleave, and nothing is buffered in the process: a line is in the file
-// (the page cache) when write() returns. Not fsync'd.
+// with O_APPEND, under an flock(2) shared with other processes that write the
+// same file (`tokengate tokens …`), so lines never interleave, and nothing is
+// buffered in the process: a line is in the file (the page cache) when
+// write() returns. Not fsync'd.
+//
+// A line that cannot be written whole (disk full, quota, I/O error) is never
+// left torn: whatever part of it reached the file is cut off again. It is
+// counted (failed_writes()), and the server log says so, at most once per
+// kFailureLogInterval, and once more when lines are written again.
 //
 // Each line: {"time":"2026-11-28T17:25:26.123Z","event":...,...} with the
 // time in RFC 3339, UTC, milliseconds, then the non-empty fields in the
@@ -53,6 +59,9 @@ class AuditLog {
   // Longer values (a client's application_name, an upstream error text) are
   // cut here: enough for any real name or reason, and it bounds a line.
   static constexpr std::size_t kMaxFieldBytes = 1024;
+  // A full disk can fail every login's line: the server log hears about it
+  // this often at most, with the count lost so far.
+  static constexpr std::chrono::seconds kFailureLogInterval{10};
 
   // `path` empty: a disabled log; write() does nothing, open() succeeds.
   // Nothing is opened until open().
@@ -84,13 +93,22 @@ class AuditLog {
 
   // Field values refused because they looked like a token.
   [[nodiscard]] std::uint64_t refused_values() const { return refused_.load(); }
-  // Lines that could not be written (disk full, no file open, ...).
+  // Lines that could not be written (disk full, no file open, ...), since
+  // start: for the metrics endpoint.
   [[nodiscard]] std::uint64_t failed_writes() const { return failed_writes_.load(); }
 
  private:
+  // Counts a lost line and logs it (rate-limited); mutex_ held.
+  void note_failure(int err, std::chrono::steady_clock::time_point now);
+
   std::string path_;
-  std::mutex mutex_;  // guards fd_ and orders the writes
+  std::mutex mutex_;  // guards fd_, the failure bookkeeping, and orders the writes
   int fd_ = -1;
+  // Failure reporting: lines lost since the last log line about them, when
+  // that was, and whether the last line failed (to say when writing works again).
+  std::uint64_t unreported_failures_ = 0;
+  std::chrono::steady_clock::time_point last_failure_log_{};
+  bool failing_ = false;
   std::atomic<std::uint64_t> refused_{0};
   std::atomic<std::uint64_t> failed_writes_{0};
 };

@@ -62,7 +62,11 @@ std::vector<Setting> settings_table() {
        "query returning (verifier, valid-until epoch, can-login) for $1 (trust mode)",
        Config{}.auth_query},
       {"admin_role", "--admin-role", "TOKENGATE_ADMIN_ROLE",
-       "members of this role administer tokens (besides superusers and 'admin')", "tokengate_admin"},
+       "members of this role (granted by a superuser) administer tokens, besides superusers",
+       "tokengate_admin"},
+      {"token_sessions.manage_credentials", "--token-sessions-manage-credentials",
+       "TOKENGATE_TOKEN_SESSIONS_MANAGE_CREDENTIALS",
+       "sessions that logged in with a token may create tokens and change passwords (true/false)", "false"},
       {"revoke_ends_sessions", "--revoke-ends-sessions", "TOKENGATE_REVOKE_ENDS_SESSIONS",
        "end live sessions of a revoked token (true/false)", "true"},
       {"expiry_ends_sessions", "--expiry-ends-sessions", "TOKENGATE_EXPIRY_ENDS_SESSIONS",
@@ -84,6 +88,32 @@ std::vector<Setting> settings_table() {
        "CA file to verify the upstream's certificate (verify-full)", ""},
       {"audit_log", "--audit-log", "TOKENGATE_AUDIT_LOG",
        "JSON-lines audit file (default DATA_DIR/audit.log; 'off' for none)", ""},
+      {"http.listen", "--http-listen", "TOKENGATE_HTTP_LISTEN",
+       "HOST:PORT[,HOST:PORT…] of the HTTP gateway (REST API, browser login); 'off' for none", "127.0.0.1:8432"},
+      {"http.session_duration", "--http-session-duration", "TOKENGATE_HTTP_SESSION_DURATION",
+       "seconds a browser login (POST /api/login) lasts", "43200"},
+      {"http.max_connections", "--http-max-connections", "TOKENGATE_HTTP_MAX_CONNECTIONS",
+       "HTTP connections open at once; more get 503", "256"},
+      {"http.max_header_size", "--http-max-header-size", "TOKENGATE_HTTP_MAX_HEADER_SIZE",
+       "bytes of request line and headers (431 beyond)", "16384"},
+      {"http.max_body_size", "--http-max-body-size", "TOKENGATE_HTTP_MAX_BODY_SIZE",
+       "bytes of a request body (413 beyond)", "1048576"},
+      {"http.request_timeout", "--http-request-timeout", "TOKENGATE_HTTP_REQUEST_TIMEOUT",
+       "seconds to read a request and write its answer", "30"},
+      {"http.idle_timeout", "--http-idle-timeout", "TOKENGATE_HTTP_IDLE_TIMEOUT",
+       "seconds a kept-alive HTTP connection may wait for its next request", "60"},
+      {"http.max_response_size", "--http-max-response-size", "TOKENGATE_HTTP_MAX_RESPONSE_SIZE",
+       "bytes of one POST /sql answer (507 beyond)", "10485760"},
+      {"pool.max_connections", "--pool-max-connections", "TOKENGATE_POOL_MAX_CONNECTIONS",
+       "upstream connections the HTTP endpoints' pool holds, all roles together", "50"},
+      {"pool.max_connections_per_key", "--pool-max-connections-per-key", "TOKENGATE_POOL_MAX_CONNECTIONS_PER_KEY",
+       "pooled upstream connections of one role, database and startup settings", "10"},
+      {"pool.idle_timeout", "--pool-idle-timeout", "TOKENGATE_POOL_IDLE_TIMEOUT",
+       "seconds an idle pooled upstream connection is kept", "60"},
+      {"pool.wait_timeout", "--pool-wait-timeout", "TOKENGATE_POOL_WAIT_TIMEOUT",
+       "seconds an HTTP query waits for a pooled connection (then 503)", "10"},
+      {"pool.max_lifetime", "--pool-max-lifetime", "TOKENGATE_POOL_MAX_LIFETIME",
+       "seconds after which a pooled upstream connection is closed once free", "3600"},
   };
 }
 
@@ -186,6 +216,7 @@ Config build_config(const std::vector<Setting>& table) {
   c.control_database = get("upstream.control_database").value;
   c.auth_query = get("upstream.auth_query").value;
   c.admin_role = get("admin_role").value;
+  c.token_sessions_manage_credentials = parse_bool(get("token_sessions.manage_credentials"));
   c.revoke_ends_sessions = parse_bool(get("revoke_ends_sessions"));
   c.expiry_ends_sessions = parse_bool(get("expiry_ends_sessions"));
   c.expiry_warning = std::chrono::seconds(parse_unsigned(get("expiry_warning"), 100u * 366 * 86400));
@@ -197,6 +228,41 @@ Config build_config(const std::vector<Setting>& table) {
   c.upstream_sslmode = get("upstream.sslmode").value;
   c.upstream_sslrootcert = get("upstream.sslrootcert").value;
   c.audit_log = get("audit_log").value;
+  if (const auto& http = get("http.listen").value; http != "off") {
+    auto eps = net::parse_endpoint_list(http, 8432);
+    if (!eps || std::any_of(eps->begin(), eps->end(), [](const net::Endpoint& e) { return e.is_unix(); }))
+      throw ConfigError{"http.listen: expected HOST:PORT[,HOST:PORT…] or off, got '" + http + "'"};
+    c.http_listen = std::move(*eps);
+  }
+  // Bounds: a session of at least a minute and at most the longest token;
+  // limits that keep one connection's memory and time finite.
+  c.http_session_duration = std::chrono::seconds(parse_unsigned(get("http.session_duration"), 100u * 365 * 86400));
+  if (c.http_session_duration.count() < 60)
+    throw ConfigError{"http.session_duration: expected at least 60 seconds, got '" +
+                      get("http.session_duration").value + "'"};
+  c.http_max_connections = parse_unsigned(get("http.max_connections"), 1000000);
+  c.http_max_header_size = parse_unsigned(get("http.max_header_size"), 1024 * 1024);
+  c.http_max_body_size = parse_unsigned(get("http.max_body_size"), 1024 * 1024 * 1024);
+  c.http_request_timeout = std::chrono::seconds(parse_unsigned(get("http.request_timeout"), 3600));
+  c.http_idle_timeout = std::chrono::seconds(parse_unsigned(get("http.idle_timeout"), 3600));
+  if (c.http_max_connections == 0) throw ConfigError{"http.max_connections: must be at least 1"};
+  if (c.http_request_timeout.count() == 0) throw ConfigError{"http.request_timeout: must be at least 1"};
+  if (c.http_idle_timeout.count() == 0) throw ConfigError{"http.idle_timeout: must be at least 1"};
+  if (c.http_max_header_size < 1024)  // a request line and a Bearer token need that much
+    throw ConfigError{"http.max_header_size: expected at least 1024, got '" + get("http.max_header_size").value + "'"};
+  c.http_max_response_size = parse_unsigned(get("http.max_response_size"), 1024 * 1024 * 1024);
+  c.pool_max_connections = parse_unsigned(get("pool.max_connections"), 100000);
+  c.pool_max_connections_per_key = parse_unsigned(get("pool.max_connections_per_key"), 100000);
+  c.pool_idle_timeout = std::chrono::seconds(parse_unsigned(get("pool.idle_timeout"), 86400));
+  c.pool_wait_timeout = std::chrono::seconds(parse_unsigned(get("pool.wait_timeout"), 3600));
+  c.pool_max_lifetime = std::chrono::seconds(parse_unsigned(get("pool.max_lifetime"), 100u * 86400));
+  if (c.http_max_response_size < 1024)  // an error answer or one small row must fit
+    throw ConfigError{"http.max_response_size: expected at least 1024, got '" +
+                      get("http.max_response_size").value + "'"};
+  if (c.pool_max_connections == 0) throw ConfigError{"pool.max_connections: must be at least 1"};
+  if (c.pool_max_connections_per_key == 0) throw ConfigError{"pool.max_connections_per_key: must be at least 1"};
+  if (c.pool_idle_timeout.count() == 0) throw ConfigError{"pool.idle_timeout: must be at least 1"};
+  if (c.pool_max_lifetime.count() == 0) throw ConfigError{"pool.max_lifetime: must be at least 1"};
   if (c.audit_log.empty()) c.audit_log = c.data_dir + "/audit.log";
   if (c.audit_log == "off") c.audit_log.clear();
   return c;

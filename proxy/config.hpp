@@ -36,6 +36,10 @@ struct Config {
       "SELECT rolpassword, extract(epoch from rolvaliduntil), rolcanlogin "
       "FROM pg_catalog.pg_authid WHERE rolname = $1";
   std::string admin_role = "tokengate_admin";
+  // `token_sessions.manage_credentials`: sessions that logged in with an API
+  // token may create tokens (and, in the relay, change passwords). Off, a
+  // stolen token cannot be turned into credentials that outlive its revocation.
+  bool token_sessions_manage_credentials = false;
   bool revoke_ends_sessions = true;
   bool expiry_ends_sessions = false;
   std::chrono::seconds expiry_warning{7 * 24 * 3600};
@@ -49,6 +53,24 @@ struct Config {
   std::string tls_mode = "allow";  // disable | allow | require
   std::string upstream_sslmode = "prefer";  // disable | prefer | require | verify-full
   std::string upstream_sslrootcert;  // CA file for verify-full
+
+  // ---- HTTP gateway (proxy/http) ----
+  std::vector<net::Endpoint> http_listen;  // `http.listen`; empty ("off"): no HTTP listener
+  // Lifetime of the token behind a browser login's auth_token cookie.
+  std::chrono::seconds http_session_duration{12 * 3600};
+  unsigned http_max_connections = 256;
+  std::size_t http_max_header_size = 16 * 1024;
+  std::size_t http_max_body_size = 1024 * 1024;
+  std::chrono::seconds http_request_timeout{30};
+  std::chrono::seconds http_idle_timeout{60};
+
+  // ---- SQL over HTTP and its upstream pool (proxy/http/sql_endpoint, proxy/pool) ----
+  std::size_t http_max_response_size = 10 * 1024 * 1024;  // `http.max_response_size`
+  unsigned pool_max_connections = 50;                      // `pool.max_connections`
+  unsigned pool_max_connections_per_key = 10;              // `pool.max_connections_per_key`
+  std::chrono::seconds pool_idle_timeout{60};              // `pool.idle_timeout`
+  std::chrono::seconds pool_wait_timeout{10};              // `pool.wait_timeout`
+  std::chrono::seconds pool_max_lifetime{3600};            // `pool.max_lifetime`
 };
 
 struct ConfigError {

@@ -135,7 +135,12 @@ int cli_main(int argc, char** argv)
         return app.exit(e) == 0 ? 0 : 2;
     }
 
-    const actor operator_actor{cli_actor_name, true};
+    // Whoever can open the data directory holds the keys and the store: the
+    // command line acts as a superuser would.
+    actor operator_actor;
+    operator_actor.user = cli_actor_name;
+    operator_actor.is_admin = true;
+    operator_actor.is_superuser = true;
     const std::int64_t now = unix_now();
     try {
         if (*list) {

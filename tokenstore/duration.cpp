@@ -24,9 +24,34 @@ constexpr std::array<unit, 24> units{{
 }};
 constexpr std::array<unit, 4> more_units{{{"yr", 31536000}, {"yrs", 31536000}, {"year", 31536000}, {"years", 31536000}}};
 
+// Length of the UTF-8 sequence starting at s[i] (1 for anything malformed), so
+// messages never cut a character in two.
+std::size_t char_length(std::string_view s, std::size_t i)
+{
+    const auto b = static_cast<unsigned char>(s[i]);
+    std::size_t n = b >= 0xF0 ? 4 : b >= 0xE0 ? 3 : b >= 0xC0 ? 2 : 1;
+    if (i + n > s.size()) return 1;
+    for (std::size_t k = 1; k < n; ++k)
+        if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) return 1;
+    return n;
+}
+
+// The text as quoted in a message: whole characters, at most max_duration_text bytes.
+std::string quoted(std::string_view text)
+{
+    if (text.size() <= max_duration_text) return std::string(text);
+    std::size_t keep = 0;
+    while (keep < text.size()) {
+        std::size_t n = char_length(text, keep);
+        if (keep + n > max_duration_text) break;
+        keep += n;
+    }
+    return std::string(text.substr(0, keep)) + "\xE2\x80\xA6";  // …
+}
+
 error bad(std::string_view text, std::string detail)
 {
-    return make_error(errc::bad_duration, "invalid duration \"" + std::string(text) + "\"", std::move(detail));
+    return make_error(errc::bad_duration, "invalid duration \"" + quoted(text) + "\"", std::move(detail));
 }
 
 std::int64_t unit_seconds(std::string_view name)
@@ -43,6 +68,8 @@ std::int64_t unit_seconds(std::string_view name)
 result<std::chrono::seconds> parse_duration(std::string_view text)
 {
     const std::int64_t limit = max_token_duration.count();
+    if (text.size() > max_duration_text)
+        return bad(text, "A duration is at most " + std::to_string(max_duration_text) + " bytes long.");
     std::int64_t total = 0;
     std::size_t i = 0;
     auto skip_spaces = [&] {
@@ -61,7 +88,8 @@ result<std::chrono::seconds> parse_duration(std::string_view text)
         }
         skip_spaces();
         if (i < text.size() && !std::isalpha(static_cast<unsigned char>(text[i])))
-            return bad(text, "Unexpected character \"" + std::string(1, text[i]) + "\" at position " +
+            return bad(text, "Unexpected character \"" + std::string(text.substr(i, char_length(text, i))) +
+                                 "\" at position " +
                                  std::to_string(i + 1) + "; use whole numbers with units, as in '1d12h'.");
         std::size_t start = i;
         std::string name;

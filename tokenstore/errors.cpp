@@ -56,7 +56,7 @@ std::string_view sqlstate(errc e) noexcept
 
 error make_error(errc code, std::string message, std::string detail)
 {
-    return error{code, std::move(message), std::move(detail)};
+    return error{code, std::move(message), std::move(detail), {}};
 }
 
 error token_not_found_error(std::string_view name)
@@ -69,9 +69,11 @@ error role_not_found_error(std::string_view role)
     return make_error(errc::role_not_found, "role \"" + std::string(role) + "\" does not exist");
 }
 
-error permission_denied_error(std::string_view what)
+error permission_denied_error(std::string_view what, std::string detail, std::string hint)
 {
-    return make_error(errc::permission_denied, "permission denied to " + std::string(what));
+    auto e = make_error(errc::permission_denied, "permission denied to " + std::string(what), std::move(detail));
+    e.hint = std::move(hint);
+    return e;
 }
 
 error store_unavailable_error(std::string_view why)

@@ -35,12 +35,13 @@ inline std::error_code make_error_code(errc e) noexcept
 [[nodiscard]] std::string_view sqlstate(errc e) noexcept;
 
 // An error with the text a client sees, PostgreSQL style: `message` is a
-// lower-case sentence without a trailing period, `detail` (may be empty) a
-// full sentence. Neither ever contains a token value or key material.
+// lower-case sentence without a trailing period, `detail` and `hint` (may be
+// empty) full sentences. None ever contains a token value or key material.
 struct error {
     errc code = errc::ok;
     std::string message;
     std::string detail;
+    std::string hint;
 
     [[nodiscard]] std::string_view sqlstate() const noexcept { return tokenstore::sqlstate(code); }
     [[nodiscard]] std::error_code error_code() const noexcept { return make_error_code(code); }
@@ -50,7 +51,7 @@ struct error {
 [[nodiscard]] error make_error(errc code, std::string message, std::string detail = {});
 [[nodiscard]] error token_not_found_error(std::string_view name);
 [[nodiscard]] error role_not_found_error(std::string_view role);
-[[nodiscard]] error permission_denied_error(std::string_view what);
+[[nodiscard]] error permission_denied_error(std::string_view what, std::string detail = {}, std::string hint = {});
 [[nodiscard]] error store_unavailable_error(std::string_view why);
 
 }  // namespace tokengate::tokenstore

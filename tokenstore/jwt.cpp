@@ -82,9 +82,33 @@ bool b64_part_ok(std::string_view s) noexcept
     return true;
 }
 
-// Upper bound of a decoded header/payload we bother parsing; the arena below
-// must hold its parsed form.
+// Upper bound of a decoded header/payload we bother parsing. Ours are under
+// 200 bytes (a 63-byte user name included).
 constexpr std::size_t max_json_part = 1024;
+// The parsed form lives in a fixed arena on the stack. A hostile 1 KiB part
+// (`[0,0,0,…]`) could need more than this; then the parse fails, as it
+// should, instead of allocating.
+constexpr std::size_t json_arena_bytes = 4 * max_json_part;
+// Our header and payload are flat objects: anything nested deeper is not ours.
+constexpr std::size_t max_json_depth = 1;
+
+// Parses `text` as a JSON object with its storage in `mr`; a null value on
+// any failure (syntax, depth, arena exhausted, not an object). Never throws:
+// the arena's exhaustion is an exception inside Boost.JSON, caught here. The
+// result is move-constructed, so it keeps `mr` as its storage: declare the
+// value after `mr`.
+boost::json::value parse_object(std::string_view text, boost::json::static_resource& mr) noexcept
+{
+    try {
+        boost::json::parse_options opt;
+        opt.max_depth = max_json_depth;
+        boost::system::error_code ec;
+        boost::json::value v = boost::json::parse(text, ec, &mr, opt);
+        if (!ec && v.is_object()) return v;
+    } catch (...) {
+    }
+    return nullptr;
+}
 
 // Fast paths for the exact bytes mint_token writes. Anything else (other key
 // order, spaces, escapes, a different alg) falls back to the full JSON parse,
@@ -315,13 +339,12 @@ verify_status check_token(std::string_view token, keyring& keys, std::int64_t no
     if (header.size() > max_json_part || payload.size() > max_json_part) return verify_status::bad_format;
 
     // A fixed arena: parsing never touches the heap.
-    unsigned char arena[4 * max_json_part];
+    unsigned char arena[json_arena_bytes];
     std::string_view kid;
     if (!fast_header(header, kid)) {
         boost::json::static_resource mr(arena, sizeof arena);
-        boost::system::error_code ec;
-        boost::json::value hv = boost::json::parse(header, ec, &mr);
-        if (ec || !hv.is_object()) return verify_status::bad_format;
+        boost::json::value hv = parse_object(header, mr);
+        if (!hv.is_object()) return verify_status::bad_format;
         const auto& ho = hv.get_object();
         const auto* alg = ho.if_contains("alg");
         if (alg == nullptr || !alg->is_string()) return verify_status::bad_format;
@@ -350,9 +373,8 @@ verify_status check_token(std::string_view token, keyring& keys, std::int64_t no
 
     if (!fast_payload(payload, out)) {
         boost::json::static_resource mr(arena, sizeof arena);
-        boost::system::error_code ec;
-        boost::json::value pv = boost::json::parse(payload, ec, &mr);
-        if (ec || !pv.is_object()) return verify_status::bad_format;
+        boost::json::value pv = parse_object(payload, mr);
+        if (!pv.is_object()) return verify_status::bad_format;
         const auto& po = pv.get_object();
         const auto* user = po.if_contains("user");
         const auto* tid = po.if_contains("tid");

@@ -21,6 +21,19 @@ namespace {
 // kids cannot turn into a flood of syscalls.
 constexpr std::int64_t min_refresh_interval_ms = 200;
 constexpr std::string_view file_header = "# tokengate signing keys v1: kid created_unix hex_key (keep this file mode 0600)";
+// A key line is "kid created hex" (16 + 1 + at most 20 + 1 + 64 bytes and a
+// newline): 1,024 of them and the header fit in 128 KiB. The file is the
+// operator's, but it is still read as input: anything larger is refused
+// before it is read.
+constexpr std::size_t max_key_file_bytes = std::size_t{128} << 10;
+
+bool is_kid(std::string_view kid)
+{
+    if (kid.size() != 16) return false;
+    for (char c : kid)
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+    return true;
+}
 
 std::int64_t now_ms()
 {
@@ -191,6 +204,10 @@ void keyring::load_locked()
     }
     if (st.st_uid != ::geteuid())
         throw keyring_error("signing key file " + path_.string() + " is owned by another user");
+    if (!S_ISREG(st.st_mode)) throw keyring_error("signing key file " + path_.string() + " is not a regular file");
+    if (st.st_size < 0 || static_cast<std::size_t>(st.st_size) > max_key_file_bytes)
+        throw keyring_error("signing key file " + path_.string() + " is larger than " +
+                            std::to_string(max_key_file_bytes) + " bytes");
     std::string content;
     content.resize(static_cast<std::size_t>(st.st_size));
     std::size_t got = 0;
@@ -211,10 +228,16 @@ void keyring::load_locked()
         if (line.empty() || line[0] == '#') continue;
         std::istringstream ls(line);
         signing_key k;
-        std::string hex;
-        if (!(ls >> k.kid >> k.created_at >> hex) || k.kid.size() != 16 ||
+        std::string hex, extra;
+        if (!(ls >> k.kid >> k.created_at >> hex) || (ls >> extra) || !is_kid(k.kid) ||
             !from_hex(hex, k.secret.data(), k.secret.size()))
             throw keyring_error("malformed line " + std::to_string(lineno) + " in " + path_.string());
+        for (const auto& earlier : loaded)
+            if (earlier.kid == k.kid)
+                throw keyring_error("key id " + k.kid + " appears twice in " + path_.string() + " (line " +
+                                    std::to_string(lineno) + ")");
+        if (loaded.size() == max_keys)
+            throw keyring_error("more than " + std::to_string(max_keys) + " signing keys in " + path_.string());
         loaded.push_back(std::move(k));
     }
     if (loaded.empty()) throw keyring_error("no signing key in " + path_.string());

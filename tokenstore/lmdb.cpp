@@ -164,6 +164,13 @@ bool cursor::get(std::string_view& key, std::string_view& value, MDB_cursor_op o
     return true;
 }
 
+void cursor::put_current(std::string_view key, std::string_view value)
+{
+    MDB_val k = to_val(key);
+    MDB_val v = to_val(value);
+    if (int rc = mdb_cursor_put(h_, &k, &v, MDB_CURRENT); rc != 0) throw_error("mdb_cursor_put", rc);
+}
+
 void cursor::del()
 {
     if (int rc = mdb_cursor_del(h_, 0); rc != 0) throw_error("mdb_cursor_del", rc);

@@ -134,6 +134,9 @@ public:
     // mdb_cursor_get; false on MDB_NOTFOUND. For MDB_SET_RANGE/MDB_SET pass the key in `key`.
     bool get(std::string_view& key, std::string_view& value, MDB_cursor_op op);
     void del();  // deletes the current item
+    // Replaces the value of the current item (mdb_cursor_put with MDB_CURRENT);
+    // `key` must be the current key. Views from this cursor become invalid.
+    void put_current(std::string_view key, std::string_view value);
 
 private:
     explicit cursor(MDB_cursor* h) noexcept : h_(h) {}

@@ -18,8 +18,15 @@ std::string dq(std::string_view s) { return "\"" + std::string(s) + "\""; }
 error unavailable(const std::exception& e, std::string_view op)
 {
     spdlog::error("token store: {} failed: {}", op, e.what());
+    if (dynamic_cast<const store_full*>(&e) != nullptr)
+        return store_unavailable_error(
+            "The disk holding the token store is full; only revocations are accepted until space is freed.");
     return store_unavailable_error("The token store could not complete the operation.");
 }
+
+constexpr std::string_view protected_detail =
+    "An administrator that is not a superuser cannot act for superusers, roles with REPLICATION, BYPASSRLS or "
+    "CREATEROLE, or other administrators.";
 
 std::string describe_max(std::string_view user, const effective_max& m)
 {
@@ -82,6 +89,13 @@ result<void> check_token_name(std::string_view name)
     return {};
 }
 
+bool actor::may_act_for(std::string_view role) const
+{
+    if (role == user || is_superuser) return true;
+    if (!is_admin || !protected_roles) return false;
+    return !std::binary_search(protected_roles->begin(), protected_roles->end(), role);
+}
+
 token_service::token_service(store& st, keyring& keys, service_config cfg)
     : store_(st), keys_(keys), cfg_(cfg)
 {
@@ -93,7 +107,19 @@ result<std::string> token_service::owner_for(const actor& who, const std::option
     if (!for_user || *for_user == who.user) return who.user;
     if (!who.is_admin)
         return permission_denied_error(std::string(what) + " for user " + dq(*for_user));
+    if (!who.may_act_for(*for_user))
+        return permission_denied_error(std::string(what) + " for user " + dq(*for_user),
+                                       std::string(protected_detail));
     return *for_user;
+}
+
+result<void> token_service::check_policy_target(const actor& who, std::string_view role,
+                                                std::string_view what) const
+{
+    if (!who.is_admin) return permission_denied_error(what);
+    if (!who.may_act_for(role))
+        return permission_denied_error(std::string(what) + " of role " + dq(role), std::string(protected_detail));
+    return {};
 }
 
 void token_service::on_revoked(std::function<void(std::span<const tid_t>)> listener)
@@ -135,6 +161,12 @@ result<effective_max> token_service::effective_maximum(std::string_view user, st
 result<created_token> token_service::create(const actor& who, const create_request& req, const role_facts& owner_facts,
                                             std::int64_t now)
 {
+    if (who.via_token && !cfg_.token_sessions_manage_credentials)
+        return permission_denied_error(
+            "create API tokens",
+            "This session logged in with an API token. Such sessions cannot create tokens, so that a stolen token "
+            "cannot outlive its revocation.",
+            "Log in with a password, or set token_sessions.manage_credentials = true in tokengate's configuration.");
     auto owner = owner_for(who, req.for_user, "create API tokens");
     if (!owner) return owner.error_value();
     if (!owner_facts.exists) return role_not_found_error(*owner);
@@ -167,6 +199,7 @@ result<created_token> token_service::create(const actor& who, const create_reque
             token_record rec;
             rec.tid = random_tid();
             rec.owner = *owner;
+            rec.owner_oid = owner_facts.oid;
             rec.name = req.name ? *req.name : generate_token_name();
             rec.kid = key.kid;
             rec.created_by = who.user;
@@ -199,7 +232,10 @@ result<std::vector<token_row>> token_service::list(const actor& who, const std::
 {
     std::optional<std::string> owner;
     if (all_users) {
-        if (!who.is_admin) return permission_denied_error("list API tokens of all users");
+        // A non-superuser administrator sees all but protected roles' tokens;
+        // without the list of those, nothing.
+        if (!who.is_admin || (!who.is_superuser && !who.protected_roles))
+            return permission_denied_error("list API tokens of all users");
     } else {
         auto o = owner_for(who, for_user, "list API tokens");
         if (!o) return o.error_value();
@@ -207,7 +243,8 @@ result<std::vector<token_row>> token_service::list(const actor& who, const std::
     }
     try {
         std::vector<token_row> rows;
-        for (const auto& r : store_.list(owner, now, cfg_.retention.count())) rows.push_back(to_row(r, now));
+        for (const auto& r : store_.list(owner, now, cfg_.retention.count()))
+            if (!all_users || who.may_act_for(r.owner)) rows.push_back(to_row(r, now));
         return rows;
     } catch (const std::exception& e) {
         return unavailable(e, "list");
@@ -237,21 +274,20 @@ result<revoke_outcome> token_service::revoke(const actor& who, std::string_view 
 {
     auto owner = owner_for(who, for_user, "drop API tokens");
     if (!owner) return owner.error_value();
-    std::optional<tid_t> tid;
+    revoke_outcome out;
     try {
-        tid = store_.revoke(*owner, name, now);
+        out.tids = store_.revoke(*owner, name, now);
     } catch (const std::exception& e) {
         return unavailable(e, "revoke");
     }
-    revoke_outcome out;
-    if (!tid) {
+    if (out.tids.empty()) {
         if (!if_exists) return token_not_found_error(name);
         out.notice = "API token " + dq(name) + " does not exist, skipping";
         return out;
     }
     out.revoked = true;
-    out.tid = tid;
-    notify(std::span<const tid_t>(&*tid, 1));
+    out.tid = out.tids.back();
+    notify(out.tids);
     return out;
 }
 
@@ -274,7 +310,7 @@ result<revoke_all_outcome> token_service::revoke_all(const actor& who, const std
 result<void> token_service::set_policy(const actor& who, std::string_view role, const role_facts& facts,
                                        std::string_view duration, std::int64_t now)
 {
-    if (!who.is_admin) return permission_denied_error("set API token policies");
+    if (auto ok = check_policy_target(who, role, "set API token policies"); !ok) return ok.error_value();
     if (!facts.exists) return role_not_found_error(role);
     auto d = parse_duration(duration);
     if (!d) return d.error_value();
@@ -289,7 +325,7 @@ result<void> token_service::set_policy(const actor& who, std::string_view role, 
 
 result<void> token_service::reset_policy(const actor& who, std::string_view role, const role_facts& facts)
 {
-    if (!who.is_admin) return permission_denied_error("reset API token policies");
+    if (auto ok = check_policy_target(who, role, "reset API token policies"); !ok) return ok.error_value();
     if (!facts.exists) return role_not_found_error(role);
     try {
         (void)store_.delete_policy(role);
@@ -332,7 +368,15 @@ verify_result token_service::verify(std::string_view token, std::string_view exp
 {
     verify_result out;
     token_claims claims;
-    out.status = check_token(token, keys_, now, claims);
+    try {
+        out.status = check_token(token, keys_, now, claims);
+    } catch (const std::exception& e) {
+        // check_token is bounded and should not throw; if anything in it ever
+        // does, the login fails with an audit line rather than the connection.
+        spdlog::error("token check failed unexpectedly: {}", e.what());
+        out.status = verify_status::bad_format;
+        return out;
+    }
     if (out.status != verify_status::ok && out.status != verify_status::expired) return out;
     out.tid = claims.tid;
     out.owner = std::move(claims.user);
@@ -344,6 +388,7 @@ verify_result token_service::verify(std::string_view token, std::string_view exp
     try {
         bool found = store_.lookup_for_verify(claims.tid, [&](const token_view& v) {
             out.name.assign(v.name);
+            out.owner_oid = v.owner_oid;
             last_used = v.last_used_at;
             if (!Botan::constant_time_compare(hash.data(), v.hash, hash.size()))
                 out.status = verify_status::hash_mismatch;
@@ -396,6 +441,24 @@ std::size_t token_service::purge(std::int64_t now)
     }
 }
 
+bool token_service::bind_owner_oid(const tid_t& tid, std::uint32_t oid)
+{
+    if (oid == 0) return false;
+    try {
+        switch (store_.bind_owner_oid(tid, oid)) {
+        case store::bind_outcome::bound:
+            spdlog::info("token store: API token {} bound to its owner's role OID {}", tid_to_hex(tid), oid);
+            return true;
+        case store::bind_outcome::already_bound: return true;
+        case store::bind_outcome::bound_to_other:
+        case store::bind_outcome::not_found: return false;
+        }
+    } catch (const std::exception& e) {
+        spdlog::error("token store: binding a token to its owner's OID failed: {}", e.what());
+    }
+    return false;
+}
+
 store::revocations token_service::revocations_since(std::uint64_t seq) { return store_.revocations_since(seq); }
 
 std::uint64_t token_service::revocation_seq() { return store_.revocation_seq(); }
@@ -410,7 +473,8 @@ maintenance_thread::maintenance_thread(token_service& svc, std::chrono::millisec
                 std::unique_lock lk(mu_);
                 cv_.wait_for(lk, stop, flush_every, [] { return false; });
             }
-            svc.flush_last_used();
+            // Notices freed disk space (and logs it) even when nothing is written.
+            if (svc.ensure_reserve()) svc.flush_last_used();
             if (std::chrono::steady_clock::now() >= next_purge) {
                 using namespace std::chrono;
                 svc.purge(duration_cast<seconds>(system_clock::now().time_since_epoch()).count());

@@ -10,8 +10,17 @@
 //
 // Permission checks come first in every operation (42501 before 42704), so a
 // non-administrator cannot probe which roles or tokens exist. A token `name`
-// in set_comment/revoke means the owner's *active* token of that name: expired
-// and revoked ones share names and are only listed.
+// in set_comment means the owner's *active* token of that name; in revoke,
+// every token of that name not revoked yet (the active one and expired ones,
+// whose sessions may still be open).
+//
+// Administrators: superusers may act for any role. An administrator that is
+// not a superuser may not act for a protected role (a superuser, a role with
+// REPLICATION, BYPASSRLS or CREATEROLE, or another administrator): not
+// create, list, comment on or drop its tokens, nor set its policy, and
+// listing all users' tokens leaves protected roles' tokens out. The caller
+// looks the protected roles up upstream (actor::protected_roles); without
+// them such an administrator acts for nobody but itself.
 //
 // LMDB failures in the operations become errc::store_unavailable (58030) or
 // verify_status::store_unavailable, with the LMDB call in the server log.
@@ -45,11 +54,21 @@ namespace tokengate::tokenstore {
 
 using namespace std::chrono_literals;
 
-// Who runs an operation: the session's user and whether the upstream says
-// they are an administrator.
+// Who runs an operation: the session's user and what the upstream says
+// about them.
 struct actor {
     std::string user;
-    bool is_admin = false;
+    bool is_admin = false;      // a superuser, or a member of admin_role by superusers' grants
+    bool is_superuser = false;  // may act for any role (the command line counts as one)
+    // The session logged in with an API token (or an HTTP request carries
+    // one): it may not create tokens unless
+    // service_config::token_sessions_manage_credentials.
+    bool via_token = false;
+    // For an administrator that is not a superuser: the roles it may not act
+    // for, sorted. nullopt (not looked up): it acts for nobody but itself.
+    std::optional<std::vector<std::string>> protected_roles{};
+
+    [[nodiscard]] bool may_act_for(std::string_view role) const;
 };
 
 // What the caller learned upstream about a role (the token owner, or the
@@ -58,6 +77,9 @@ struct role_facts {
     bool exists = true;
     bool can_login = true;                // policy kind: user (LOGIN) or role
     std::vector<std::string> member_of;   // every role it belongs to, directly or not
+    // pg_roles.oid: a new token is bound to it (0: unknown, bound at the
+    // token's first login, as for tokens stored before OIDs were kept).
+    std::uint32_t oid = 0;
 };
 
 struct service_config {
@@ -65,6 +87,10 @@ struct service_config {
     std::chrono::seconds max_duration_default = 365 * 24h;  // with no policy
     std::chrono::seconds retention = 30 * 24h;              // listing/purge of ended tokens
     std::chrono::seconds last_used_interval = 60s;          // at most one write per token per interval
+    // `token_sessions.manage_credentials`: whether an actor that logged in
+    // with a token may create tokens. Off, a stolen token cannot be turned
+    // into fresh ones that outlive its revocation.
+    bool token_sessions_manage_credentials = false;
 };
 
 // Longest token name (PostgreSQL's NAMEDATALEN - 1).
@@ -105,7 +131,8 @@ struct token_row {
 
 struct revoke_outcome {
     bool revoked = false;     // false only with IF EXISTS and no such token
-    std::optional<tid_t> tid;
+    std::optional<tid_t> tid;  // the newest token revoked (the active one, if any)
+    std::vector<tid_t> tids;   // every token revoked, oldest first (expired ones too)
     std::string notice;       // with IF EXISTS and no token: the NOTICE text to send
 };
 
@@ -136,6 +163,12 @@ struct verify_result {
     std::string name;           // set on ok and on the store-checked failures
     std::string owner;          // the token's user claim
     std::int64_t expires_at = 0;
+    // The owner role's OID the token is bound to (set on ok and on the
+    // store-checked failures). The login must compare it with the role's
+    // current OID: a role dropped and created again under the same name has
+    // another one. 0: a token stored before OIDs were kept; bind it with
+    // token_service::bind_owner_oid at its first login.
+    std::uint32_t owner_oid = 0;
 };
 
 class token_service {
@@ -157,12 +190,13 @@ public:
                                            const std::optional<std::string>& for_user,
                                            const std::optional<std::string>& comment, std::int64_t now);
 
-    // DROP API TOKEN [IF EXISTS] name [FOR USER u].
+    // DROP API TOKEN [IF EXISTS] name [FOR USER u]: every token of that name
+    // not revoked yet, active or expired.
     [[nodiscard]] result<revoke_outcome> revoke(const actor& who, std::string_view name,
                                                 const std::optional<std::string>& for_user, bool if_exists,
                                                 std::int64_t now);
 
-    // DROP ALL API TOKENS [FOR USER u].
+    // DROP ALL API TOKENS [FOR USER u]: every token not revoked yet, expired ones included.
     [[nodiscard]] result<revoke_all_outcome> revoke_all(const actor& who, const std::optional<std::string>& for_user,
                                                         std::int64_t now);
 
@@ -187,6 +221,14 @@ public:
     // last_used_interval per token). Never logs the token.
     [[nodiscard]] verify_result verify(std::string_view token, std::string_view expected_user, std::int64_t now);
 
+    // Binds a token stored without its owner's OID (verify_result::owner_oid
+    // 0) to `oid`: trust on first use, at the token's next login, of the role
+    // that has the token's user name then. true when the token is bound to
+    // `oid` now (just bound, or already); false when it is bound to another
+    // OID, unknown, `oid` is 0, or the store failed (logged). Writes even on a
+    // full disk, from the space kept for revocations.
+    [[nodiscard]] bool bind_owner_oid(const tid_t& tid, std::uint32_t oid);
+
     // Revocations by any process since `seq`; start from revocation_seq() at
     // startup and poll (about every second) to end sessions of revoked tokens.
     // Throw lmdb::error when the store cannot be read (keep `seq`, retry).
@@ -196,6 +238,10 @@ public:
     // Called synchronously after each revocation made through this service
     // instance (same process: no need to wait for the poll). Set once before use.
     void on_revoked(std::function<void(std::span<const tid_t>)> listener);
+
+    // Tops up the space the store keeps for revocations on a full disk; false
+    // while the disk is too full for it (then only revocations are accepted).
+    bool ensure_reserve() noexcept { return store_.ensure_reserve(); }
 
     // Writes queued last_used_at values in one transaction. Returns how many.
     std::size_t flush_last_used();
@@ -207,6 +253,7 @@ public:
 private:
     result<std::string> owner_for(const actor& who, const std::optional<std::string>& for_user,
                                   std::string_view what) const;
+    result<void> check_policy_target(const actor& who, std::string_view role, std::string_view what) const;
     void notify(std::span<const tid_t> tids);
 
     store& store_;
@@ -235,8 +282,8 @@ private:
 // errc::ok, invalid_name or name_too_long.
 [[nodiscard]] result<void> check_token_name(std::string_view name);
 
-// Runs flush_last_used() every `flush_every` and purge() every `purge_every`
-// on its own thread, off the login path. Stops (after a final flush) when destroyed.
+// Runs flush_last_used() and ensure_reserve() every `flush_every` and purge()
+// every `purge_every` on its own thread, off the login path. Stops (after a final flush) when destroyed.
 class maintenance_thread {
 public:
     explicit maintenance_thread(token_service& svc, std::chrono::milliseconds flush_every = 5s,

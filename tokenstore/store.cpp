@@ -1,7 +1,11 @@
 // LMDB token store: record encoding, indexes, map growth, revocation log, purge.
 #include "tokenstore/store.hpp"
 
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -42,6 +46,11 @@ std::uint64_t get_be64(const char* p)
 
 void put_i64(std::string& out, std::int64_t v) { put_be64(out, static_cast<std::uint64_t>(v)); }
 
+void put_u32(std::string& out, std::uint32_t v)
+{
+    for (int i = 3; i >= 0; --i) out += static_cast<char>((v >> (8 * i)) & 0xff);
+}
+
 void put_str16(std::string& out, std::string_view s)
 {
     auto n = static_cast<std::uint16_t>(std::min<std::size_t>(s.size(), 0xffff));
@@ -58,6 +67,14 @@ public:
         if (s_.size() < 1) return false;
         v = static_cast<std::uint8_t>(s_[0]);
         s_.remove_prefix(1);
+        return true;
+    }
+    bool u32(std::uint32_t& v)
+    {
+        if (s_.size() < 4) return false;
+        v = 0;
+        for (int i = 0; i < 4; ++i) v = v << 8 | static_cast<unsigned char>(s_[static_cast<std::size_t>(i)]);
+        s_.remove_prefix(4);
         return true;
     }
     bool i64(std::int64_t& v)
@@ -90,25 +107,29 @@ private:
 
 std::string bad_record_message(std::string_view what, std::string_view raw)
 {
-    if (!raw.empty() && static_cast<std::uint8_t>(raw[0]) != record_version)
+    const std::uint8_t newest = what == "policy" ? policy_record_version : record_version;
+    if (!raw.empty() && static_cast<std::uint8_t>(raw[0]) > newest)
         return std::string(what) + " record has version " + std::to_string(static_cast<std::uint8_t>(raw[0])) +
-               ", this tokengate reads version " + std::to_string(record_version) + "; upgrade tokengate";
+               ", this tokengate reads up to version " + std::to_string(newest) + "; upgrade tokengate";
     return std::string(what) + " record is corrupt";
 }
 
 namespace {
 
-// Token record, version 1:
+// Token record, version 2:
 //   u8 version | u8 flags (1 = has comment) | i64 created_at | i64 expires_at |
-//   i64 revoked_at | i64 last_used_at | hash[32] | str16 owner | str16 name |
-//   str16 kid | str16 created_by | str16 comment
+//   i64 revoked_at | i64 last_used_at | hash[32] | u32 owner_oid | str16 owner |
+//   str16 name | str16 kid | str16 created_by | str16 comment
+// Version 1 is the same without owner_oid (read as 0). last_used_at sits at
+// the same offset in both, so record_last_used patches either in place.
+constexpr std::uint8_t record_version_1 = 1;
 constexpr std::uint8_t flag_has_comment = 1;
 constexpr std::size_t off_last_used = 2 + 3 * 8;
 
 std::string encode(const token_record& r)
 {
     std::string out;
-    out.reserve(80 + r.owner.size() + r.name.size() + r.kid.size() + r.created_by.size() +
+    out.reserve(84 + r.owner.size() + r.name.size() + r.kid.size() + r.created_by.size() +
                 (r.comment ? r.comment->size() : 0));
     out += static_cast<char>(record_version);
     out += static_cast<char>(r.comment ? flag_has_comment : 0);
@@ -117,6 +138,7 @@ std::string encode(const token_record& r)
     put_i64(out, r.revoked_at);
     put_i64(out, r.last_used_at);
     out.append(reinterpret_cast<const char*>(r.hash.data()), r.hash.size());
+    put_u32(out, r.owner_oid);
     put_str16(out, r.owner);
     put_str16(out, r.name);
     put_str16(out, r.kid);
@@ -131,9 +153,10 @@ token_record decode(std::string_view key, std::string_view raw)
     reader in(raw);
     std::uint8_t ver = 0, flags = 0;
     std::string_view hash, owner, name, kid, created_by, comment;
-    if (!in.u8(ver) || ver != record_version || !in.u8(flags) || !in.i64(r.created_at) ||
-        !in.i64(r.expires_at) || !in.i64(r.revoked_at) || !in.i64(r.last_used_at) || !in.bytes(32, hash) ||
-        !in.str16(owner) || !in.str16(name) || !in.str16(kid) || !in.str16(created_by) || !in.str16(comment) ||
+    if (!in.u8(ver) || (ver != record_version && ver != record_version_1) || !in.u8(flags) ||
+        !in.i64(r.created_at) || !in.i64(r.expires_at) || !in.i64(r.revoked_at) || !in.i64(r.last_used_at) ||
+        !in.bytes(32, hash) || (ver == record_version && !in.u32(r.owner_oid)) || !in.str16(owner) ||
+        !in.str16(name) || !in.str16(kid) || !in.str16(created_by) || !in.str16(comment) ||
         key.size() != r.tid.size())
         throw store_error(bad_record_message("token", raw));
     std::memcpy(r.tid.data(), key.data(), r.tid.size());
@@ -150,7 +173,7 @@ token_record decode(std::string_view key, std::string_view raw)
 std::string encode(const policy_record& p)
 {
     std::string out;
-    out += static_cast<char>(record_version);
+    out += static_cast<char>(policy_record_version);
     out += static_cast<char>(p.kind);
     put_i64(out, p.max_seconds);
     put_i64(out, p.set_at);
@@ -164,7 +187,7 @@ policy_record decode_policy(std::string_view key, std::string_view raw)
     reader in(raw);
     std::uint8_t ver = 0, kind = 0;
     std::string_view set_by;
-    if (!in.u8(ver) || ver != record_version || !in.u8(kind) || !in.i64(p.max_seconds) || !in.i64(p.set_at) ||
+    if (!in.u8(ver) || ver != policy_record_version || !in.u8(kind) || !in.i64(p.max_seconds) || !in.i64(p.set_at) ||
         !in.str16(set_by))
         throw store_error(bad_record_message("policy", raw));
     p.role = key;
@@ -225,9 +248,10 @@ bool decode_view(std::string_view raw, token_view& out) noexcept
     std::uint8_t ver = 0, flags = 0;
     std::int64_t created = 0;
     std::string_view hash;
-    if (!in.u8(ver) || ver != record_version || !in.u8(flags) || !in.i64(created) || !in.i64(out.expires_at) ||
-        !in.i64(out.revoked_at) || !in.i64(out.last_used_at) || !in.bytes(32, hash) || !in.str16(out.owner) ||
-        !in.str16(out.name))
+    out.owner_oid = 0;
+    if (!in.u8(ver) || (ver != record_version && ver != record_version_1) || !in.u8(flags) || !in.i64(created) ||
+        !in.i64(out.expires_at) || !in.i64(out.revoked_at) || !in.i64(out.last_used_at) || !in.bytes(32, hash) ||
+        (ver == record_version && !in.u32(out.owner_oid)) || !in.str16(out.owner) || !in.str16(out.name))
         return false;
     out.hash = reinterpret_cast<const std::uint8_t*>(hash.data());
     return true;
@@ -238,6 +262,7 @@ bool decode_view(std::string_view raw, token_view& out) noexcept
 store::store(const std::filesystem::path& data_dir) : store(data_dir, options{}) {}
 
 store::store(const std::filesystem::path& data_dir, options opts)
+    : data_dir_(data_dir), reserve_bytes_(opts.revocation_reserve)
 {
     std::error_code ec;
     if (!std::filesystem::exists(data_dir, ec)) {
@@ -259,28 +284,107 @@ store::store(const std::filesystem::path& data_dir, options opts)
     // adopted the larger size at open.
     clear_stale_readers();
 
-    write([&](MDB_txn* txn) {
-        tokens_ = lmdb::dbi::open(txn, db_tokens, MDB_CREATE);
-        names_ = lmdb::dbi::open(txn, db_names, MDB_CREATE);
-        owners_ = lmdb::dbi::open(txn, db_owners, MDB_CREATE);
-        policies_ = lmdb::dbi::open(txn, db_policies, MDB_CREATE);
-        meta_ = lmdb::dbi::open(txn, db_meta, MDB_CREATE);
-        revlog_ = lmdb::dbi::open(txn, db_revlog, MDB_CREATE);
-        std::string_view v;
-        if (meta_.get(txn, meta_schema, v)) {
-            if (v.size() != 4) throw store_error("token store in " + data_dir.string() + " has a corrupt schema version");
+    if (reserve_bytes_ > 0) {
+        auto data_file = data_dir / "data.mdb";
+        data_fd_ = ::open(data_file.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+        if (data_fd_ < 0)
+            throw store_error("cannot open " + data_file.string() + ": " + std::strerror(errno));
+        ensure_reserve();
+    }
+
+    // Opening (and migrating) is a protected write: a server must be able to
+    // start, and so revoke, on a full disk.
+    write(
+        [&](MDB_txn* txn) {
+            tokens_ = lmdb::dbi::open(txn, db_tokens, MDB_CREATE);
+            names_ = lmdb::dbi::open(txn, db_names, MDB_CREATE);
+            owners_ = lmdb::dbi::open(txn, db_owners, MDB_CREATE);
+            policies_ = lmdb::dbi::open(txn, db_policies, MDB_CREATE);
+            meta_ = lmdb::dbi::open(txn, db_meta, MDB_CREATE);
+            revlog_ = lmdb::dbi::open(txn, db_revlog, MDB_CREATE);
+            std::string_view v;
             std::uint32_t found = 0;
-            for (int i = 3; i >= 0; --i) found = found << 8 | static_cast<unsigned char>(v[static_cast<std::size_t>(i)]);
-            if (found > schema_version)
-                throw store_error("token store in " + data_dir.string() + " has schema version " +
-                                  std::to_string(found) + ", newer than this tokengate supports (" +
-                                  std::to_string(schema_version) + "); upgrade tokengate");
-        } else {
+            if (meta_.get(txn, meta_schema, v)) {
+                if (v.size() != 4)
+                    throw store_error("token store in " + data_dir.string() + " has a corrupt schema version");
+                for (int i = 3; i >= 0; --i)
+                    found = found << 8 | static_cast<unsigned char>(v[static_cast<std::size_t>(i)]);
+                if (found > schema_version)
+                    throw store_error("token store in " + data_dir.string() + " has schema version " +
+                                      std::to_string(found) + ", newer than this tokengate supports (" +
+                                      std::to_string(schema_version) + "); upgrade tokengate");
+                if (found == 0)
+                    throw store_error("token store in " + data_dir.string() + " has a corrupt schema version");
+            }
+            if (found == schema_version) return;
+            if (found == 1) migrate_v1(txn);
             std::string le;
             for (int i = 0; i < 4; ++i) le += static_cast<char>((schema_version >> (8 * i)) & 0xff);
             meta_.put(txn, meta_schema, le);
-        }
-    });
+        },
+        write_kind::protected_);
+}
+
+// Schema 1 -> 2: token records gain the owner's OID, unknown for these (0):
+// they are bound to the role at their next login (bind_owner_oid).
+void store::migrate_v1(MDB_txn* txn)
+{
+    std::size_t migrated = 0;
+    auto c = lmdb::cursor::open(txn, tokens_);
+    std::string_view k, v;
+    for (bool ok = c.get(k, v, MDB_FIRST); ok; ok = c.get(k, v, MDB_NEXT)) {
+        if (v.empty() || static_cast<std::uint8_t>(v[0]) != record_version_1) continue;
+        token_record r = decode(k, v);  // throws on a corrupt record: the store stays at version 1
+        // A copy of the key: LMDB moves the page's contents while it replaces
+        // a value with a longer one, under a key view into that page.
+        const std::string key(k);
+        c.put_current(key, encode(r));
+        ++migrated;
+    }
+    spdlog::info("token store: migrated {} token record(s) to schema version {}", migrated, schema_version);
+}
+
+bool store::ensure_reserve() noexcept
+{
+    if (data_fd_ < 0) return true;
+    std::lock_guard lk(reserve_mu_);
+    struct stat st {};
+    int rc = ::fstat(data_fd_, &st);
+    // KEEP_SIZE: the blocks are allocated to data.mdb beyond its end without
+    // changing its size, so LMDB (which appends pages at the end) finds them
+    // there when it grows the file; nobody else can take them.
+    if (rc == 0) rc = ::fallocate(data_fd_, FALLOC_FL_KEEP_SIZE, st.st_size, static_cast<off_t>(reserve_bytes_));
+    // A whole reserve is not enough: with the disk full, the next ordinary
+    // write would eat into it. Ordinary writes also need as much free space
+    // as the reserve (statvfs counts blocks allocated beyond EOF as used).
+    struct statvfs vfs {};
+    if (rc == 0 && ::fstatvfs(data_fd_, &vfs) == 0 &&
+        static_cast<unsigned long long>(vfs.f_bavail) * vfs.f_frsize < reserve_bytes_) {
+        rc = -1;
+        errno = ENOSPC;
+    }
+    if (rc == 0) {
+        if (!reserve_ok_.exchange(true))
+            spdlog::info("token store: space for revocations reserved again in {}", data_dir_.string());
+        return true;
+    }
+    const int err = errno;
+    if (err == EOPNOTSUPP || err == ENOSYS) {
+        // Nothing to keep: write as before, and say once that a full disk
+        // may then stop revocations too.
+        ::close(data_fd_);
+        data_fd_ = -1;
+        spdlog::warn("token store: the file system of {} cannot reserve space (fallocate: {}); revocations may "
+                     "fail while its disk is full",
+                     data_dir_.string(), std::strerror(err));
+        reserve_ok_ = true;
+        return true;
+    }
+    if (reserve_ok_.exchange(false))  // once per episode, not once per refused write
+        spdlog::error("token store: less than {} bytes free, or not enough to keep them reserved for "
+                      "revocations, in {} ({}): only revocations are accepted until space is freed",
+                      reserve_bytes_, data_dir_.string(), std::strerror(err));
+    return false;
 }
 
 bool store::try_begin(unsigned flags, lmdb::txn& out)
@@ -296,7 +400,11 @@ bool store::try_begin(unsigned flags, lmdb::txn& out)
     return true;
 }
 
-store::~store() { drop_idle_readers(); }
+store::~store()
+{
+    drop_idle_readers();
+    if (data_fd_ >= 0) ::close(data_fd_);
+}
 
 MDB_txn* store::acquire_reader(bool& resized)
 {
@@ -363,8 +471,17 @@ void store::grow(std::size_t at_least)
     }
 }
 
-void store::write(const std::function<void(MDB_txn*)>& fn)
+void store::write(const std::function<void(MDB_txn*)>& fn, write_kind kind)
 {
+    // An ordinary write may only start with the reserve whole, so at most one
+    // write eats into it before the next one is refused.
+    if (kind == write_kind::ordinary && !ensure_reserve())
+        throw store_full("the disk holding the token store in " + data_dir_.string() +
+                         " is full; only revocations are accepted until space is freed");
+    struct top_up {
+        store& self;
+        ~top_up() { self.ensure_reserve(); }
+    } after{*this};
     for (int attempt = 0;; ++attempt) {
         std::size_t size_before = 0;
         try {
@@ -496,49 +613,83 @@ bool store::revoke_in_txn(MDB_txn* txn, const tid_t& tid, std::int64_t now)
     return true;
 }
 
-std::optional<tid_t> store::revoke(std::string_view owner, std::string_view name, std::int64_t now)
+namespace {
+
+// The tids of `owner`'s tokens not revoked yet, oldest first, optionally only
+// those named `name`. Expired tokens count: their sessions may still be open.
+std::vector<tid_t> unrevoked_tokens(MDB_txn* txn, const lmdb::dbi& owners, const lmdb::dbi& tokens,
+                                    std::string_view owner, const std::optional<std::string_view>& name)
 {
-    std::optional<tid_t> out;
-    write([&](MDB_txn* txn) {
-        out.reset();
-        std::string_view tidv;
-        if (!names_.get(txn, name_key(owner, name), tidv) || tidv.size() != 16) return;
-        tid_t tid;
-        std::memcpy(tid.data(), tidv.data(), tid.size());
+    std::vector<tid_t> out;
+    auto c = lmdb::cursor::open(txn, owners);
+    std::string prefix = owner_prefix(owner);
+    std::string_view k = prefix, v;
+    for (bool ok = c.get(k, v, MDB_SET_RANGE); ok && k.substr(0, prefix.size()) == prefix;
+         ok = c.get(k, v, MDB_NEXT)) {
+        if (k.size() != prefix.size() + 8 + 16) continue;
+        std::string_view tid = k.substr(k.size() - 16);
         std::string_view raw;
-        if (!tokens_.get(txn, tidv, raw)) return;
-        token_record r = decode(tidv, raw);
-        if (!r.active(now)) return;
-        if (revoke_in_txn(txn, tid, now)) out = tid;
-    });
+        if (!tokens.get(txn, tid, raw)) continue;
+        token_view tv;
+        if (!detail::decode_view(raw, tv)) throw store_error(bad_record_message("token", raw));
+        if (tv.revoked_at != 0 || tv.owner != owner || (name && tv.name != *name)) continue;
+        tid_t t;
+        std::memcpy(t.data(), tid.data(), t.size());
+        out.push_back(t);
+    }
+    return out;
+}
+
+}  // namespace
+
+std::vector<tid_t> store::revoke(std::string_view owner, std::string_view name, std::int64_t now)
+{
+    std::vector<tid_t> out;
+    write(
+        [&](MDB_txn* txn) {
+            out.clear();
+            for (const auto& tid : unrevoked_tokens(txn, owners_, tokens_, owner, name))
+                if (revoke_in_txn(txn, tid, now)) out.push_back(tid);
+        },
+        write_kind::protected_);
     return out;
 }
 
 std::vector<tid_t> store::revoke_all(std::string_view owner, std::int64_t now)
 {
     std::vector<tid_t> out;
-    write([&](MDB_txn* txn) {
-        out.clear();
-        std::vector<tid_t> candidates;
-        {
-            auto c = lmdb::cursor::open(txn, owners_);
-            std::string prefix = owner_prefix(owner);
-            std::string_view k = prefix, v;
-            for (bool ok = c.get(k, v, MDB_SET_RANGE); ok && k.substr(0, prefix.size()) == prefix;
-                 ok = c.get(k, v, MDB_NEXT)) {
-                tid_t tid;
-                std::memcpy(tid.data(), k.data() + k.size() - 16, 16);
-                candidates.push_back(tid);
-            }
-        }
-        for (const auto& tid : candidates) {
+    write(
+        [&](MDB_txn* txn) {
+            out.clear();
+            for (const auto& tid : unrevoked_tokens(txn, owners_, tokens_, owner, std::nullopt))
+                if (revoke_in_txn(txn, tid, now)) out.push_back(tid);
+        },
+        write_kind::protected_);
+    return out;
+}
+
+store::bind_outcome store::bind_owner_oid(const tid_t& tid, std::uint32_t oid)
+{
+    bind_outcome out = bind_outcome::not_found;
+    write(
+        [&](MDB_txn* txn) {
+            out = bind_outcome::not_found;
             std::string_view raw;
-            if (!tokens_.get(txn, tid_key(tid), raw)) continue;
-            token_view v;
-            if (!detail::decode_view(raw, v) || v.revoked_at != 0 || v.expires_at <= now) continue;
-            if (revoke_in_txn(txn, tid, now)) out.push_back(tid);
-        }
-    });
+            if (!tokens_.get(txn, tid_key(tid), raw)) return;
+            token_record r = decode(tid_key(tid), raw);
+            if (r.owner_oid == oid) {
+                out = bind_outcome::already_bound;
+                return;
+            }
+            if (r.owner_oid != 0) {
+                out = bind_outcome::bound_to_other;
+                return;
+            }
+            r.owner_oid = oid;
+            tokens_.put(txn, tid_key(tid), encode(r));
+            out = bind_outcome::bound;
+        },
+        write_kind::protected_);
     return out;
 }
 

@@ -29,10 +29,21 @@ public:
     using std::runtime_error::runtime_error;
 };
 
+// The disk holding the store is full and the space kept for revocations could
+// not be topped up: every write but revocations (and binding a token to its
+// owner's OID) is refused until space is freed.
+class store_full : public store_error {
+public:
+    using store_error::store_error;
+};
+
 // One token as stored. Times are unix seconds; 0 means "not set".
 struct token_record {
     tid_t tid{};
     std::string owner;
+    // The owner role's OID when the token was issued; 0 for tokens stored
+    // before tokens carried it (bound at their next login, see bind_owner_oid).
+    std::uint32_t owner_oid = 0;
     std::string name;
     std::string kid;
     std::string created_by;
@@ -65,13 +76,26 @@ struct token_view {
     std::int64_t expires_at = 0;
     std::int64_t revoked_at = 0;
     std::int64_t last_used_at = 0;
+    std::uint32_t owner_oid = 0;
     const std::uint8_t* hash = nullptr;  // 32 bytes
 };
 
-// Schema versions this binary reads and writes.
-inline constexpr std::uint32_t schema_version = 1;
-// Version byte at the start of every record.
-inline constexpr std::uint8_t record_version = 1;
+// Schema version this binary writes. Version 1 stores (token records of
+// version 1, without the owner's OID) are migrated at open, in one write
+// transaction; a newer version is refused.
+inline constexpr std::uint32_t schema_version = 2;
+// Version byte at the start of every token record: 2 carries the owner's OID.
+// Version 1 records still decode (owner_oid 0).
+inline constexpr std::uint8_t record_version = 2;
+// Version byte of policy records.
+inline constexpr std::uint8_t policy_record_version = 1;
+
+// Space kept allocated after the end of the LMDB data file so that
+// revocations commit even when the disk is full. A revocation copies a few
+// dozen 4 KiB pages (one root-to-leaf path in each B-tree it touches), so
+// 8 MiB is room for hundreds of them; it is small next to the 64 MiB map the
+// store starts with.
+inline constexpr std::size_t default_revocation_reserve = std::size_t{8} << 20;
 
 // Thread-safe. One per process per data directory (LMDB forbids opening the
 // same environment twice in one process); other processes (the CLI) may have
@@ -87,6 +111,9 @@ public:
         std::size_t initial_map_size = std::size_t{64} << 20;
         // false: MDB_NOSYNC (commits survive a process crash, not an OS crash). For tests and bulk loads.
         bool durable = true;
+        // Bytes kept allocated (fallocate, FALLOC_FL_KEEP_SIZE) after the end
+        // of data.mdb for revocations on a full disk; 0 disables the reserve.
+        std::size_t revocation_reserve = default_revocation_reserve;
     };
 
     explicit store(const std::filesystem::path& data_dir);
@@ -116,10 +143,20 @@ public:
     // Sets or clears the comment of the active token (owner, name); false if none.
     bool set_comment(std::string_view owner, std::string_view name, const std::optional<std::string>& comment,
                      std::int64_t now);
-    // Revokes the active token (owner, name); its tid, or nullopt if none.
-    std::optional<tid_t> revoke(std::string_view owner, std::string_view name, std::int64_t now);
-    // Revokes every active token of owner; their tids.
+    // Revokes every token of `owner` named `name` that is not revoked yet:
+    // the active one and expired ones (their sessions may still be open).
+    // Their tids, oldest first; empty if none. Runs from the reserve on a
+    // full disk.
+    std::vector<tid_t> revoke(std::string_view owner, std::string_view name, std::int64_t now);
+    // Revokes every token of owner that is not revoked yet, expired ones
+    // included; their tids, oldest first. Runs from the reserve on a full disk.
     std::vector<tid_t> revoke_all(std::string_view owner, std::int64_t now);
+
+    enum class bind_outcome { bound, already_bound, bound_to_other, not_found };
+    // Records `oid` as the owner OID of a token stored without one (owner_oid
+    // 0). A token already bound keeps its OID: bound_to_other if it differs.
+    // Runs from the reserve on a full disk (it narrows what a token can do).
+    bind_outcome bind_owner_oid(const tid_t& tid, std::uint32_t oid);
 
     // Tokens of one owner (or of everyone), oldest first, leaving out those
     // revoked or expired more than `retention_seconds` ago.
@@ -157,13 +194,24 @@ public:
     [[nodiscard]] std::size_t map_size() const;
     [[nodiscard]] std::size_t token_count();
 
+    // Tops up the space reserved for revocations after the end of data.mdb.
+    // true when the whole reserve is allocated (or the reserve is disabled).
+    // Writes call it themselves; maintenance calls it to notice freed space.
+    bool ensure_reserve() noexcept;
+    // Whether the reserve was whole at the last check.
+    [[nodiscard]] bool reserve_ok() const noexcept { return reserve_ok_.load(std::memory_order_relaxed); }
+
 private:
+    // Ordinary writes are refused (store_full) while the reserve cannot be
+    // topped up; protected ones (revocations, OID binding) may use it.
+    enum class write_kind { ordinary, protected_ };
     // Runs fn(MDB_txn*) in a read transaction.
     template <typename Fn>
     auto read(Fn&& fn);
     // Runs fn(MDB_txn*) in a write transaction and commits; on MDB_MAP_FULL
     // grows the map and runs fn again from scratch.
-    void write(const std::function<void(MDB_txn*)>& fn);
+    void write(const std::function<void(MDB_txn*)>& fn, write_kind kind = write_kind::ordinary);
+    void migrate_v1(MDB_txn* txn);
     bool try_begin(unsigned flags, lmdb::txn& out);  // false on MDB_MAP_RESIZED
     // Read transactions are recycled (mdb_txn_reset/renew): with MDB_NOTLS a
     // fresh one would take LMDB's reader-table mutex and a malloc every time.
@@ -191,6 +239,14 @@ private:
         std::vector<MDB_txn*> idle;
     };
     std::array<reader_shard, reader_shards> readers_;
+
+    // The revocation reserve: our own descriptor of data.mdb (fallocate works
+    // on the inode, whoever else has it open).
+    std::filesystem::path data_dir_;
+    std::size_t reserve_bytes_ = 0;
+    int data_fd_ = -1;
+    std::mutex reserve_mu_;
+    std::atomic<bool> reserve_ok_{true};
 };
 
 // ---- inline hot path -------------------------------------------------------

@@ -12,15 +12,19 @@
 // Login (off the I/O thread if you like; ~3-5 us, no allocation for short names):
 //
 //     if (tokenstore::looks_like_token(password)) {
-//         auto v = svc.verify(password, startup_user, unix_now);
-//         // v.status == verify_status::ok -> log in upstream as v.owner;
+//         auto v = svc.verify(password, startup_user, unix_now);   // never throws
+//         // v.status == verify_status::ok -> check the role afresh upstream: it must have the OID
+//         // v.owner_oid (0: bind it now, svc.bind_owner_oid(v.tid, role.oid)), LOGIN and VALID UNTIL;
+//         // then log in upstream as v.owner;
 //         // expired -> "API token expired"; anything else -> 28P01, reason to_string(v.status) in the log only
 //     }
 //
-// Statements (after fetching role facts upstream):
+// Statements (after fetching role facts upstream; protected_roles only for a
+// non-superuser administrator acting for others):
 //
-//     auto r = svc.create(actor{user, is_admin}, req, owner_facts, unix_now);
-//     if (!r) send ErrorResponse(r.error_value().sqlstate(), .message, .detail);
+//     actor who{user, is_admin, is_superuser, via_token, protected_roles};
+//     auto r = svc.create(who, req, owner_facts /* with .oid */, unix_now);
+//     if (!r) send ErrorResponse(r.error_value().sqlstate(), .message, .detail, .hint);
 //
 // Ending sessions of revoked tokens (poll about once a second):
 //

@@ -41,20 +41,59 @@ constexpr std::size_t kMaxControlMessageLength = 1024 * 1024;
 constexpr std::size_t kMaxCachedRoles = 10000;
 constexpr std::size_t kReadChunk = 4096;
 
-// Every role `$1` belongs to through pg_auth_members, transitively (UNION
-// stops on repeats), one row per membership; a role without memberships gives
-// one row with a NULL fourth column; a missing role gives no row.
+// A membership (pg_auth_members row `m`) that counts towards administrator
+// status: granted by a role that is a superuser now (so not one a CREATEROLE
+// role granted itself, as PostgreSQL 15 allows, nor one whose grantor was
+// dropped or demoted) and, from PostgreSQL 16 on, not WITH ADMIN OPTION from
+// the bootstrap superuser (OID 10): PostgreSQL 16 records every superuser's
+// grant that way, and also the membership WITH ADMIN OPTION a CREATEROLE role
+// receives in each role it creates, which must not make the creator of a
+// missing admin role an administrator.
+#define TG_ADMIN_EDGE                                                                                    \
+  "EXISTS (SELECT 1 FROM pg_catalog.pg_roles s WHERE s.oid = m.grantor AND s.rolsuper)"              \
+  " AND NOT (m.admin_option AND m.grantor = 10"                                                         \
+  " AND pg_catalog.current_setting('server_version_num')::int >= 160000)"
+
+// For role $1 (admin role $2): its attributes, whether it is an
+// administrator, and every role it belongs to through pg_auth_members,
+// transitively (UNION stops on repeats), one row per membership; a role
+// without memberships gives one row with a NULL last column; a missing role
+// gives no row.
 constexpr const char* kRoleInfoQuery =
     "WITH RECURSIVE target AS ("
-    " SELECT oid, rolname, rolcanlogin, rolsuper FROM pg_catalog.pg_roles WHERE rolname = $1"
+    " SELECT oid, rolname, rolcanlogin, rolsuper, rolreplication, rolbypassrls, rolcreaterole,"
+    " extract(epoch from rolvaliduntil) AS valid_until"
+    " FROM pg_catalog.pg_roles WHERE rolname = $1"
     "), member_of(roleid) AS ("
     " SELECT m.roleid FROM pg_catalog.pg_auth_members m JOIN target t ON m.member = t.oid"
     " UNION"
     " SELECT m.roleid FROM pg_catalog.pg_auth_members m JOIN member_of p ON m.member = p.roleid"
+    "), granted(roleid) AS ("
+    " SELECT m.roleid FROM pg_catalog.pg_auth_members m JOIN target t ON m.member = t.oid WHERE " TG_ADMIN_EDGE
+    " UNION"
+    " SELECT m.roleid FROM pg_catalog.pg_auth_members m JOIN granted p ON m.member = p.roleid WHERE " TG_ADMIN_EDGE
     ") "
-    "SELECT t.rolname, t.rolcanlogin, t.rolsuper, g.rolname "
+    "SELECT t.oid, t.rolname, t.rolcanlogin, t.rolsuper, t.rolreplication, t.rolbypassrls, t.rolcreaterole,"
+    " t.valid_until,"
+    " t.rolsuper OR EXISTS (SELECT 1 FROM granted a JOIN pg_catalog.pg_roles r ON r.oid = a.roleid"
+    " WHERE r.rolname = $2),"
+    " g.rolname "
     "FROM target t LEFT JOIN member_of p ON true LEFT JOIN pg_catalog.pg_roles g ON g.oid = p.roleid "
     "ORDER BY g.rolname";
+constexpr std::size_t kRoleInfoColumns = 10;
+
+// The roles a non-superuser administrator may not act for (admin role $1):
+// the same memberships as above, followed downwards from the admin role.
+constexpr const char* kProtectedRolesQuery =
+    "WITH RECURSIVE admins(member) AS ("
+    " SELECT m.member FROM pg_catalog.pg_auth_members m JOIN pg_catalog.pg_roles a ON a.oid = m.roleid"
+    " WHERE a.rolname = $1 AND " TG_ADMIN_EDGE
+    " UNION"
+    " SELECT m.member FROM pg_catalog.pg_auth_members m JOIN admins p ON m.roleid = p.member WHERE " TG_ADMIN_EDGE
+    ") "
+    "SELECT rolname FROM pg_catalog.pg_roles WHERE rolsuper OR rolreplication OR rolbypassrls OR rolcreaterole "
+    "UNION SELECT r.rolname FROM admins a JOIN pg_catalog.pg_roles r ON r.oid = a.member";
+#undef TG_ADMIN_EDGE
 
 struct Connection {
   std::unique_ptr<ByteStream> stream;  // null: not connected (opened on next use)
@@ -130,29 +169,66 @@ Epoch parse_epoch(std::string_view s) {
   return {true, v};
 }
 
-ControlResult<std::optional<RoleInfo>> parse_role_info(const ControlResult<QueryResult>& r,
-                                                       const std::string& admin_role) {
+std::optional<std::uint32_t> parse_oid(const std::optional<std::string>& v) {
+  if (!v || v->empty()) return std::nullopt;
+  std::uint32_t out = 0;
+  auto [end, ec] = std::from_chars(v->data(), v->data() + v->size(), out);
+  if (ec != std::errc() || end != v->data() + v->size() || out == 0) return std::nullopt;
+  return out;
+}
+
+ControlResult<std::optional<RoleInfo>> parse_role_info(const ControlResult<QueryResult>& r) {
   if (!r) return failure("role look-up failed: " + r.error());
   const QueryResult& q = *r;
   if (q.error) return failure("role look-up failed: " + describe_error(*q.error));
-  if (q.columns.size() != 4) return failure("role look-up returned an unexpected shape");
+  if (q.columns.size() != kRoleInfoColumns) return failure("role look-up returned an unexpected shape");
   if (q.rows.empty()) return std::optional<RoleInfo>();
 
   RoleInfo info;
   const auto& first = q.rows.front();
-  auto can_login = parse_bool(first[1]);
-  auto superuser = parse_bool(first[2]);
-  if (!first[0] || !can_login || !superuser) return failure("role look-up returned unexpected values");
-  info.name = *first[0];
+  auto oid = parse_oid(first[0]);
+  auto can_login = parse_bool(first[2]);
+  auto superuser = parse_bool(first[3]);
+  auto replication = parse_bool(first[4]);
+  auto bypassrls = parse_bool(first[5]);
+  auto createrole = parse_bool(first[6]);
+  auto is_admin = parse_bool(first[8]);
+  if (!oid || !first[1] || !can_login || !superuser || !replication || !bypassrls || !createrole || !is_admin)
+    return failure("role look-up returned unexpected values");
+  info.oid = *oid;
+  info.name = *first[1];
   info.can_login = *can_login;
   info.is_superuser = *superuser;
+  info.replication = *replication;
+  info.bypassrls = *bypassrls;
+  info.createrole = *createrole;
+  if (first[7]) {
+    auto epoch = parse_epoch(*first[7]);
+    if (!epoch.ok) return failure("role look-up returned an unexpected VALID UNTIL");
+    info.valid_until = epoch.value;
+  }
+  info.is_admin = *is_admin;
   for (const auto& row : q.rows)
-    if (row[3]) info.member_of.push_back(*row[3]);
+    if (row[9]) info.member_of.push_back(*row[9]);
   std::sort(info.member_of.begin(), info.member_of.end());
-  // PostgreSQL counts a role as a member of itself, hence name == admin_role.
-  info.is_admin = info.is_superuser || info.name == "admin" || info.name == admin_role ||
-                  std::binary_search(info.member_of.begin(), info.member_of.end(), admin_role);
   return std::optional<RoleInfo>(std::move(info));
+}
+
+ControlResult<std::vector<std::string>> parse_protected_roles(const ControlResult<QueryResult>& r) {
+  if (!r) return failure("protected roles look-up failed: " + r.error());
+  const QueryResult& q = *r;
+  if (q.error) return failure("protected roles look-up failed: " + describe_error(*q.error));
+  if (q.columns.size() != 1) return failure("protected roles look-up returned an unexpected shape");
+  std::vector<std::string> out;
+  out.reserve(q.rows.size());
+  for (const auto& row : q.rows) {
+    if (!row[0]) return failure("protected roles look-up returned a NULL name");
+    out.push_back(*row[0]);
+  }
+  // Byte order, for binary_search; the server's collation is irrelevant.
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
 }
 
 ControlResult<std::optional<LoginVerifier>> parse_login_verifier(const ControlResult<QueryResult>& r) {
@@ -419,16 +495,31 @@ struct ControlPool::Impl {
 
   // The coroutines below only await and cache; the parsing is in plain
   // functions (GCC 12 mishandles some temporaries in coroutine bodies).
-  asio::awaitable<ControlResult<std::optional<RoleInfo>>> role_info(const std::string& role) {
-    std::optional<RoleInfo> hit = cached_role(role);
+  asio::awaitable<ControlResult<std::optional<RoleInfo>>> role_info(const std::string& role, bool fresh) {
+    std::optional<RoleInfo> hit = fresh ? std::nullopt : cached_role(role);
     std::string sql = kRoleInfoQuery;
     std::vector<QueryParam> params;
     params.emplace_back(role);
+    params.emplace_back(settings.admin_role);
     ControlResult<QueryResult> r;
     if (!hit) r = co_await run(sql, params);
     ControlResult<std::optional<RoleInfo>> out = hit ? ControlResult<std::optional<RoleInfo>>(std::move(hit))
-                                                     : parse_role_info(r, settings.admin_role);
-    if (!hit && out && *out) remember(role, **out);
+                                                     : parse_role_info(r);
+    if (!hit && out) {
+      if (*out)
+        remember(role, **out);
+      else
+        role_cache.erase(role);  // gone now: a fresh answer replaces a cached one
+    }
+    co_return out;
+  }
+
+  asio::awaitable<ControlResult<std::vector<std::string>>> protected_roles() {
+    std::string sql = kProtectedRolesQuery;
+    std::vector<QueryParam> params;
+    params.emplace_back(settings.admin_role);
+    ControlResult<QueryResult> r = co_await run(sql, params);
+    ControlResult<std::vector<std::string>> out = parse_protected_roles(r);
     co_return out;
   }
 
@@ -476,7 +567,19 @@ ControlPool::~ControlPool() {
 // reference; it also keeps the Impl alive if the pool is destroyed meanwhile.
 asio::awaitable<ControlResult<std::optional<RoleInfo>>> ControlPool::role_info(std::string role) {
   return asio::co_spawn(
-      impl_->strand, [impl = impl_, role = std::move(role)] { return impl->role_info(role); }, asio::use_awaitable);
+      impl_->strand, [impl = impl_, role = std::move(role)] { return impl->role_info(role, false); },
+      asio::use_awaitable);
+}
+
+asio::awaitable<ControlResult<std::optional<RoleInfo>>> ControlPool::role_info_fresh(std::string role) {
+  return asio::co_spawn(
+      impl_->strand, [impl = impl_, role = std::move(role)] { return impl->role_info(role, true); },
+      asio::use_awaitable);
+}
+
+asio::awaitable<ControlResult<std::vector<std::string>>> ControlPool::protected_roles() {
+  return asio::co_spawn(
+      impl_->strand, [impl = impl_] { return impl->protected_roles(); }, asio::use_awaitable);
 }
 
 asio::awaitable<ControlResult<std::optional<LoginVerifier>>> ControlPool::login_verifier(std::string user) {

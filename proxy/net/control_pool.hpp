@@ -47,8 +47,9 @@ struct ControlPoolSettings {
   std::optional<std::string> password;
   std::string database = "postgres";      // `upstream.control_database`
   std::size_t size = 2;                   // `upstream.control_pool_size`; at least 1
-  // Members of this role (directly or through other roles) are tokengate
-  // administrators, as are superusers and a role named `admin`.
+  // Members of this role are tokengate administrators, as are superusers:
+  // members through memberships every one of which a superuser granted (see
+  // RoleInfo::is_admin). No role is an administrator by its name.
   std::string admin_role = "tokengate_admin";
   // How long role_info() answers from its cache; 0 disables the cache.
   std::chrono::milliseconds role_cache_ttl{5000};
@@ -105,13 +106,31 @@ class [[nodiscard]] ControlResult {
 
 struct RoleInfo {
   std::string name;
+  std::uint32_t oid = 0;  // pg_roles.oid: a role dropped and created again has another
   bool can_login = false;
   bool is_superuser = false;
+  bool replication = false;  // rolreplication
+  bool bypassrls = false;    // rolbypassrls
+  bool createrole = false;   // rolcreaterole
+  // VALID UNTIL (rolvaliduntil) in unix seconds, rounded down; nullopt: no
+  // limit (NULL or 'infinity'); INT64_MIN: '-infinity'.
+  std::optional<std::int64_t> valid_until;
   // Every role this one is a member of, directly or through other roles
   // (pg_auth_members, recursively; not the role itself), sorted by name.
   std::vector<std::string> member_of;
-  // is_superuser, or named admin_role or a member of it, or named "admin".
+  // A superuser, or a member of admin_role through a chain of memberships
+  // each granted by a role that is a superuser now. Not counted: the admin
+  // role itself, a membership its member granted itself (a CREATEROLE role in
+  // PostgreSQL 15), and, from PostgreSQL 16 on, a membership WITH ADMIN
+  // OPTION recorded as granted by the bootstrap superuser, which is how
+  // PostgreSQL 16 records the membership a CREATEROLE role receives in every
+  // role it creates (a superuser's GRANT without ADMIN OPTION still counts).
   bool is_admin = false;
+
+  // Roles a non-superuser administrator may not act for.
+  [[nodiscard]] bool is_protected() const noexcept {
+    return is_superuser || replication || bypassrls || createrole || is_admin;
+  }
 };
 
 struct LoginVerifier {
@@ -137,6 +156,16 @@ class ControlPool {
   // if it does not exist. Cached for role_cache_ttl (existing roles only, so a
   // role created a moment ago is seen at once).
   boost::asio::awaitable<ControlResult<std::optional<RoleInfo>>> role_info(std::string role);
+
+  // Like role_info, but always asked upstream, never answered from the cache
+  // (the answer refreshes the cache). For decisions that must see a role as
+  // it is now: a token login, an administrator acting for another role.
+  boost::asio::awaitable<ControlResult<std::optional<RoleInfo>>> role_info_fresh(std::string role);
+
+  // The roles a non-superuser administrator may not act for, sorted (byte
+  // order): superusers, roles with REPLICATION, BYPASSRLS or CREATEROLE, and
+  // administrators (as RoleInfo::is_admin counts them). Never cached.
+  boost::asio::awaitable<ControlResult<std::vector<std::string>>> protected_roles();
 
   // Runs auth_query for `user`: nullopt if there is no such role. Never
   // cached, so a password change or ALTER ROLE … NOLOGIN takes effect at once.

@@ -49,17 +49,40 @@ boost::asio::awaitable<session::LocalResult> LocalSql::run(const parser_ext::Sta
   if (services_.tokens == nullptr) co_return failure(stmt, "58030", "token store unavailable");
 
   session::StatementFacts facts;
+  facts.via_token = info_.via_token;
   // In a failed transaction block nothing runs (25P02), so nothing is looked up.
   if (tx_status != protocol::tx_status::Failed) {
     if (services_.control == nullptr) co_return failure(stmt, "58030", "role information is unavailable");
-    auto me = co_await services_.control->role_info(info_.user);
+    const session::FactsNeeded needed = session::facts_needed(stmt, info_.user);
+    // Acting for another role is decided on the roles as they are now, not as
+    // the role cache last saw them (a superuser demoted a second ago).
+    const bool fresh = needed.acts_for_others;
+    ControlResult<std::optional<RoleInfo>> me;
+    if (fresh)
+      me = co_await services_.control->role_info_fresh(info_.user);
+    else
+      me = co_await services_.control->role_info(info_.user);
     if (!me) {
       spdlog::error("API TOKEN statement of \"{}\": role look-up failed: {}", info_.user, me.error());
       co_return failure(stmt, "58030", "could not read role information from the upstream server");
     }
     facts.is_admin = me->has_value() && (*me)->is_admin;
-    for (const auto& role : session::facts_needed(stmt, info_.user).roles) {
-      auto found = co_await services_.control->role_info(role);
+    facts.is_superuser = me->has_value() && (*me)->is_superuser;
+    if (facts.is_admin && !facts.is_superuser && needed.acts_for_others) {
+      auto protected_roles = co_await services_.control->protected_roles();
+      if (!protected_roles) {
+        spdlog::error("API TOKEN statement of \"{}\": protected roles look-up failed: {}", info_.user,
+                      protected_roles.error());
+        co_return failure(stmt, "58030", "could not read role information from the upstream server");
+      }
+      facts.protected_roles = std::move(*protected_roles);
+    }
+    for (const auto& role : needed.roles) {
+      ControlResult<std::optional<RoleInfo>> found;
+      if (fresh)
+        found = co_await services_.control->role_info_fresh(role);
+      else
+        found = co_await services_.control->role_info(role);
       if (!found) {
         spdlog::error("API TOKEN statement of \"{}\": role look-up failed: {}", info_.user, found.error());
         co_return failure(stmt, "58030", "could not read role information from the upstream server");
@@ -69,6 +92,7 @@ boost::asio::awaitable<session::LocalResult> LocalSql::run(const parser_ext::Sta
       if (rf.exists) {
         rf.can_login = (*found)->can_login;
         rf.member_of = (*found)->member_of;
+        rf.oid = (*found)->oid;
       }
       facts.roles.emplace(role, std::move(rf));
     }

@@ -41,6 +41,7 @@ struct SessionInfo {
   std::string application_name;
   std::string peer;  // client address for logs
   char tx_status = 'I';
+  bool via_token = false;
 };
 
 class Relay {

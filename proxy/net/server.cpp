@@ -21,11 +21,18 @@
 #include <csignal>
 #include <filesystem>
 #include <thread>
+#include <unordered_map>
 
 #include "proxy/audit.hpp"
 #include "proxy/auth/scram.hpp"
 #include "proxy/auth/throttle.hpp"
 #include "proxy/auth/userlist.hpp"
+#include "proxy/http/gateway.hpp"
+#include "proxy/http/sql_endpoint.hpp"
+#include "proxy/http/token_api.hpp"
+#include "proxy/http/upstream_check.hpp"
+#include "proxy/http/websocket_stream.hpp"
+#include "proxy/http/web_ui.hpp"
 #include "proxy/net/buffer_pool.hpp"
 #include "proxy/net/cancel_registry.hpp"
 #include "proxy/net/connect.hpp"
@@ -34,6 +41,7 @@
 #include "proxy/net/session_registry.hpp"
 #include "proxy/net/stream.hpp"
 #include "proxy/net/tls.hpp"
+#include "proxy/pool/upstream_pool.hpp"
 #include "proxy/protocol/frame.hpp"
 #include "proxy/session/client_handshake.hpp"
 #include "proxy/session/upstream_login.hpp"
@@ -57,6 +65,15 @@ constexpr auto kCancelTimeout = 5s;
 // How often the store is asked which tokens were revoked by any process; the
 // issue allows 2 s between a revocation and the end of its sessions.
 constexpr auto kRevocationPoll = 500ms;
+// An HTTP request is a token login, but asking the catalog afresh for every
+// request would cap the gateway at the control pool's rate (about 300
+// requests a second on a 2-core machine, bench/http_bench.py). A change to
+// the owner role (NOLOGIN, VALID UNTIL, DROP) reaches HTTP requests within
+// this time instead, as other processes' revocations reach sessions within
+// kRevocationPoll. Revocation itself is checked on every request.
+constexpr auto kHttpRoleRecheck = 1s;
+// Bounds the table of recent checks (one entry per token owner).
+constexpr std::size_t kHttpRoleChecksMax = 65536;
 
 ByteView view(const Bytes& b, std::size_t n) { return ByteView(b.data(), n); }
 
@@ -98,6 +115,8 @@ struct LoginDecision {
   std::optional<std::string> upstream_password;
   // For token sessions.
   std::optional<tokenstore::tid_t> tid;
+  std::string token_name;
+  std::uint32_t token_owner_oid = 0;  // verify_result::owner_oid
   std::int64_t token_expires_at = 0;
   Bytes notice;  // sent just before the first ReadyForQuery
   // password mode, ordinary password: the upstream's answer decides; the
@@ -123,6 +142,9 @@ struct Server::Impl {
   asio::awaitable<void> drain_then_stop();
   void reload();
   void stop_all();
+  // The HTTP gateway (proxy/http): its login check is the wire's.
+  bool start_http();
+  asio::awaitable<http::HttpLoginResult> http_login(http::HttpLoginRequest request);
   void audit_login(const std::string& user, const std::string& peer, const std::string& app,
                    const std::string& method, const std::string& outcome, const std::string& reason,
                    const std::string& token_name = {}, const std::optional<tokenstore::tid_t>& tid = {},
@@ -159,6 +181,17 @@ struct Server::Impl {
   ClientTlsMode tls_mode = ClientTlsMode::allow;
   std::unique_ptr<TlsServerContext> tls;
   std::unique_ptr<UpstreamTlsContext> upstream_tls;
+
+  // POST /sql's upstream connections; destroyed after the gateway that uses it.
+  std::unique_ptr<pool::UpstreamPool> http_pool;
+  std::unique_ptr<http::Gateway> http_gateway;
+  // Owner roles as the catalog showed them to an HTTP request (see kHttpRoleRecheck).
+  struct HttpRoleCheck {
+    Clock::time_point at;
+    RoleInfo role;
+  };
+  std::mutex http_roles_mutex;
+  std::unordered_map<std::string, HttpRoleCheck> http_roles;
 };
 
 void Server::Impl::audit_login(const std::string& user, const std::string& peer, const std::string& app,
@@ -282,6 +315,8 @@ asio::awaitable<LoginDecision> Server::Impl::decide_login(const protocol::Startu
     }
     d.ok = true;
     d.tid = vr.tid;
+    d.token_name = vr.name;
+    d.token_owner_oid = vr.owner_oid;
     d.token_expires_at = vr.expires_at;
     if (vr.expires_at - now <= config.expiry_warning.count()) {
       auto n = protocol::ErrorResponse::make("NOTICE", "01000",
@@ -546,7 +581,7 @@ asio::awaitable<void> Server::Impl::session(std::unique_ptr<ByteStream> client, 
   } relaying{relaying_sessions};
   Relay relay(exec, *client, *upstream,
               RelayServices{tokens.get(), control.get(), audit.enabled() ? &audit : nullptr},
-              SessionInfo{user, database, app, peer, tx_status});
+              SessionInfo{user, database, app, peer, tx_status, decision.tid.has_value()});
   // Token sessions end when their token is revoked (or expires, if so set).
   std::optional<SessionRegistry::Handle> registered;
   auto alive = std::make_shared<Relay*>(&relay);
@@ -673,7 +708,9 @@ bool Server::Impl::open_services() {
     ::chmod(config.data_dir.c_str(), 0700);
     keys = std::make_unique<tokenstore::keyring>(config.data_dir);
     store = std::make_unique<tokenstore::store>(config.data_dir);
-    tokens = std::make_unique<tokenstore::token_service>(*store, *keys);
+    tokenstore::service_config service_cfg;
+    service_cfg.token_sessions_manage_credentials = config.token_sessions_manage_credentials;
+    tokens = std::make_unique<tokenstore::token_service>(*store, *keys, service_cfg);
     tokens->on_revoked([this](std::span<const tokenstore::tid_t> tids) {
       if (!config.revoke_ends_sessions) return;
       token_sessions.end_tokens(tids, protocol::ErrorResponse::make("FATAL", "57P01", "API token revoked"));
@@ -762,6 +799,148 @@ bool Server::Impl::open_services() {
   return true;
 }
 
+// ---- HTTP gateway ------------------------------------------------------------
+
+// A credential from the HTTP gateway, decided exactly as the same password
+// or token in a wire login: decide_login with a startup packet for the
+// control database, then what the session would learn upstream.
+asio::awaitable<http::HttpLoginResult> Server::Impl::http_login(http::HttpLoginRequest r) {
+  protocol::StartupMessage startup;
+  startup.parameters = {{"user", r.user}, {"database", config.control_database}, {"application_name", r.application_name}};
+  http::HttpLoginResult out;
+  out.user = r.user;
+  LoginDecision d = co_await decide_login(startup, r.secret, r.peer);
+  if (!d.ok) {
+    auto text = http::error_text(d.reject);
+    out.sqlstate = std::move(text.sqlstate);
+    out.message = std::move(text.message);
+    out.detail = std::move(text.detail);
+    out.delay = d.delay;
+    co_return out;
+  }
+  if (d.upstream_decides) {
+    // password mode: the upstream judges the password, audited and throttled
+    // as the session does it.
+    auto check = co_await http::check_password_upstream(config.upstream, upstream_tls.get(), std::move(startup),
+                                                         std::move(r.secret), Clock::now() + config.auth_timeout);
+    const bool bad_password = check.outcome == http::UpstreamCheck::Outcome::refused && check.sqlstate == "28P01";
+    if (check.outcome != http::UpstreamCheck::Outcome::accepted) {
+      audit_login(r.user, r.peer, r.application_name, "password", bad_password ? "denied" : "error", check.reason);
+      if (bad_password) out.delay = throttle.record_failure(r.user, client_address(r.peer), Clock::now());
+      out.sqlstate = std::move(check.sqlstate);
+      out.message = std::move(check.message);
+      out.detail = std::move(check.detail);
+      co_return out;
+    }
+    throttle.record_success(r.user, client_address(r.peer), Clock::now());
+    audit_login(r.user, r.peer, r.application_name, "password", "ok", "");
+  } else if (d.tid) {
+    // What the token login checks after verify (tokenstore.hpp): the owner
+    // role as it is now, not as a cache saw it — the OID the token is bound
+    // to (a role dropped and created again under the name has another),
+    // LOGIN and VALID UNTIL, which the upstream would not check for tokengate.
+    // (No co_await inside ?: — GCC 12 destroys such temporaries twice.)
+    ControlResult<std::optional<RoleInfo>> role(ControlError{"no control connection"});
+    std::optional<RoleInfo> recent;
+    {
+      std::lock_guard lock(http_roles_mutex);
+      auto it = http_roles.find(r.user);
+      if (it != http_roles.end() && Clock::now() - it->second.at < kHttpRoleRecheck) recent = it->second.role;
+    }
+    if (recent) {
+      role = std::optional<RoleInfo>(std::move(*recent));
+    } else if (control) {
+      role = co_await control->role_info_fresh(r.user);
+      if (role && role->has_value()) {
+        std::lock_guard lock(http_roles_mutex);
+        if (http_roles.size() >= kHttpRoleChecksMax) http_roles.clear();
+        http_roles[r.user] = {Clock::now(), **role};
+      }
+    }
+    if (!role) {
+      spdlog::error("HTTP token login of \"{}\": role look-up failed: {}", r.user, role.error());
+      audit_login(r.user, r.peer, r.application_name, "token", "error", role.error(), d.token_name, d.tid);
+      out.sqlstate = "08006";
+      out.message = "tokengate could not check the role with the upstream server";
+      co_return out;
+    }
+    std::string why;
+    if (!role->has_value()) why = "role does not exist";
+    else if (d.token_owner_oid != 0 && d.token_owner_oid != (*role)->oid) why = "role was dropped and created again";
+    else if (d.token_owner_oid == 0 && !tokens->bind_owner_oid(*d.tid, (*role)->oid)) why = "token bound to another role";
+    else if (!(*role)->can_login) why = "role has NOLOGIN";
+    else if ((*role)->valid_until && *(*role)->valid_until < unix_now()) why = "role expired (VALID UNTIL)";
+    if (!why.empty()) {
+      spdlog::info("HTTP login of \"{}\" from {} refused (token): {}", r.user, r.peer, why);
+      audit_login(r.user, r.peer, r.application_name, "token", "denied", why, d.token_name, d.tid);
+      out.delay = throttle.record_failure(r.user, client_address(r.peer), Clock::now());
+      out.sqlstate = why == "role has NOLOGIN" ? "28000" : "28P01";
+      out.message = why == "role has NOLOGIN" ? "role \"" + r.user + "\" is not permitted to log in"
+                                               : "password authentication failed for user \"" + r.user + "\"";
+      co_return out;
+    }
+  }
+  out.ok = true;
+  out.tid = d.tid;
+  out.token_name = std::move(d.token_name);
+  out.expires_at = d.token_expires_at;
+  co_return out;
+}
+
+// Builds the HTTP gateway when http.listen is set; false (logged) when it cannot listen.
+bool Server::Impl::start_http() {
+  if (config.http_listen.empty()) return true;
+  http::GatewaySettings gs;
+  gs.listen = config.http_listen;
+  gs.max_connections = config.http_max_connections;
+  gs.max_header_size = config.http_max_header_size;
+  gs.max_body_size = config.http_max_body_size;
+  gs.request_timeout = config.http_request_timeout;
+  gs.idle_timeout = config.http_idle_timeout;
+  gs.allow_plaintext_passwords = config.allow_plaintext_passwords;
+  http::GatewayServices services;
+  services.login = [this](http::HttpLoginRequest r) { return http_login(std::move(r)); };
+  services.tls = tls.get();
+  services.tls_mode = tls_mode;
+  http_gateway = std::make_unique<http::Gateway>(std::move(gs), services,
+                                                 [this]() -> asio::io_context& { return next_context(); });
+  http::add_token_api(*http_gateway, {tokens.get(), control.get(), audit.enabled() ? &audit : nullptr,
+                                      services.login, config.http_session_duration,
+                                      config.token_sessions_manage_credentials});
+  // SQL over HTTP on pooled upstream connections, and the wire protocol over
+  // WebSocket as one more kind of client stream for session().
+  pool::UpstreamPoolSettings ps;
+  ps.limits.max_connections = config.pool_max_connections;
+  ps.limits.max_per_key = config.pool_max_connections_per_key;
+  ps.limits.idle_timeout = config.pool_idle_timeout;
+  ps.upstream = config.upstream;
+  ps.tls = upstream_tls.get();
+  ps.password_mode = config.upstream_auth == Config::UpstreamAuth::password;
+  ps.password_for = [this](const std::string& user) {
+    std::lock_guard lock(userlist_mutex);
+    return userlist.password_for(user);
+  };
+  ps.connect_timeout = config.auth_timeout;
+  ps.wait_timeout = config.pool_wait_timeout;
+  ps.max_lifetime = config.pool_max_lifetime;
+  ps.max_message = config.http_max_response_size + 64 * 1024;
+  http_pool = std::make_unique<pool::UpstreamPool>(contexts[0]->get_executor(), std::move(ps));
+  http::add_sql_endpoint(*http_gateway, {http_pool.get(), tokens.get(), control.get(),
+                                         audit.enabled() ? &audit : nullptr, services.login,
+                                         config.http_max_response_size, config.token_sessions_manage_credentials,
+                                         nullptr /* the relay's password-change classifier, when it exists */});
+  http::add_websocket_endpoint(*http_gateway, [this](std::unique_ptr<ByteStream> s, std::string peer, bool local) {
+    return session(std::move(s), std::move(peer), local);
+  });
+  http::add_web_ui(*http_gateway);
+  if (auto err = http_gateway->listen(*contexts[0])) {
+    spdlog::critical("{}", *err);
+    return false;
+  }
+  for (const auto& ep : config.http_listen) spdlog::info("HTTP gateway listening on {}", ep.to_string());
+  return true;
+}
+
 Server::Server(Config config) : impl_(std::make_unique<Impl>(std::move(config))) {}
 Server::~Server() = default;
 
@@ -771,6 +950,8 @@ int Server::run() {
   for (unsigned i = 0; i < n; ++i) im.contexts.push_back(std::make_unique<asio::io_context>(1));
   auto& main_ctx = *im.contexts[0];
   if (!im.open_services()) return 1;
+  // Before the wire listeners: once clients can connect there, HTTP works too.
+  if (!im.start_http()) return 1;
 
   for (const auto& ep : im.config.listen) {
     try {
@@ -815,6 +996,8 @@ int Server::run() {
     }
     for (auto& a : im.tcp_acceptors) a->close();
     for (auto& a : im.unix_acceptors) a->close();
+    if (im.http_gateway) im.http_gateway->close();
+    if (im.http_pool) im.http_pool->close();
     if (sig == SIGTERM) {
       spdlog::info("SIGTERM: no new connections; waiting for {} session(s)", im.relaying_sessions.load());
       asio::co_spawn(main_ctx, im.drain_then_stop(), asio::detached);

@@ -33,7 +33,18 @@ void add_unique(std::vector<std::string>& v, std::string_view s) {
 ErrorResponse to_error(const ts::error& e) {
   auto r = ErrorResponse::make("ERROR", std::string(e.sqlstate()), e.message);
   r.detail = e.detail;
+  r.hint = e.hint;
   return r;
+}
+
+ts::actor actor_of(std::string_view session_user, const StatementFacts& facts) {
+  ts::actor a;
+  a.user = std::string(session_user);
+  a.is_admin = facts.is_admin;
+  a.is_superuser = facts.is_superuser;
+  a.via_token = facts.via_token;
+  a.protected_roles = facts.protected_roles;
+  return a;
 }
 
 Value text_or_null(const std::optional<std::string>& s) {
@@ -66,7 +77,7 @@ class Runner {
  public:
   Runner(ts::token_service& svc, std::string_view session_user, const StatementFacts& facts,
          std::int64_t now, LocalResult& r)
-      : svc_(svc), who_{std::string(session_user), facts.is_admin}, facts_(facts), now_(now), r_(r) {}
+      : svc_(svc), who_(actor_of(session_user, facts)), facts_(facts), now_(now), r_(r) {}
 
   void operator()(const pe::CreateApiToken& s) {
     const std::string owner = s.for_user.value_or(who_.user);
@@ -118,8 +129,8 @@ class Runner {
     r_.executed = true;
     if (!res) return fail(res.error_value());
     if (res->revoked && res->tid) {
-      r_.tid = res->tid;
-      r_.revoked.push_back(*res->tid);
+      r_.tid = res->tid;  // the newest; an expired namesake may be revoked with it
+      r_.revoked = res->tids;
     } else if (!res->notice.empty()) {
       // As DROP TABLE IF EXISTS: NOTICE without a specific SQLSTATE (00000).
       r_.notices.push_back(ErrorResponse::make("NOTICE", "00000", res->notice));
@@ -230,20 +241,34 @@ void write_notices(protocol::Bytes& out, const LocalResult& r) {
 FactsNeeded facts_needed(const parser_ext::Statement& stmt, std::string_view session_user) {
   FactsNeeded out;
   auto other = [&](const std::optional<std::string>& for_user) {
-    if (for_user && *for_user != session_user) add_unique(out.roles, *for_user);
+    if (for_user && *for_user != session_user) {
+      add_unique(out.roles, *for_user);
+      out.acts_for_others = true;
+    }
   };
   std::visit(overloaded{
                  [&](const pe::CreateApiToken& s) {
                    add_unique(out.roles, s.for_user ? std::string_view(*s.for_user) : session_user);
+                   out.acts_for_others = s.for_user && *s.for_user != session_user;
                  },
-                 [&](const pe::ShowApiTokens& s) { other(s.for_user); },
+                 [&](const pe::ShowApiTokens& s) {
+                   other(s.for_user);
+                   out.acts_for_others = out.acts_for_others || s.all_users;
+                 },
                  [&](const pe::AlterApiTokenSetComment& s) { other(s.for_user); },
                  [&](const pe::DropApiToken& s) { other(s.for_user); },
                  [&](const pe::DropAllApiTokens& s) { other(s.for_user); },
-                 [&](const pe::AlterRoleSetApiTokenMaxDuration& s) { add_unique(out.roles, s.role); },
-                 [&](const pe::AlterRoleResetApiTokenMaxDuration& s) { add_unique(out.roles, s.role); },
+                 [&](const pe::AlterRoleSetApiTokenMaxDuration& s) {
+                   add_unique(out.roles, s.role);
+                   out.acts_for_others = true;
+                 },
+                 [&](const pe::AlterRoleResetApiTokenMaxDuration& s) {
+                   add_unique(out.roles, s.role);
+                   out.acts_for_others = true;
+                 },
                  [&](const pe::ShowApiTokenPolicies& s) {
                    if (s.for_user) add_unique(out.roles, *s.for_user);
+                   out.acts_for_others = s.for_user && *s.for_user != session_user;
                  },
              },
              stmt);

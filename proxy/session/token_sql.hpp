@@ -44,6 +44,11 @@ namespace tokengate::session {
 // not listed here.
 struct FactsNeeded {
   std::vector<std::string> roles;
+  // The statement acts for roles other than the session user (FOR USER
+  // another role, FOR ALL USERS, a policy statement): the caller then looks
+  // the session user and `roles` up fresh (not from a cache) and, for an
+  // administrator that is not a superuser, the protected roles.
+  bool acts_for_others = false;
 };
 //   CREATE API TOKEN        the owner: the FOR USER role, else the session user
 //                           (existence and memberships for the policy)
@@ -58,7 +63,13 @@ struct FactsNeeded {
 // facts_needed(); a role missing upstream has exists = false.
 struct StatementFacts {
   bool is_admin = false;
-  std::unordered_map<std::string, tokenstore::role_facts> roles;
+  bool is_superuser = false;
+  // The session logged in with an API token (see tokenstore::actor::via_token).
+  bool via_token = false;
+  // For an administrator that is not a superuser, when acts_for_others: the
+  // roles it may not act for (tokenstore::actor::protected_roles).
+  std::optional<std::vector<std::string>> protected_roles{};
+  std::unordered_map<std::string, tokenstore::role_facts> roles{};
 };
 
 // The result columns of a statement, without running it (for Describe).
@@ -98,7 +109,8 @@ struct LocalResult {
   }
 };
 
-// Runs `stmt` for `session_user` (actor = {session_user, facts.is_admin}) at
+// Runs `stmt` for `session_user` (the actor: session_user with is_admin,
+// is_superuser, via_token and protected_roles from `facts`) at
 // unix time `now`. `tx_status` is the upstream's ReadyForQuery status:
 //   'I'  runs it;
 //   'T'  runs it and, for a statement that changes something, adds NOTICE 25001

@@ -520,19 +520,42 @@ def seeds_sql() -> None:
     step = max(1, len(corpus) // 120)
     sample = corpus[::step]
 
+    # The first byte picks the session settings (tests/fuzz/sql_options.hpp):
+    # 0 is UTF8 with standard_conforming_strings on.
+    default = b"\x00"
+    settings = {"scs-off": b"\x01", "sql-ascii": b"\x02", "latin1": b"\x04", "sjis": b"\x0c",
+                "big5": b"\x0e", "gbk": b"\x10", "gb18030": b"\x14", "unknown-encoding": b"\x16"}
+    # Multibyte characters whose second byte is a backslash or a quote.
+    client_only = {
+        "sjis": b"CREATE API TOKEN t COMMENT '\x95\x5c'; SELECT '\x95\x5c' AS x; -- '",
+        "big5": b"SELECT '\xa5\x5c'; DROP API TOKEN t; SELECT '\xa5\x5c''",
+        "gbk": b"SHOW API TOKENS; SELECT '\x81\x27'; SELECT 1",
+        "gb18030": b"SELECT '\x81\x30\x81\x30'; SHOW API TOKENS",
+    }
+
     w = Writer("grammar")
     for s in API_STATEMENTS + handwritten:
-        w.add(s[:40], s.encode())
+        w.add(s[:40], default + s.encode())
+    for name, prefix in settings.items():
+        for s in API_STATEMENTS[:6]:
+            w.add(name + "-" + s[:30], prefix + s.encode())
+    w.add("scs-off-backslash-quote", settings["scs-off"] + b"CREATE API TOKEN t COMMENT 'x\\'' MAX DURATION '1d'")
+    w.add("sjis-comment", settings["sjis"] + b"CREATE API TOKEN t COMMENT '\x95\x5c'")
     w.done()
 
     w = Writer("splitter")
     for i, s in enumerate(sample):
         # The API TOKEN statement after it makes the splitter work on real SQL.
-        w.add(f"corpus-{i}", (s + "\nSHOW API TOKENS;").encode())
+        w.add(f"corpus-{i}", default + (s + "\nSHOW API TOKENS;").encode())
     for s in API_STATEMENTS:
-        w.add(s[:40], f"SELECT 1; {s}; SELECT 'api'".encode())
+        w.add(s[:40], default + f"SELECT 1; {s}; SELECT 'api'".encode())
     for s in handwritten:
-        w.add(s[:40], s.encode())
+        w.add(s[:40], default + s.encode())
+    for name, text in client_only.items():
+        w.add(name, settings[name] + text)
+        w.add(name + "-as-utf8", default + text)
+    for name, prefix in settings.items():
+        w.add(name + "-smuggling", prefix + b"CREATE API TOKEN t COMMENT 'x\\'; SELECT 'smuggled'; --'")
     extra = [
         "SELECT $$a;b$$; CREATE API TOKEN t; SELECT $x$;$x$",
         "SELECT 'a;b' ; /* ; */ DROP API TOKEN t -- ;\n; SELECT E'\\';'",
@@ -542,7 +565,7 @@ def seeds_sql() -> None:
         "SELECT U&'\\0061pi'; SELECT \"api\"; SELECT api FROM api",
     ]
     for s in extra:
-        w.add(s[:40], s.encode())
+        w.add(s[:40], default + s.encode())
     w.done()
 
 

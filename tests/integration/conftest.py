@@ -11,11 +11,12 @@
 # Fixtures:
 #   pg         session: PgCluster (host/port, socket_dir, log_path, admin_conn(), log_mark()/log_since(),
 #              logged_statements(mark): what the upstream received since mark)
-#   tokengate  session: TokengateProcess (host/port, data_dir, log_path, audit_path, log_tail(), rss_kib()); skipped or
+#   tokengate  session: TokengateProcess (host/port, http_port, data_dir, log_path, audit_path, log_tail(), rss_kib()); skipped or
 #              failed when unusable. Upstream login mode `trust`: it reaches PostgreSQL over the Unix
 #              socket, which the cluster trusts; tokengate must check ordinary passwords itself.
 #   tokengate_pw  session: a second tokengate in `password` mode (upstream over TCP, scram/md5/password as for
 #              direct clients; token sessions use the owner's password from a userlist file); proxy_pw its Target
+#   http_api   an http_client.HttpApi for the session tokengate's HTTP gateway (requests)
 #   spawn_tokengate  extra instances for one test: spawn(upstream=(host, port), extra_args=[...], start=True)
 #   direct     Target for PostgreSQL itself;  proxy  Target through tokengate
 #   target     parametrized over ["direct", "proxy"]: one test body, two runs (ids end in [direct]/[proxy])
@@ -277,6 +278,11 @@ class TokengateProcess(LogFile):
         self.audit_path = self.data_dir / "audit.log"  # the default audit_log (issue 5)
         self.host = "127.0.0.1"
         self.port = free_port()
+        # The HTTP gateway's port: every instance gets its own (the default 8432 would collide); None when
+        # the binary has no gateway or the test passes its own --http-listen.
+        self.http_port: int | None = None
+        if "--http-listen" not in self.extra_args and binary_has_flag(binary, "--http-listen"):
+            self.http_port = free_port()
         self.proc: subprocess.Popen | None = None
         self._stopped = False
         _ALL_TOKENGATES.append(self)
@@ -289,6 +295,8 @@ class TokengateProcess(LogFile):
             "--upstream", f"{self.upstream[0]}:{self.upstream[1]}",
             "--data-dir", str(self.data_dir),
         ]
+        if self.http_port is not None:
+            argv += ["--http-listen", f"{self.host}:{self.http_port}"]
         argv += shlex.split(os.environ.get("TOKENGATE_EXTRA_ARGS", ""))
         return argv + self.extra_args
 
@@ -638,6 +646,15 @@ def binary_has_flag(binary: Path, flag: str) -> bool:
     return re.search(re.escape(flag) + r"\b", _HELP_CACHE[binary]) is not None
 
 
+def session_extra_args(binary: Path) -> list[str]:
+    """Flags every session-wide instance gets. The client tests create tokens from sessions that logged in with
+    a token, which tokengate refuses by default (token_sessions.manage_credentials = false): the session
+    instances allow it, and test_token_admins.py checks the default on instances of its own."""
+    if binary_has_flag(binary, "--token-sessions-manage-credentials"):
+        return ["--token-sessions-manage-credentials", "true"]
+    return []
+
+
 def _start_session_tokengate(proc: TokengateProcess) -> None:
     error = None
     try:
@@ -660,7 +677,8 @@ def tokengate(pg: PgCluster) -> TokengateProcess:
         # Throttling (issue 5) is tested on instances of its own; the suite's many deliberate failures from
         # 127.0.0.1 must not slow every later test down.
         proc = TokengateProcess(binary, (str(pg.socket_dir), pg.port),
-                                ["--upstream-auth", "trust", "--max-failed-logins", "100000"])
+                                ["--upstream-auth", "trust", "--max-failed-logins", "100000",
+                                 *session_extra_args(binary)])
     else:
         # A binary from before the login modes (the relay stage) only passes passwords on: give it TCP, where
         # the cluster checks them, so that its tests keep their meaning.
@@ -704,7 +722,7 @@ def _password_mode_process(binary: Path, pg: PgCluster) -> TokengateProcess:
                               {u: pw for u, pw in ROLES.items() if u != "nologin_role"})
     return TokengateProcess(binary, (pg.host, pg.port),
                             ["--upstream-auth", "password", "--userlist", str(userlist), "--control-user", "admin",
-                             "--max-failed-logins", "100000"])
+                             "--max-failed-logins", "100000", *session_extra_args(binary)])
 
 
 @pytest.fixture
@@ -769,6 +787,16 @@ def proxy(tokengate: TokengateProcess) -> Target:
         pytest.fail(f"tokengate is no longer running (rc={tokengate.proc.returncode}); log tail:\n"
                     f"{tokengate.log_tail()}", pytrace=False)
     return Target("proxy", tokengate.host, tokengate.port)
+
+
+@pytest.fixture
+def http_api(tokengate: TokengateProcess):
+    """An http_client.HttpApi for the session tokengate's HTTP gateway (http://127.0.0.1:<tokengate.http_port>)."""
+    import http_client  # noqa: PLC0415 - needs python3-requests, only for the HTTP tests
+
+    if tokengate.http_port is None:
+        pytest.fail("this tokengate binary has no --http-listen", pytrace=False)
+    return http_client.HttpApi(f"http://{tokengate.host}:{tokengate.http_port}")
 
 
 @pytest.fixture

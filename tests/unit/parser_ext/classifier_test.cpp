@@ -96,3 +96,45 @@ TEST_CASE("the pre-filter finds `api` at every offset, across its 32-byte blocks
     CHECK_FALSE(query_may_contain_api_token_statement(miss));
   }
 }
+
+TEST_CASE("transaction control by leading keywords", "[classifier][tx]") {
+  const std::vector<std::pair<std::string, TxControl>> cases = {
+      {"BEGIN", TxControl::begin},
+      {"begin work isolation level serializable", TxControl::begin},
+      {"  /* c */ -- c\nBEGIN TRANSACTION READ ONLY", TxControl::begin},
+      {"START TRANSACTION", TxControl::begin},
+      {"START", TxControl::none},
+      {"COMMIT", TxControl::commit},
+      {"commit work", TxControl::commit},
+      {"END TRANSACTION", TxControl::commit},
+      {"COMMIT AND NO CHAIN", TxControl::commit},
+      {"COMMIT AND CHAIN", TxControl::commit_and_chain},
+      {"END WORK AND CHAIN", TxControl::commit_and_chain},
+      {"ROLLBACK", TxControl::rollback},
+      {"ABORT", TxControl::rollback},
+      {"ROLLBACK TRANSACTION AND NO CHAIN", TxControl::rollback},
+      {"ROLLBACK AND CHAIN", TxControl::rollback_and_chain},
+      {"ABORT WORK AND CHAIN", TxControl::rollback_and_chain},
+      {"ROLLBACK TO SAVEPOINT s", TxControl::rollback_to_savepoint},
+      {"ROLLBACK WORK TO s", TxControl::rollback_to_savepoint},
+      {"SAVEPOINT s", TxControl::savepoint},
+      {"RELEASE SAVEPOINT s", TxControl::release_savepoint},
+      {"RELEASE s", TxControl::release_savepoint},
+      {"PREPARE TRANSACTION 'gid'", TxControl::prepare_transaction},
+      {"PREPARE TRANSACTION E'gid'", TxControl::prepare_transaction},
+      {"PREPARE transaction AS SELECT 1", TxControl::none},
+      {"PREPARE transaction (int) AS SELECT $1", TxControl::none},
+      {"PREPARE q AS SELECT 1", TxControl::none},
+      {"COMMIT PREPARED 'gid'", TxControl::commit_prepared},
+      {"ROLLBACK PREPARED 'gid'", TxControl::rollback_prepared},
+      {"SELECT 1", TxControl::none},
+      {"\"BEGIN\"", TxControl::none},
+      {"BEGINNING", TxControl::none},
+      {"", TxControl::none},
+      {"/* unterminated", TxControl::none},
+  };
+  for (const auto& [sql, want] : cases) {
+    INFO("sql: " << sql);
+    CHECK(tx_control_name(classify_transaction_control(sql)) == tx_control_name(want));
+  }
+}

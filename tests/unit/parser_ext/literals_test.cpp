@@ -82,9 +82,9 @@ TEST_CASE("bad Unicode escapes in U& strings are 42601", "[literals]") {
         "42601 invalid Unicode escape value @29");
   CHECK(error_summary(parse_statement("CREATE API TOKEN COMMENT U&'x' UESCAPE '+'")) ==
         "42601 invalid Unicode escape character @40");
-  // E-string escapes are checked by the scanner itself.
+  // E-string escapes are checked by the scanner itself, with its own SQLSTATE.
   CHECK(error_summary(parse_statement("CREATE API TOKEN COMMENT E'\\uZZ'")) ==
-        "42601 invalid Unicode escape @28");
+        "22025 invalid Unicode escape @28");
 }
 
 TEST_CASE("decode_string_constant and decode_identifier directly", "[literals]") {

@@ -78,6 +78,14 @@ TEST_CASE("plan_query: fast path, runs of ordinary SQL, token statements in orde
         "2; END] | token[ DROP ALL API TOKENS => DropAllApiTokens{for_user=null}]");
 }
 
+TEST_CASE("plan_query: a lexical error before any API TOKEN statement is PostgreSQL's to report",
+          "[split]") {
+  // Nothing of ours runs, so the Query goes upstream whole and PostgreSQL
+  // answers with its own error.
+  CHECK(plan("SELECT 'api'; SELECT 'open") == "ordinary[SELECT 'api'; SELECT 'open]");
+  CHECK(plan("SELECT api; SELECT 1e") == "ordinary[SELECT api; SELECT 1e]");
+}
+
 TEST_CASE("plan_query: an error anywhere means nothing runs", "[split]") {
   CHECK(error_summary(plan_query("SELECT 1; CREATE API TOKEN x y; SELECT 2")) ==
         "42601 syntax error at or near \"y\" @30");
@@ -85,8 +93,10 @@ TEST_CASE("plan_query: an error anywhere means nothing runs", "[split]") {
         "42601 syntax error at end of input @35");
   CHECK(error_summary(plan_query("SELECT 1; CREATE API TOKEN x FOR; SELECT 2")) ==
         "42601 syntax error at or near \";\" @33");
-  CHECK(error_summary(plan_query("SELECT 'api'; SELECT 'open")) ==
-        "42601 unterminated quoted string at or near \"'open\" @22");
+  CHECK(error_summary(plan_query("SELECT 1; CREATE API TOKEN x; SELECT 'open")) ==
+        "42601 unterminated quoted string at or near \"'open\" @38");
+  CHECK(error_summary(plan_query("CREATE API TOKEN x COMMENT 'open")) ==
+        "42601 unterminated quoted string at or near \"'open\" @28");
   CHECK(error_summary(plan_query("DROP API TOKEN $1; SELECT 1")) ==
         "42P02 there is no parameter $1 @16");
 }

@@ -14,6 +14,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <functional>
+#include <limits>
 #include <mutex>
 #include <thread>
 #include <unistd.h>
@@ -244,15 +245,39 @@ class FakeUpstream {
   std::thread thread_;
 };
 
-// A role_info answer: name, can login, superuser, then one row per membership.
-Bytes role_rows(std::string_view name, bool login, bool super, std::vector<std::string> member_of) {
+// A role_info answer as the catalog query gives it: oid, name, can login,
+// superuser, replication, bypassrls, createrole, valid-until epoch, is-admin,
+// then one row per membership.
+struct FakeRole {
+  std::string name;
+  bool login = true;
+  bool super = false;
+  std::vector<std::string> member_of{};
+  bool admin = false;  // as the upstream computed it
+  std::string oid = "16384";
+  bool replication = false, bypassrls = false, createrole = false;
+  std::optional<std::string> valid_until{};
+};
+const std::initializer_list<std::string_view> kRoleColumns = {
+    "oid", "rolname", "rolcanlogin", "rolsuper", "rolreplication", "rolbypassrls", "rolcreaterole",
+    "valid_until", "is_admin", "rolname"};
+Bytes role_rows(const FakeRole& r) {
   std::vector<Bytes> rows;
-  const char* l = login ? "t" : "f";
-  const char* s = super ? "t" : "f";
-  if (member_of.empty()) rows.push_back(data_row({name, l, s, std::nullopt}));
-  for (auto& m : member_of) rows.push_back(data_row({name, l, s, std::string_view(m)}));
-  return rows_answer({"rolname", "rolcanlogin", "rolsuper", "rolname"}, std::move(rows));
+  auto b = [](bool v) -> std::string_view { return v ? "t" : "f"; };
+  auto row = [&](std::optional<std::string_view> member) {
+    std::optional<std::string_view> vu;
+    if (r.valid_until) vu = *r.valid_until;
+    return data_row({r.oid, r.name, b(r.login), b(r.super), b(r.replication), b(r.bypassrls), b(r.createrole), vu,
+                     b(r.admin || r.super), member});
+  };
+  if (r.member_of.empty()) rows.push_back(row(std::nullopt));
+  for (auto& m : r.member_of) rows.push_back(row(std::string_view(m)));
+  return rows_answer(kRoleColumns, std::move(rows));
 }
+Bytes role_rows(std::string_view name, bool login, bool super, std::vector<std::string> member_of) {
+  return role_rows(FakeRole{std::string(name), login, super, std::move(member_of)});
+}
+Bytes no_role() { return rows_answer(kRoleColumns, {}); }
 
 ControlPoolSettings settings_for(const net::Endpoint& ep) {
   ControlPoolSettings s;
@@ -268,14 +293,36 @@ ControlPoolSettings settings_for(const net::Endpoint& ep) {
 
 TEST_CASE("control pool: role_info parses roles, memberships and administrator status") {
   FakeUpstream up([](const FakeQuery& q) {
-    REQUIRE(q.params.size() == 1);
+    // The role, then the admin role, as bound parameters.
+    REQUIRE(q.params.size() == 2);
+    CHECK(q.params[1] == std::optional<std::string>("tokengate_admin"));
     const std::string& role = *q.params[0];
-    if (role == "alice") return role_rows("alice", true, false, {"readers", "tokengate_admin"});
+    if (role == "alice") return role_rows(FakeRole{"alice", true, false, {"readers", "tokengate_admin"}, true});
     if (role == "bob") return role_rows("bob", true, false, {"readers"});
     if (role == "root") return role_rows("root", true, true, {});
+    // Named like an administrator, not one: the upstream says so.
     if (role == "admin") return role_rows("admin", false, false, {});
     if (role == "tokengate_admin") return role_rows("tokengate_admin", false, false, {});
-    return rows_answer({"rolname", "rolcanlogin", "rolsuper", "rolname"}, {});
+    if (role == "repl") {
+      FakeRole r{"repl"};
+      r.oid = "4294967295";
+      r.replication = true;
+      r.bypassrls = true;
+      r.createrole = true;
+      r.valid_until = "1767225600.500000";
+      return role_rows(r);
+    }
+    if (role == "ever") {
+      FakeRole r{"ever"};
+      r.valid_until = "-Infinity";
+      return role_rows(r);
+    }
+    if (role == "bad oid") {
+      FakeRole r{"bad oid"};
+      r.oid = "0";
+      return role_rows(r);
+    }
+    return no_role();
   });
   asio::io_context io;
   ControlPool pool(io.get_executor(), settings_for(up.endpoint()));
@@ -284,24 +331,49 @@ TEST_CASE("control pool: role_info parses roles, memberships and administrator s
   REQUIRE(alice.has_value());
   REQUIRE(alice->has_value());
   CHECK((*alice)->name == "alice");
+  CHECK((*alice)->oid == 16384u);
   CHECK((*alice)->can_login);
   CHECK_FALSE((*alice)->is_superuser);
   CHECK((*alice)->member_of == std::vector<std::string>{"readers", "tokengate_admin"});
   CHECK((*alice)->is_admin);
+  CHECK((*alice)->is_protected());
+  CHECK_FALSE((*alice)->valid_until);
 
   auto bob = run(io, pool.role_info("bob"));
   REQUIRE(bob);
   REQUIRE(*bob);
   CHECK((*bob)->member_of == std::vector<std::string>{"readers"});
   CHECK_FALSE((*bob)->is_admin);
+  CHECK_FALSE((*bob)->is_protected());
 
-  for (const char* name : {"root", "admin", "tokengate_admin"}) {
+  auto root = run(io, pool.role_info("root"));
+  REQUIRE((root && *root));
+  CHECK((*root)->is_admin);
+  CHECK((*root)->is_protected());
+  for (const char* name : {"admin", "tokengate_admin"}) {
+    INFO(name);
     auto r = run(io, pool.role_info(name));
     REQUIRE(r);
     REQUIRE(*r);
-    CHECK((*r)->is_admin);
+    CHECK_FALSE((*r)->is_admin);
     CHECK((*r)->member_of.empty());
   }
+
+  auto repl = run(io, pool.role_info("repl"));
+  REQUIRE((repl && *repl));
+  CHECK((*repl)->oid == 4294967295u);
+  CHECK((*repl)->replication);
+  CHECK((*repl)->bypassrls);
+  CHECK((*repl)->createrole);
+  CHECK((*repl)->is_protected());
+  CHECK((*repl)->valid_until == std::optional<std::int64_t>(1767225600));
+  auto ever = run(io, pool.role_info("ever"));
+  REQUIRE((ever && *ever));
+  CHECK((*ever)->valid_until == std::optional<std::int64_t>(std::numeric_limits<std::int64_t>::min()));
+
+  auto bad = run(io, pool.role_info("bad oid"));
+  REQUIRE_FALSE(bad);
+  CHECK(bad.error() == "role look-up returned unexpected values");
 
   auto missing = run(io, pool.role_info("nobody"));
   REQUIRE(missing);
@@ -309,10 +381,26 @@ TEST_CASE("control pool: role_info parses roles, memberships and administrator s
   CHECK(up.connections == 1);  // lazily opened, then reused
 }
 
+TEST_CASE("control pool: protected_roles is sorted, deduplicated and never cached") {
+  FakeUpstream up([](const FakeQuery& q) {
+    REQUIRE(q.params.size() == 1);
+    CHECK(q.params[0] == std::optional<std::string>("tokengate_admin"));
+    return rows_answer({"rolname"}, {data_row({"zed"}), data_row({"Postgres"}), data_row({"alice"}),
+                                     data_row({"alice"})});
+  });
+  asio::io_context io;
+  ControlPool pool(io.get_executor(), settings_for(up.endpoint()));
+  auto r = run(io, pool.protected_roles());
+  REQUIRE(r);
+  CHECK(*r == std::vector<std::string>{"Postgres", "alice", "zed"});
+  REQUIRE(run(io, pool.protected_roles()));
+  CHECK(up.queries == 2);
+}
+
 TEST_CASE("control pool: role_info is cached for the ttl; missing roles are not") {
   FakeUpstream up([](const FakeQuery& q) {
     if (*q.params[0] == "alice") return role_rows("alice", true, false, {});
-    return rows_answer({"rolname", "rolcanlogin", "rolsuper", "rolname"}, {});
+    return no_role();
   });
   asio::io_context io;
   auto s = settings_for(up.endpoint());
@@ -328,6 +416,16 @@ TEST_CASE("control pool: role_info is cached for the ttl; missing roles are not"
     std::this_thread::sleep_for(250ms);
     REQUIRE(run(io, pool.role_info("alice")));
     CHECK(up.queries == 4);
+  }
+  SECTION("role_info_fresh always asks, and refreshes the cache") {
+    s.role_cache_ttl = 10s;
+    ControlPool pool(io.get_executor(), s);
+    REQUIRE(run(io, pool.role_info("alice")));
+    REQUIRE(run(io, pool.role_info_fresh("alice")));
+    REQUIRE(run(io, pool.role_info_fresh("alice")));
+    CHECK(up.queries == 3);
+    REQUIRE(run(io, pool.role_info("alice")));
+    CHECK(up.queries == 3);
   }
   SECTION("ttl 0 disables the cache") {
     s.role_cache_ttl = 0ms;
@@ -631,8 +729,10 @@ TEST_CASE("control pool against PostgreSQL: roles, memberships, verifiers, recon
   // Names that would break string-built SQL.
   const std::string odd = p + "o'dd \"name\"";
   const std::string odd_ident = "\"" + p + "o'dd \"\"name\"\"\"";
-  const std::vector<std::string> drops = {odd_ident,      p + "user",    p + "mid", p + "admins",
-                                          p + "nologin", p + "forever", p + "ctl"};
+  const std::vector<std::string> drops = {odd_ident,      p + "user",     p + "mid",      p + "admins",
+                                          p + "nologin", p + "forever",  p + "ctl",      p + "self",
+                                          p + "viaplain", p + "team",    p + "chain",    p + "bysu2",
+                                          p + "su2",     p + "repl"};
   for (auto& r : drops) exec(io, pool, "DROP ROLE IF EXISTS " + r);
   exec(io, pool, "CREATE ROLE " + p + "admins");
   exec(io, pool, "CREATE ROLE " + p + "mid IN ROLE " + p + "admins");
@@ -670,6 +770,66 @@ TEST_CASE("control pool against PostgreSQL: roles, memberships, verifiers, recon
     auto missing = run(io, pool.role_info(p + "missing' OR true --"));
     REQUIRE(missing);
     CHECK_FALSE(*missing);
+  }
+
+  SECTION("administrators: only chains of memberships that superusers granted count") {
+    // A CREATEROLE role joins the admin role itself (PostgreSQL 15 lets it).
+    exec(io, pool, "CREATE ROLE " + p + "self LOGIN CREATEROLE");
+    auto as_self = s;
+    as_self.user = p + "self";
+    ControlPool self_pool(io.get_executor(), as_self);
+    exec(io, self_pool, "GRANT " + p + "admins TO " + p + "self");
+    // Recorded as granted by a non-superuser.
+    exec(io, pool, "CREATE ROLE " + p + "viaplain LOGIN");
+    exec(io, pool, "GRANT " + p + "admins TO " + p + "viaplain GRANTED BY " + p + "self");
+    // A chain with one link a non-superuser granted.
+    exec(io, pool, "CREATE ROLE " + p + "team IN ROLE " + p + "admins");
+    exec(io, pool, "CREATE ROLE " + p + "chain LOGIN");
+    exec(io, pool, "GRANT " + p + "team TO " + p + "chain GRANTED BY " + p + "self");
+    // Granted by a superuser who is later demoted.
+    exec(io, pool, "CREATE ROLE " + p + "su2 SUPERUSER");
+    exec(io, pool, "CREATE ROLE " + p + "bysu2 LOGIN");
+    exec(io, pool, "GRANT " + p + "admins TO " + p + "bysu2 GRANTED BY " + p + "su2");
+    exec(io, pool, "CREATE ROLE " + p + "repl LOGIN REPLICATION");
+
+    auto info = [&](const std::string& name) {
+      auto r = run(io, pool.role_info(name));
+      INFO(name << ": " << (r ? std::string() : r.error()));
+      REQUIRE((r && *r));
+      return **r;
+    };
+    auto self = info(p + "self");
+    CHECK(self.member_of == std::vector<std::string>{p + "admins"});
+    CHECK_FALSE(self.is_admin);
+    CHECK(self.createrole);
+    CHECK(self.is_protected());
+    CHECK_FALSE(info(p + "viaplain").is_admin);
+    CHECK(info(p + "chain").member_of == std::vector<std::string>{p + "admins", p + "team"});
+    CHECK_FALSE(info(p + "chain").is_admin);
+    CHECK(info(p + "user").is_admin);  // user -> mid -> admins, all granted by the control superuser
+    CHECK(info(p + "bysu2").is_admin);
+    auto protected_now = run(io, pool.protected_roles());
+    REQUIRE(protected_now);
+    auto has = [&](const std::vector<std::string>& v, const std::string& name) {
+      return std::binary_search(v.begin(), v.end(), name);
+    };
+    CHECK(has(*protected_now, p + "bysu2"));
+    exec(io, pool, "ALTER ROLE " + p + "su2 NOSUPERUSER");
+    CHECK_FALSE(info(p + "bysu2").is_admin);
+
+    auto prot = run(io, pool.protected_roles());
+    REQUIRE(prot);
+    CHECK(has(*prot, "postgres"));
+    CHECK(has(*prot, p + "self"));  // CREATEROLE
+    CHECK(has(*prot, p + "repl"));  // REPLICATION
+    CHECK(has(*prot, p + "user"));  // an administrator
+    CHECK(has(*prot, p + "mid"));
+    CHECK_FALSE(has(*prot, p + "viaplain"));
+    CHECK_FALSE(has(*prot, p + "chain"));
+    CHECK_FALSE(has(*prot, p + "bysu2"));
+    CHECK_FALSE(has(*prot, p + "nologin"));
+    CHECK(info(p + "repl").replication);
+    CHECK(info(p + "user").valid_until == std::optional<std::int64_t>(978307200));
   }
 
   SECTION("login_verifier") {

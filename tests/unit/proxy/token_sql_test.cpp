@@ -69,18 +69,27 @@ tokenstore::role_facts role(std::vector<std::string> member_of = {}, bool can_lo
 }
 const tokenstore::role_facts missing{false, false, {}};
 
-// A session: its user, whether they are an administrator, and what the
-// (pretend) upstream catalog knows about roles.
+// A session: its user, whether they are an administrator (a superuser
+// unless `superuser` is false), and what the (pretend) upstream catalog
+// knows about roles.
 struct Session {
   Fixture& f;
   std::string user;
   bool admin = false;
   std::unordered_map<std::string, tokenstore::role_facts> catalog;
+  bool superuser = true;   // with admin
+  bool via_token = false;  // logged in with a token
+  std::vector<std::string> protected_roles{};  // looked up for a non-superuser admin
 
   // Looks up exactly the facts the statement asks for, like the driver will.
   StatementFacts facts_for(const parser_ext::Statement& s) const {
-    StatementFacts facts{admin, {}};
-    for (const auto& r : facts_needed(s, user).roles) {
+    StatementFacts facts;
+    facts.is_admin = admin;
+    facts.is_superuser = admin && superuser;
+    facts.via_token = via_token;
+    const auto needed = facts_needed(s, user);
+    if (admin && !superuser && needed.acts_for_others) facts.protected_roles = protected_roles;
+    for (const auto& r : needed.roles) {
       auto it = catalog.find(r);
       facts.roles.emplace(r, it == catalog.end() ? missing : it->second);
     }
@@ -650,7 +659,7 @@ TEST_CASE("facts_needed: the roles each statement needs looked up upstream") {
 TEST_CASE("facts the caller forgot to look up are an internal error, not a guess") {
   Fixture f;
   auto s = parse("CREATE API TOKEN x");
-  auto r = execute(f.svc, s, "alice", StatementFacts{false, {}}, now, 'I');
+  auto r = execute(f.svc, s, "alice", StatementFacts{}, now, 'I');
   Bytes got;
   write_simple(got, r);
   CHECK(got == error("XX000", "internal error: upstream facts for role \"alice\" were not looked up"));
@@ -681,4 +690,90 @@ TEST_CASE("durations print as PostgreSQL's justify_hours(interval)") {
   CHECK(format_interval(365 * day) == "365 days");
   CHECK(format_interval(36500 * day) == "36500 days");
   CHECK(format_interval(2 * day + 1) == "2 days 00:00:01");
+}
+
+TEST_CASE("facts_needed says when a statement acts for other roles") {
+  auto others = [](std::string_view sql) { return facts_needed(parse(sql), "alice").acts_for_others; };
+  CHECK_FALSE(others("CREATE API TOKEN"));
+  CHECK_FALSE(others("CREATE API TOKEN x FOR USER alice"));
+  CHECK(others("CREATE API TOKEN x FOR USER bob"));
+  CHECK_FALSE(others("SHOW API TOKENS"));
+  CHECK(others("SHOW API TOKENS FOR ALL USERS"));
+  CHECK(others("SHOW API TOKENS FOR USER bob"));
+  CHECK(others("DROP API TOKEN x FOR USER bob"));
+  CHECK_FALSE(others("DROP ALL API TOKENS"));
+  CHECK(others("DROP ALL API TOKENS FOR USER bob"));
+  CHECK(others("ALTER ROLE alice SET API TOKEN MAX DURATION '1d'"));
+  CHECK(others("ALTER ROLE bob RESET API TOKEN MAX DURATION"));
+  CHECK_FALSE(others("SHOW API TOKEN POLICIES"));
+  CHECK_FALSE(others("SHOW API TOKEN POLICIES FOR USER alice"));
+  CHECK(others("SHOW API TOKEN POLICIES FOR USER bob"));
+}
+
+TEST_CASE("a token session cannot CREATE API TOKEN: 42501 with a hint naming the setting") {
+  Fixture f;
+  Session alice{f, "alice", false, {{"alice", role()}}};
+  alice.via_token = true;
+  Bytes b;
+  b.push_back('S');
+  put_cstr(b, "ERROR");
+  b.push_back('V');
+  put_cstr(b, "ERROR");
+  b.push_back('C');
+  put_cstr(b, "42501");
+  b.push_back('M');
+  put_cstr(b, "permission denied to create API tokens");
+  b.push_back('D');
+  put_cstr(b,
+           "This session logged in with an API token. Such sessions cannot create tokens, so that a stolen token "
+           "cannot outlive its revocation.");
+  b.push_back('H');
+  put_cstr(b, "Log in with a password, or set token_sessions.manage_credentials = true in tokengate's configuration.");
+  b.push_back(0);
+  auto r = alice.run("CREATE API TOKEN ci");
+  CHECK(r.executed);  // audited as a refused operation
+  Bytes got;
+  write_simple(got, r);
+  CHECK(got == msg('E', b));
+  // Listing and dropping stay allowed.
+  CHECK(alice.run("SHOW API TOKENS").ok());
+  CHECK(alice.simple("DROP ALL API TOKENS") == complete("DROP API TOKENS 0"));
+}
+
+TEST_CASE("a non-superuser administrator is refused for protected roles, and FOR ALL USERS hides them") {
+  Fixture f;
+  Session root{f, "postgres", true, {{"postgres", role()}, {"analyst", role()}}};
+  REQUIRE(root.run("CREATE API TOKEN su_token").ok());
+  REQUIRE(root.run("CREATE API TOKEN an_token FOR USER analyst").ok());
+  Session carol{f, "carol", true, {{"postgres", role()}, {"analyst", role()}, {"carol", role()}}};
+  carol.superuser = false;
+  carol.protected_roles = {"carol", "postgres"};
+  const std::string detail =
+      "An administrator that is not a superuser cannot act for superusers, roles with REPLICATION, BYPASSRLS or "
+      "CREATEROLE, or other administrators.";
+  CHECK(carol.simple("CREATE API TOKEN x FOR USER postgres") ==
+        error("42501", "permission denied to create API tokens for user \"postgres\"", detail));
+  CHECK(carol.simple("DROP API TOKEN su_token FOR USER postgres") ==
+        error("42501", "permission denied to drop API tokens for user \"postgres\"", detail));
+  CHECK(carol.simple("ALTER ROLE postgres SET API TOKEN MAX DURATION '1d'") ==
+        error("42501", "permission denied to set API token policies of role \"postgres\"", detail));
+  CHECK(carol.run("CREATE API TOKEN y FOR USER analyst", 'I', now + 1).ok());
+  auto all = carol.run("SHOW API TOKENS FOR ALL USERS", 'I', now + 2);
+  REQUIRE(all.ok());
+  std::vector<std::string> names;
+  for (const auto& row : all.rows) names.push_back(value_text(row[1]) + "/" + value_text(row[0]));
+  CHECK(names == std::vector<std::string>{"analyst/an_token", "analyst/y"});
+}
+
+TEST_CASE("DROP API TOKEN revokes an expired namesake with the active token") {
+  Fixture f;
+  Session alice{f, "alice", false, {{"alice", role()}}};
+  auto old = alice.run("CREATE API TOKEN ci MAX DURATION '1h'");
+  REQUIRE(old.ok());
+  auto cur = alice.run("CREATE API TOKEN ci", 'I', now + 7200);
+  REQUIRE(cur.ok());
+  auto r = alice.run("DROP API TOKEN ci", 'I', now + 7300);
+  REQUIRE(r.ok());
+  CHECK(r.revoked == std::vector<tokenstore::tid_t>{*old.tid, *cur.tid});
+  CHECK(r.tid == cur.tid);
 }

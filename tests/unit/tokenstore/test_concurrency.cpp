@@ -19,7 +19,7 @@ using tokengate::tokenstore::test::temp_dir;
 
 namespace {
 
-const actor admin{"admin", true};
+const actor admin{"admin", true, true};  // a superuser
 
 // Reads whatever is in the pipe until EOF.
 std::string drain(int fd)

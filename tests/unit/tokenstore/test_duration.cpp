@@ -64,3 +64,33 @@ TEST_CASE("durations format compactly", "[duration]")
     CHECK(format_duration(std::chrono::seconds(5400)) == "1h30m");
     CHECK(format_duration(std::chrono::seconds(45)) == "45s");
 }
+
+TEST_CASE("hostile durations: long texts are refused unparsed and quoted cut short", "[duration][hostile]")
+{
+    // 100 MB of digits or letters is refused without being read, and the
+    // message does not echo it.
+    const std::string digits(100 * 1000 * 1000, '9');
+    auto r = parse_duration(digits);
+    REQUIRE(r.code() == errc::bad_duration);
+    CHECK(r.error_value().detail == "A duration is at most 100 bytes long.");
+    CHECK(r.error_value().message.size() < 200);
+    CHECK(r.error_value().message == "invalid duration \"" + std::string(100, '9') + "\xE2\x80\xA6\"");
+
+    const std::string letters = "1" + std::string(200, 'd');
+    CHECK(parse_duration(letters).code() == errc::bad_duration);
+
+    // A cut never splits a character: 51 two-byte characters are 102 bytes.
+    std::string cyrillic;
+    for (int i = 0; i < 51; ++i) cyrillic += "\xD0\xB4";
+    auto c = parse_duration(cyrillic);
+    REQUIRE(c.code() == errc::bad_duration);
+    CHECK(c.error_value().message == "invalid duration \"" + cyrillic.substr(0, 100) + "\xE2\x80\xA6\"");
+
+    // Exactly at the bound it is still parsed.
+    std::string at_bound = "1d" + std::string(98, ' ');
+    CHECK(secs(at_bound) == 86400);
+    // A multi-byte character is quoted whole in the detail.
+    CHECK(detail_of("1\xD0\xB4") == "Unexpected character \"\xD0\xB4\" at position 2; use whole numbers with units, "
+                                   "as in '1d12h'.");
+    CHECK(detail_of("1d\xD0\xB4") == "Expected a number at position 3.");
+}

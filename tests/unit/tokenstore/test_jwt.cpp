@@ -277,3 +277,126 @@ TEST_CASE("mutated and truncated tokens never verify and never crash", "[jwt]")
     }
     CHECK(ok == 0u);
 }
+
+TEST_CASE("hostile headers and payloads are bad_format, never an exception", "[jwt][hostile]")
+{
+    temp_dir dir;
+    keyring keys(dir.path());
+    const signing_key& key = keys.newest();
+    const tid_t tid = random_tid();
+    auto sign = [&](const std::string& header, const std::string& payload) {
+        std::string input = b64(header) + "." + b64(payload);
+        auto mac = Botan::MessageAuthenticationCode::create_or_throw("HMAC(SHA-256)");
+        mac->set_key(key.secret.data(), key.secret.size());
+        mac->update(input);
+        auto sig = mac->final();
+        return input + "." + base64url_encode(std::span<const std::uint8_t>(sig.data(), sig.size()));
+    };
+    const std::string header = R"({"alg":"HS256","typ":"JWT","kid":")" + key.kid + R"("})";
+    const std::string payload = R"({"user":"alice","tid":")" + tid_to_hex(tid) + R"(","iat":1,"exp":)" +
+                                std::to_string(t0 + 60) + "}";
+    // 1000 bytes of small values need more parsed storage than the fixed
+    // arena holds: this used to throw std::bad_alloc out of check_token.
+    std::string many = R"({"alg":"HS256","kid":")" + key.kid + R"(","x":[)";
+    while (many.size() < 990) many += "0,";
+    many += "0]}";
+    std::string keys_galore = "{";
+    for (int i = 0; keys_galore.size() < 1000; ++i) keys_galore += "\"" + std::to_string(i) + "\":0,";
+    keys_galore.back() = '}';
+    struct hostile_part {
+        std::string what, json;
+        verify_status as_header;  // as a payload every one is bad_format
+    };
+    const std::vector<hostile_part> hostile = {
+        {"array of 500 values in the header", many, verify_status::bad_format},
+        {"300 keys in the header", keys_galore, verify_status::bad_format},
+        {"nested 500 deep", std::string(500, '[') + std::string(500, ']'), verify_status::bad_format},
+        {"nested one level (ours are flat)", R"({"alg":"HS256","kid":{"k":")" + key.kid + R"("}})",
+         verify_status::bad_format},
+        {"not an object", R"("HS256")", verify_status::bad_format},
+        {"kid of 900 bytes", R"({"alg":"HS256","kid":")" + std::string(900, 'a') + R"("})", verify_status::unknown_kid},
+        {"alg not a string", R"({"alg":256,"kid":")" + key.kid + R"("})", verify_status::bad_format},
+        {"raw NUL inside alg", std::string("{\"alg\":\"HS256\0\",\"kid\":\"x\"}", 26), verify_status::bad_format},
+        {"escaped NUL inside alg", R"({"alg":"HS256\u0000","kid":")" + key.kid + R"("})", verify_status::bad_alg},
+        {"truncated", R"({"alg":"HS256","kid":")", verify_status::bad_format},
+        // Valid JSON with an extra member: a header may carry it; the signature decides.
+        {"900-digit number", R"({"alg":"HS256","kid":")" + key.kid + R"(","n":1)" + std::string(900, '0') + "}",
+         verify_status::ok},
+    };
+    token_claims out;
+    for (const auto& h : hostile) {
+        INFO(h.what);
+        verify_status st{};
+        REQUIRE_NOTHROW(st = check_token(sign(h.json, payload), keys, t0, out));
+        CHECK(st == h.as_header);
+        // The same text as a payload behind a valid header and signature.
+        REQUIRE_NOTHROW(st = check_token(sign(header, h.json), keys, t0, out));
+        CHECK(st == verify_status::bad_format);
+    }
+    // A part over the 1,024-byte bound is refused before any parsing.
+    std::string big = R"({"alg":"HS256","kid":")" + key.kid + R"(","pad":")" + std::string(1100, 'p') + R"("})";
+    CHECK(check_token(sign(big, payload), keys, t0, out) == verify_status::bad_format);
+    CHECK(check_token(sign(header, payload), keys, t0, out) == verify_status::ok);
+}
+
+TEST_CASE("the signing-key file is checked as input too", "[keys][hostile]")
+{
+    temp_dir dir;
+    const auto path = dir.path() / keyring::file_name;
+    std::string first_line;
+    {
+        keyring keys(dir.path());
+        std::ifstream in(path);
+        std::string line;
+        while (std::getline(in, line))
+            if (!line.empty() && line[0] != '#') first_line = line;
+    }
+    REQUIRE_FALSE(first_line.empty());
+    auto write_file = [&](const std::string& content) {
+        std::ofstream(path, std::ios::trunc) << content;
+        ::chmod(path.c_str(), 0600);
+    };
+    auto refused = [&](const std::string& content, const std::string& why) {
+        INFO(why);
+        write_file(content);
+        try {
+            keyring keys(dir.path());
+            FAIL("expected keyring_error");
+        } catch (const keyring_error& e) {
+            CHECK_THAT(e.what(), Catch::Contains(why));
+            // Never key material in the message.
+            CHECK(std::string(e.what()).find(first_line.substr(first_line.size() - 64)) == std::string::npos);
+        }
+    };
+    const std::string kid = first_line.substr(0, 16);
+    const std::string rest = first_line.substr(16);
+    refused(first_line + " trailing\n", "malformed line 1");
+    refused("ABCDEF0123456789" + rest + "\n", "malformed line 1");  // kid must be lower-case hex
+    refused("\"bcdef0123456789" + rest + "\n", "malformed line 1");
+    refused(first_line + "\n" + first_line + "\n", "appears twice");
+    refused(std::string(200 * 1024, '#'), "is larger than");
+    refused("# only a comment\n", "no signing key");
+    {
+        std::string many;
+        for (int i = 0; i <= 1024; ++i) {
+            char k[17];
+            std::snprintf(k, sizeof k, "%016x", i);
+            many += std::string(k) + rest + "\n";
+        }
+        refused(many, "more than 1024 signing keys");
+    }
+    // A directory (or FIFO) in place of the file.
+    std::filesystem::remove(path);
+    std::filesystem::create_directory(path);
+    ::chmod(path.c_str(), 0700);
+    try {
+        keyring keys(dir.path());
+        FAIL("expected keyring_error");
+    } catch (const keyring_error& e) {
+        CHECK_THAT(e.what(), Catch::Contains("not a regular file"));
+    }
+    std::filesystem::remove(path);
+    write_file(first_line + "\n");
+    keyring fine(dir.path());
+    CHECK(fine.newest().kid == kid);
+}

@@ -16,7 +16,7 @@ namespace {
 
 const actor alice{"alice", false};
 const actor bob{"bob", false};
-const actor admin{"admin", true};
+const actor admin{"admin", true, true};  // a superuser
 const role_facts plain{};  // exists, no memberships
 
 constexpr std::int64_t day = 86400;
@@ -426,7 +426,7 @@ TEST_CASE("a record with an unknown version byte makes the store unavailable (58
         (void)st.get(tid);
         FAIL("expected store_error");
     } catch (const store_error& e) {
-        CHECK(std::string(e.what()) == "token record has version 2, this tokengate reads version 1; upgrade tokengate");
+        CHECK(std::string(e.what()) == "token record has version 3, this tokengate reads up to version 2; upgrade tokengate");
     }
     CHECK(rows.code() == errc::store_unavailable);
     CHECK(rows.error_value().sqlstate() == "58030");
@@ -443,4 +443,158 @@ TEST_CASE("equal policies: the user's own wins the tie, then the first role by n
     CHECK(f.svc.effective_maximum("alice", roles)->policy_role == std::optional<std::string>("beta"));
     REQUIRE(f.svc.set_policy(admin, "alice", plain, "30d", t0).code() == errc::ok);
     CHECK(f.svc.effective_maximum("alice", roles)->policy_role == std::optional<std::string>("alice"));
+}
+
+TEST_CASE("a non-superuser administrator cannot act for protected roles", "[service][admin]")
+{
+    fixture f;
+    // carol administers tokens without being a superuser; postgres is a
+    // superuser, repl has REPLICATION, dave is another administrator.
+    actor carol{"carol", true, false};
+    carol.protected_roles = std::vector<std::string>{"carol", "dave", "postgres", "repl"};
+    must_create(f.svc, admin, [] {
+        auto r = named("pg_token");
+        r.for_user = "postgres";
+        return r;
+    }());
+    must_create(f.svc, admin, [] {
+        auto r = named("bob_token");
+        r.for_user = "bob";
+        return r;
+    }(), plain, t0 + 1);
+    must_create(f.svc, carol, named("own"), plain, t0 + 2);
+
+    auto for_user = [](std::string name, std::string user) {
+        auto r = named(std::move(name));
+        r.for_user = std::move(user);
+        return r;
+    };
+    for (const char* victim : {"postgres", "repl", "dave"}) {
+        INFO("acting for " << victim);
+        auto c = f.svc.create(carol, for_user("x", victim), plain, t0);
+        REQUIRE(c.code() == errc::permission_denied);
+        CHECK(c.error_value().message == std::string("permission denied to create API tokens for user \"") + victim + "\"");
+        CHECK(c.error_value().detail ==
+              "An administrator that is not a superuser cannot act for superusers, roles with REPLICATION, BYPASSRLS "
+              "or CREATEROLE, or other administrators.");
+        CHECK(f.svc.list(carol, std::string(victim), false, t0).code() == errc::permission_denied);
+        CHECK(f.svc.set_comment(carol, "pg_token", std::string(victim), std::nullopt, t0).code() ==
+              errc::permission_denied);
+        CHECK(f.svc.revoke(carol, "pg_token", std::string(victim), true, t0).code() == errc::permission_denied);
+        CHECK(f.svc.revoke_all(carol, std::string(victim), t0).code() == errc::permission_denied);
+        CHECK(f.svc.set_policy(carol, victim, plain, "1d", t0).code() == errc::permission_denied);
+        CHECK(f.svc.reset_policy(carol, victim, plain).code() == errc::permission_denied);
+        CHECK(f.svc.list_policies(carol, std::string(victim), plain).code() == errc::permission_denied);
+    }
+    // Nothing happened to postgres's token.
+    auto pg_rows = f.svc.list(admin, std::string("postgres"), false, t0);
+    REQUIRE(pg_rows->size() == 1u);
+    CHECK(pg_rows->front().status == token_status::active);
+
+    // Ordinary roles and herself: fine.
+    CHECK(f.svc.create(carol, for_user("y", "bob"), plain, t0 + 3).code() == errc::ok);
+    CHECK(f.svc.revoke(carol, "bob_token", std::string("bob"), false, t0).code() == errc::ok);
+    CHECK(f.svc.set_policy(carol, "bob", plain, "1d", t0).code() == errc::ok);
+    CHECK(f.svc.set_policy(carol, "carol", plain, "2d", t0).code() == errc::ok);
+    CHECK(f.svc.list(carol, std::string("carol"), false, t0)->size() == 1u);
+
+    // FOR ALL USERS leaves protected roles' tokens out (her own stay).
+    auto all = f.svc.list(carol, std::nullopt, true, t0 + 4);
+    REQUIRE(all.code() == errc::ok);
+    std::vector<std::string> owners;
+    for (const auto& r : *all) owners.push_back(r.user + "/" + r.name);
+    CHECK(owners == std::vector<std::string>{"bob/bob_token", "carol/own", "bob/y"});
+    CHECK(f.svc.list(admin, std::nullopt, true, t0)->size() == 4u);
+
+    // Without the protected roles looked up, such an administrator acts for nobody else.
+    actor unknown{"carol", true, false};
+    CHECK(f.svc.create(unknown, for_user("z", "bob"), plain, t0).code() == errc::permission_denied);
+    CHECK(f.svc.list(unknown, std::nullopt, true, t0).code() == errc::permission_denied);
+    CHECK(f.svc.create(unknown, named("mine2"), plain, t0).code() == errc::ok);
+}
+
+TEST_CASE("sessions that logged in with a token may not create tokens unless configured", "[service][token-session]")
+{
+    actor via_token{"alice", false};
+    via_token.via_token = true;
+    SECTION("default: refused with 42501 and a hint naming the setting")
+    {
+        fixture f;
+        auto r = f.svc.create(via_token, named("ci"), plain, t0);
+        REQUIRE(r.code() == errc::permission_denied);
+        CHECK(r.error_value().sqlstate() == "42501");
+        CHECK(r.error_value().message == "permission denied to create API tokens");
+        CHECK(r.error_value().hint ==
+              "Log in with a password, or set token_sessions.manage_credentials = true in tokengate's configuration.");
+        CHECK(f.svc.list(via_token, std::nullopt, false, t0)->empty());
+        // Revoking is always allowed: it only takes power away.
+        must_create(f.svc, alice, named("old"));
+        CHECK(f.svc.revoke(via_token, "old", std::nullopt, false, t0).code() == errc::ok);
+        // Even a superuser's token session.
+        actor root{"postgres", true, true};
+        root.via_token = true;
+        CHECK(f.svc.create(root, named("x"), plain, t0).code() == errc::permission_denied);
+    }
+    SECTION("token_sessions.manage_credentials = true")
+    {
+        service_config cfg;
+        cfg.token_sessions_manage_credentials = true;
+        fixture f(false, cfg);
+        CHECK(f.svc.create(via_token, named("ci"), plain, t0).code() == errc::ok);
+    }
+}
+
+TEST_CASE("tokens carry their owner's OID; old ones are bound at first use", "[service][oid]")
+{
+    fixture f;
+    role_facts with_oid;
+    with_oid.oid = 16400;
+    auto c = must_create(f.svc, alice, named("ci"), with_oid);
+    auto v = f.svc.verify(c.token, "alice", t0);
+    REQUIRE(v.status == verify_status::ok);
+    CHECK(v.owner_oid == 16400u);
+    CHECK(f.svc.bind_owner_oid(c.tid, 16400));
+    CHECK_FALSE(f.svc.bind_owner_oid(c.tid, 16401));  // never re-bound to another role
+
+    // A token issued without the OID (the command line, or before OIDs were kept).
+    auto old = must_create(f.svc, alice, named("old"));
+    auto ov = f.svc.verify(old.token, "alice", t0);
+    REQUIRE(ov.status == verify_status::ok);
+    CHECK(ov.owner_oid == 0u);
+    CHECK_FALSE(f.svc.bind_owner_oid(old.tid, 0));
+    CHECK(f.svc.bind_owner_oid(old.tid, 16400));
+    CHECK(f.svc.verify(old.token, "alice", t0).owner_oid == 16400u);
+    CHECK_FALSE(f.svc.bind_owner_oid(random_tid(), 16400));
+    // Failures report the OID too, for the audit log.
+    REQUIRE(f.svc.revoke(alice, "old", std::nullopt, false, t0 + 1).code() == errc::ok);
+    auto rv = f.svc.verify(old.token, "alice", t0 + 2);
+    CHECK(rv.status == verify_status::revoked);
+    CHECK(rv.owner_oid == 16400u);
+}
+
+TEST_CASE("DROP API TOKEN takes expired namesakes too and reports every tid", "[service]")
+{
+    fixture f;
+    create_request brief = named("ci");
+    brief.max_duration = "1h";
+    auto expired = must_create(f.svc, alice, brief, plain, t0);
+    auto active = must_create(f.svc, alice, named("ci"), plain, t0 + 7200);
+    std::vector<tid_t> notified;
+    f.svc.on_revoked([&](std::span<const tid_t> t) { notified.insert(notified.end(), t.begin(), t.end()); });
+    auto r = f.svc.revoke(alice, "ci", std::nullopt, false, t0 + 7300);
+    REQUIRE(r.code() == errc::ok);
+    CHECK(r->revoked);
+    CHECK(r->tid == std::optional<tid_t>(active.tid));
+    CHECK(r->tids == std::vector<tid_t>{expired.tid, active.tid});
+    CHECK(notified == r->tids);
+
+    // An expired token alone: dropped as well (its sessions may still be open).
+    auto lone = must_create(f.svc, alice, brief, plain, t0 + 8000);
+    (void)lone;
+    auto late = f.svc.revoke(alice, "ci", std::nullopt, false, t0 + 8000 + 7200);
+    REQUIRE(late.code() == errc::ok);
+    CHECK(late->tids.size() == 1u);
+    CHECK(f.svc.revoke(alice, "ci", std::nullopt, false, t0 + 20000).code() == errc::token_not_found);
+    auto all = f.svc.revoke_all(alice, std::nullopt, t0 + 20000);
+    CHECK(all->count == 0u);
 }

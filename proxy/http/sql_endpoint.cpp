@@ -1,0 +1,286 @@
+// POST /sql (see sql_endpoint.hpp): authenticate, take a pooled upstream
+// connection, run the statement or the batch, answer in the driver's JSON.
+#include "proxy/http/sql_endpoint.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <memory>
+
+#include "parser_ext/parser.hpp"
+#include "proxy/http/sql_exchange.hpp"
+#include "proxy/http/sql_protocol.hpp"
+#include "proxy/net/local_sql.hpp"
+#include "proxy/net/stream.hpp"
+#include "proxy/pool/upstream_pool.hpp"
+
+// GCC 12 warns that Asio's coroutine frames are freed by a mismatched
+// operator delete; a known false positive (GCC bug 109224).
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 13
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
+
+namespace tokengate::http {
+
+namespace asio = boost::asio;
+namespace pe = parser_ext;
+
+namespace {
+
+// Statement errors are answered 400: the driver reads the error's fields
+// only from a 400 answer (any other status becomes "Server error (HTTP status
+// N): <body>"), as the server it was written for does.
+constexpr int kStatementErrorStatus = 400;
+// The driver's server answers a result over its limit with 507.
+constexpr int kTooLargeStatus = 507;
+
+HttpResponse answer(int status, std::string body) { return json_response(status, std::move(body)); }
+
+HttpResponse too_large(std::size_t limit) {
+  return answer(kTooLargeStatus,
+                error_json("54000", "response is too large (max is " + std::to_string(limit) + " bytes)", {},
+                           "Select fewer rows or columns, or raise http.max_response_size."));
+}
+
+HttpResponse upstream_lost() {
+  return answer(503, error_json("08006", "connection to the upstream server was lost"));
+}
+
+// A login refusal in the driver's error shape, with the wire's severity.
+HttpResponse login_refused(const std::string& sqlstate, const std::string& message, const std::string& detail) {
+  auto e = protocol::ErrorResponse::make("FATAL", sqlstate, message);
+  e.detail = detail;
+  return answer(status_for_sqlstate(sqlstate), error_json(e));
+}
+
+// "bind message supplies 1 parameters, but prepared statement "" requires 0",
+// PostgreSQL's words for parameters given to a statement that has none.
+HttpResponse extra_parameters(std::size_t n) {
+  return answer(kStatementErrorStatus,
+                error_json("08P01", "bind message supplies " + std::to_string(n) +
+                                        " parameters, but prepared statement \"\" requires 0"));
+}
+
+}  // namespace
+
+class SqlEndpoint {
+ public:
+  SqlEndpoint(Gateway& gateway, SqlEndpointServices services) : gateway_(gateway), s_(std::move(services)) {}
+
+  asio::awaitable<HttpResponse> handle(HttpRequest& req);
+
+ private:
+  struct Context {
+    pool::Lease lease;
+    ResultWriter* writer = nullptr;
+    const net::RelayServices* relay = nullptr;
+    net::SessionInfo* info = nullptr;
+    char tx = protocol::tx_status::Idle;
+    bool usable = true;  // the connection may be reset and reused
+  };
+  // One statement; nullopt when it succeeded (its result is in the writer).
+  asio::awaitable<std::optional<HttpResponse>> statement(Context& ctx, const SqlQuery& q, bool array_mode,
+                                                         bool raw);
+  asio::awaitable<std::optional<HttpResponse>> upstream_statement(Context& ctx, const std::string& text,
+                                                                  const std::vector<std::optional<std::string>>& params,
+                                                                  ResultWriter* writer, bool array_mode, bool raw);
+  std::optional<HttpResponse> write_local(Context& ctx, const session::LocalResult& r, bool array_mode, bool raw);
+
+  Gateway& gateway_;
+  SqlEndpointServices s_;
+};
+
+asio::awaitable<std::optional<HttpResponse>> SqlEndpoint::upstream_statement(
+    Context& ctx, const std::string& text, const std::vector<std::optional<std::string>>& params,
+    ResultWriter* writer, bool array_mode, bool raw) {
+  SqlExchange x(writer, array_mode, raw);
+  protocol::Bytes first = x.start(text, params);
+  if (x.status() == SqlExchange::Status::failed)
+    co_return answer(kStatementErrorStatus, error_json("08P01", x.failure_reason()));
+  auto r = co_await ctx.lease.run(x, first);
+  if (r.outcome == pool::Lease::Outcome::too_large || x.too_large()) {
+    ctx.usable = false;  // the rest of the result is still coming: the connection goes
+    co_return too_large(s_.max_response_size);
+  }
+  if (r.outcome == pool::Lease::Outcome::io_error) {
+    spdlog::warn("HTTP /sql of \"{}\": {}", ctx.info->user, r.reason);
+    ctx.usable = false;
+    co_return upstream_lost();
+  }
+  if (x.status() == SqlExchange::Status::failed) {
+    spdlog::warn("HTTP /sql of \"{}\": {}", ctx.info->user, x.failure_reason());
+    ctx.usable = false;
+    if (x.failure_reason().rfind("upstream ended the connection", 0) == 0) co_return upstream_lost();
+    co_return answer(502, error_json("08P01", "invalid message from the upstream server"));
+  }
+  ctx.tx = x.tx_status();
+  if (x.error()) co_return answer(kStatementErrorStatus, error_json(*x.error()));
+  co_return std::nullopt;
+}
+
+std::optional<HttpResponse> SqlEndpoint::write_local(Context& ctx, const session::LocalResult& r, bool array_mode,
+                                                     bool raw) {
+  ResultWriter& w = *ctx.writer;
+  w.begin_result(array_mode, raw);
+  std::vector<FieldDescription> fields;
+  fields.reserve(r.columns.size());
+  for (const auto& c : r.columns) fields.push_back({c.name, 0, 0, std::uint32_t(c.type_oid), c.type_len, -1});
+  w.fields(fields);
+  std::vector<std::optional<std::string>> texts;
+  std::vector<std::optional<std::string_view>> values;
+  for (const auto& row : r.rows) {
+    texts.clear();
+    values.clear();
+    for (const auto& v : row) texts.push_back(protocol::encode_value(v, protocol::kTextFormat));
+    for (const auto& t : texts) values.push_back(t ? std::optional<std::string_view>(*t) : std::nullopt);
+    if (!w.row(values)) return too_large(s_.max_response_size);
+  }
+  w.end_result(r.command_tag);
+  return std::nullopt;
+}
+
+asio::awaitable<std::optional<HttpResponse>> SqlEndpoint::statement(Context& ctx, const SqlQuery& q,
+                                                                    bool array_mode, bool raw) {
+  // API TOKEN statements are tokengate's, as on the wire: the same parser
+  // decides, the same code runs them.
+  auto parsed = pe::parse_statement(q.text);
+  if (auto* e = std::get_if<pe::ParseError>(&parsed))
+    co_return answer(kStatementErrorStatus, error_json(net::local_sql_error(*e)));
+  if (auto* stmt = std::get_if<pe::Statement>(&parsed)) {
+    if (!q.params.empty()) co_return extra_parameters(q.params.size());
+    net::LocalSql local(*ctx.relay, *ctx.info);
+    session::LocalResult r = co_await local.run(*stmt, ctx.tx);
+    if (r.error) co_return answer(kStatementErrorStatus, error_json(*r.error));
+    co_return write_local(ctx, r, array_mode, raw);
+  }
+  if (ctx.info->via_token && !s_.token_sessions_manage_credentials && s_.changes_role_password != nullptr &&
+      s_.changes_role_password(q.text)) {
+    auto e = protocol::ErrorResponse::make("ERROR", "42501", "a session opened with an API token cannot change passwords");
+    e.hint = "Log in with the role's password to change it.";
+    co_return answer(kStatementErrorStatus, error_json(e));
+  }
+  co_return co_await upstream_statement(ctx, q.text, q.params, ctx.writer, array_mode, raw);
+}
+
+asio::awaitable<HttpResponse> SqlEndpoint::handle(HttpRequest& req) {
+  auto parsed = parse_sql_request(req);
+  if (auto* e = std::get_if<SqlRequestError>(&parsed)) co_return answer(e->status, error_json(e->sqlstate, e->message));
+  SqlRequest& sql = std::get<SqlRequest>(parsed);
+  const ConnectionString* cs = sql.connection ? &*sql.connection : nullptr;
+
+  // ---- who: a Bearer token (or the cookie) in place of the password, or the
+  // connection string's password or token, checked as a wire login.
+  std::string user;
+  bool via_token = false;                     // authenticated by a token, not a password
+  std::optional<std::string> login_password;  // a password (not a token): password mode may log in with it
+  if (req.header("Authorization") != nullptr || cs == nullptr || !cs->password) {
+    if (auto refusal = co_await gateway_.authenticate(req)) co_return std::move(*refusal);
+    user = req.identity.user;
+    // The cookie of a browser login made with a password is a token too:
+    // /sql treats every Bearer and cookie request as a token session.
+    via_token = true;
+    if (cs != nullptr && !cs->user.empty() && cs->user != user) {
+      // The token is not this user's: what a wire login with it would say.
+      spdlog::info("HTTP /sql from {}: a token of \"{}\" presented for user \"{}\"", req.peer, user, cs->user);
+      co_return login_refused("28P01", "password authentication failed for user \"" + cs->user + "\"", {});
+    }
+  } else {
+    if (cs->user.empty())
+      co_return answer(400, error_json("08P01", "the connection string names no user"));
+    HttpLoginRequest login;
+    login.user = cs->user;
+    login.secret = *cs->password;
+    login.peer = req.peer;
+    login.application_name = application_name(req);
+    if (!s_.login) co_return answer(503, error_json("58030", "password checks are unavailable"));
+    HttpLoginResult result = co_await s_.login(std::move(login));
+    if (!result.ok) {
+      if (result.delay.count() > 0) {
+        asio::steady_timer wait(co_await asio::this_coro::executor, result.delay);
+        co_await wait.async_wait(net::use_nothrow);
+      }
+      if (result.sqlstate.empty()) result.sqlstate = "28P01";
+      co_return login_refused(result.sqlstate, result.message, result.detail);
+    }
+    user = result.user;
+    via_token = result.tid.has_value();
+    if (!via_token) login_password = *cs->password;
+  }
+
+  // ---- where: a pooled connection of this role, database and settings.
+  pool::PoolKey key;
+  key.user = user;
+  key.database = cs != nullptr && !cs->database.empty() ? cs->database : user;
+  if (cs != nullptr) key.parameters = cs->parameters;
+  pool::AcquireResult acquired = co_await s_.pool->acquire(key, login_password);
+  login_password.reset();
+  if (!acquired.lease) {
+    const auto& e = acquired.error;
+    if (e.upstream) {
+      const int status = e.sqlstate.rfind("28", 0) == 0 ? 401 : kStatementErrorStatus;
+      co_return answer(status, error_json(*e.upstream));
+    }
+    co_return answer(status_for_sqlstate(e.sqlstate), error_json(e.sqlstate, e.message));
+  }
+
+  // ---- run
+  std::string body;
+  ResultWriter writer(body, s_.max_response_size);
+  net::RelayServices relay;
+  relay.tokens = s_.tokens;
+  relay.control = s_.control;
+  relay.audit = s_.audit;
+  net::SessionInfo info;
+  info.user = user;
+  info.database = key.database;
+  info.application_name = application_name(req);
+  info.peer = req.peer;
+  info.via_token = via_token;
+  Context ctx;
+  ctx.lease = std::move(acquired.lease);
+  ctx.writer = &writer;
+  ctx.relay = &relay;
+  ctx.info = &info;
+
+  std::optional<HttpResponse> failed;
+  if (!sql.batch) {
+    const SqlQuery& q = sql.queries.front();
+    failed = co_await statement(ctx, q, q.array_mode.value_or(sql.array_mode), sql.raw_text_output);
+  } else {
+    // One transaction: BEGIN with the batch's options, each statement, COMMIT.
+    // A failure leaves the transaction open; the reset rolls it back.
+    writer.begin_batch();
+    // Named, not temporaries: GCC 12 mishandles temporaries bound to a
+    // coroutine's reference parameters inside co_await.
+    const std::string begin = begin_statement(sql);
+    const std::string commit = "COMMIT";
+    const std::vector<std::optional<std::string>> no_params;
+    failed = co_await upstream_statement(ctx, begin, no_params, nullptr, true, true);
+    for (std::size_t i = 0; !failed && i < sql.queries.size(); ++i) {
+      const SqlQuery& q = sql.queries[i];
+      info.tx_status = ctx.tx;
+      failed = co_await statement(ctx, q, q.array_mode.value_or(sql.array_mode), sql.raw_text_output);
+    }
+    if (!failed) failed = co_await upstream_statement(ctx, commit, no_params, nullptr, true, true);
+    writer.end_batch();
+  }
+  ctx.lease.release(ctx.usable, ctx.tx);
+  if (failed) co_return std::move(*failed);
+  co_return answer(200, std::move(body));
+}
+
+void add_sql_endpoint(Gateway& gateway, SqlEndpointServices services) {
+  auto endpoint = std::make_shared<SqlEndpoint>(gateway, std::move(services));
+  RouteOptions options;
+  options.auth = Auth::none;  // the connection string may carry the credential: handle() authenticates
+  options.max_body = gateway.settings().max_body_size;
+  // The driver posts its JSON with fetch()'s default text/plain type. That
+  // opens no hole for other sites' forms: a request authenticated only by
+  // the auth_token cookie still needs the CSRF header (Gateway::authenticate),
+  // and the other credentials travel in headers a form cannot set.
+  options.json_body = false;
+  gateway.add_route("POST", "/sql", options, [endpoint](HttpRequest& r) { return endpoint->handle(r); });
+}
+
+}  // namespace tokengate::http
