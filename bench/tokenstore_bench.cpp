@@ -1,6 +1,10 @@
 // Token-store micro-benchmark (not a test): verifications/s with 1M tokens stored, durable creations/s.
 //
-//   tokenstore_bench [--tokens N] [--seconds S] [--data-dir DIR]
+//   tokenstore_bench [--tokens N] [--seconds S] [--data-dir DIR] [--pg-dsn DSN]
+//
+// With --pg-dsn (an empty database to use as a fleet's registry) the same
+// tokens are then moved into PostgreSQL (`store migrate`), a serving
+// pg_store loads its local copy, and verify and create are measured again.
 //
 // Fills a fresh store (in a mkdtemp directory unless --data-dir is given,
 // removed afterwards) with N tokens, then measures token_service::verify on a
@@ -21,6 +25,8 @@
 #include <thread>
 #include <vector>
 
+#include "tokenstore/kek.hpp"
+#include "tokenstore/pg_store.hpp"
 #include "tokenstore/service.hpp"
 
 using namespace tokengate::tokenstore;
@@ -98,14 +104,15 @@ int main(int argc, char** argv)
 {
     std::size_t n_tokens = 1'000'000;
     double secs = 3.0;
-    std::string data_dir;
+    std::string data_dir, pg_dsn;
     for (int i = 1; i + 1 < argc; i += 2) {
         std::string a = argv[i];
         if (a == "--tokens") n_tokens = std::stoul(argv[i + 1]);
         else if (a == "--seconds") secs = std::stod(argv[i + 1]);
         else if (a == "--data-dir") data_dir = argv[i + 1];
+        else if (a == "--pg-dsn") pg_dsn = argv[i + 1];
         else {
-            std::fprintf(stderr, "usage: %s [--tokens N] [--seconds S] [--data-dir DIR]\n", argv[0]);
+            std::fprintf(stderr, "usage: %s [--tokens N] [--seconds S] [--data-dir DIR] [--pg-dsn DSN]\n", argv[0]);
             return 2;
         }
     }
@@ -196,6 +203,60 @@ int main(int argc, char** argv)
         }
         double rate = static_cast<double>(n) / seconds_since(start);
         std::printf("create:  %.0f creations/s with durable commits (%.2f ms each), 1 thread\n", rate, 1e3 / rate);
+    }
+
+    if (!pg_dsn.empty()) {
+        std::printf("-- the same tokens in a fleet's PostgreSQL registry --\n");
+        std::uint8_t raw[32];
+        for (auto& b : raw) b = static_cast<std::uint8_t>(std::rand());
+        std::string hex;
+        for (auto b : raw) {
+            static constexpr char d[] = "0123456789abcdef";
+            hex += d[b >> 4];
+            hex += d[b & 15];
+        }
+        pg_store_options o;
+        o.dsn = pg_dsn;
+        o.current = kek_from_text(hex, "bench");
+        o.version = "bench";
+        {
+            pg_store_options cli = o;
+            cli.serve = false;
+            keyring mem(keyring::in_memory_t{});
+            pg_store importer(cli, mem);
+            auto start = clock_type::now();
+            auto n = importer.import_lmdb(st, keys, now);
+            std::printf("migrate: %zu tokens into the registry in %.1f s\n", n.tokens, seconds_since(start));
+        }
+        keyring mem(keyring::in_memory_t{});
+        auto start = clock_type::now();
+        pg_store reg(o, mem);
+        std::printf("load:    local copy of the registry in %.1f s\n", seconds_since(start));
+        token_service fleet_svc(reg, mem);
+        for (const auto& smp : samples) (void)fleet_svc.verify(smp.token, smp.user, now);
+        rate p1 = verify_rate(fleet_svc, samples, 1, secs, now);
+        std::printf("verify:  %.0f verifications/s wall, %.0f per CPU-second (%.2f us CPU each), 1 thread, "
+                    "registry copy\n",
+                    p1.per_wall_second, p1.per_cpu_second, 1e6 / p1.per_cpu_second);
+        rate pall = verify_rate(fleet_svc, samples, static_cast<int>(cores), secs, now);
+        std::printf("verify:  %.0f verifications/s wall, %.0f per CPU-second, %u threads, registry copy\n",
+                    pall.per_wall_second, pall.per_cpu_second, cores);
+        actor who{"bench_creator", false};
+        std::size_t n = 0;
+        start = clock_type::now();
+        while (seconds_since(start) < secs) {
+            create_request req;
+            auto r = fleet_svc.create(who, req, role_facts{}, now);
+            if (!r) {
+                std::fprintf(stderr, "create failed: %s\n", r.error_value().message.c_str());
+                return 1;
+            }
+            ++n;
+        }
+        double r = static_cast<double>(n) / seconds_since(start);
+        std::printf("create:  %.0f creations/s in the registry (%.2f ms each, one transaction, synchronous "
+                    "commit), 1 thread\n",
+                    r, 1e3 / r);
     }
 
     if (temp) std::filesystem::remove_all(data_dir);

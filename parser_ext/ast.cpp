@@ -24,6 +24,7 @@ std::string_view kind_name(StatementKind k) noexcept {
     case StatementKind::alter_role_reset_api_token_max_duration:
       return "AlterRoleResetApiTokenMaxDuration";
     case StatementKind::show_api_token_policies: return "ShowApiTokenPolicies";
+    case StatementKind::show_tokengate_instances: return "ShowTokengateInstances";
   }
   return "?";
 }
@@ -68,6 +69,7 @@ std::string to_string(const Statement& s) {
     case StatementKind::show_api_token_policies:
       body = "for_user=" + quoted(std::get<ShowApiTokenPolicies>(s).for_user);
       break;
+    case StatementKind::show_tokengate_instances: break;
   }
   return std::string(kind_name(kind_of(s))) + "{" + body + "}";
 }

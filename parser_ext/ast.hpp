@@ -70,10 +70,15 @@ struct ShowApiTokenPolicies {
   bool operator==(const ShowApiTokenPolicies&) const = default;
 };
 
+// SHOW TOKENGATE INSTANCES: the fleet's instances (administrators only).
+struct ShowTokengateInstances {
+  bool operator==(const ShowTokengateInstances&) const = default;
+};
+
 using Statement =
     std::variant<CreateApiToken, ShowApiTokens, AlterApiTokenSetComment, DropApiToken,
                  DropAllApiTokens, AlterRoleSetApiTokenMaxDuration,
-                 AlterRoleResetApiTokenMaxDuration, ShowApiTokenPolicies>;
+                 AlterRoleResetApiTokenMaxDuration, ShowApiTokenPolicies, ShowTokengateInstances>;
 
 // One value per alternative of Statement, in the same order.
 enum class StatementKind {
@@ -85,6 +90,7 @@ enum class StatementKind {
   alter_role_set_api_token_max_duration,
   alter_role_reset_api_token_max_duration,
   show_api_token_policies,
+  show_tokengate_instances,
 };
 
 [[nodiscard]] constexpr StatementKind kind_of(const Statement& s) noexcept {
@@ -103,6 +109,7 @@ enum class StatementKind {
     case StatementKind::alter_role_set_api_token_max_duration: return "ALTER ROLE";
     case StatementKind::alter_role_reset_api_token_max_duration: return "ALTER ROLE";
     case StatementKind::show_api_token_policies: return "SHOW";
+    case StatementKind::show_tokengate_instances: return "SHOW";
   }
   return "";
 }

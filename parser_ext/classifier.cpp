@@ -75,7 +75,8 @@ bool could_be_api_token_statement(std::string_view s) noexcept {
   }
   if (c0 == 's') {
     if (!equals_keyword(first, "show")) return false;
-    if (!equals_keyword(next_word(s, i, i), "api")) return false;
+    const std::string_view w = next_word(s, i, i);
+    if (!equals_keyword(w, "api") && !equals_keyword(w, "tokengate")) return false;
     // `SHOW api` and `SHOW api.setting` are ordinary (custom GUCs).
     i = skip_space_and_comments(s, i);
     return i != npos && i < s.size() && s[i] != ';' && s[i] != '.';
@@ -166,6 +167,9 @@ std::string_view tx_control_name(TxControl t) noexcept {
 }
 
 bool query_may_contain_api_token_statement(std::string_view s) noexcept {
+  // SHOW TOKENGATE INSTANCES has no `api`: it is recognised as the first
+  // statement of a Query only (a keyword or two, as for every statement).
+  if (could_be_api_token_statement(s)) return true;
   const std::size_t n = s.size();
   // Is there a bare `api` whose middle letter is at i?
   const auto api_at = [s, n](std::size_t i) noexcept {

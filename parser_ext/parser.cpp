@@ -168,6 +168,12 @@ class Parser {
       i_ = 2;
       return finish(parse_show());
     }
+    // SHOW TOKENGATE INSTANCES; `SHOW tokengate` and `SHOW tokengate.x` are settings.
+    if (word(0, "show") && word(1, "tokengate") && !at_end(2) && t_[2].type != tok_dot) {
+      i_ = 2;
+      if (!expect_word("instances")) return finish(std::nullopt);
+      return finish(std::optional<Statement>(ShowTokengateInstances{}));
+    }
     return NotApiTokenStatement{};
   }
 

@@ -4,8 +4,13 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
+#include <cerrno>
 #include <charconv>
+#include <cstring>
 #include <cstdlib>
 #include <iostream>
 #include <map>
@@ -14,7 +19,9 @@
 
 #include "proxy/audit.hpp"
 #include "proxy/config.hpp"
+#include "proxy/net/fleet.hpp"
 #include "proxy/net/server.hpp"
+#include "proxy/session/upstream_login.hpp"
 #include "tokenstore/cli.hpp"
 
 namespace tokengate {
@@ -70,7 +77,7 @@ std::vector<Setting> settings_table() {
       {"revoke_ends_sessions", "--revoke-ends-sessions", "TOKENGATE_REVOKE_ENDS_SESSIONS",
        "end live sessions of a revoked token (true/false)", "true"},
       {"expiry_ends_sessions", "--expiry-ends-sessions", "TOKENGATE_EXPIRY_ENDS_SESSIONS",
-       "end live sessions when their token expires (true/false)", "false"},
+       "end live sessions when their token expires (true/false)", "true"},
       {"expiry_warning", "--expiry-warning", "TOKENGATE_EXPIRY_WARNING",
        "seconds before expiry from which a login gets a notice", "604800"},
       {"max_failed_logins", "--max-failed-logins", "TOKENGATE_MAX_FAILED_LOGINS",
@@ -78,14 +85,54 @@ std::vector<Setting> settings_table() {
       {"auth.allow_plaintext_passwords", "--allow-plaintext-passwords",
        "TOKENGATE_ALLOW_PLAINTEXT_PASSWORDS",
        "accept passwords over unencrypted TCP from other hosts (true/false)", "false"},
+      {"auth.max_scram_iterations", "--max-scram-iterations", "TOKENGATE_MAX_SCRAM_ITERATIONS",
+       "PBKDF2 rounds of a role's SCRAM verifier beyond which its logins fail unchecked", "100000"},
+      {"auth.max_pending_verifications", "--max-pending-verifications", "TOKENGATE_MAX_PENDING_VERIFICATIONS",
+       "password checks that may wait for the verification thread", "128"},
+      {"login.client_timeout", "--login-client-timeout", "TOKENGATE_LOGIN_CLIENT_TIMEOUT",
+       "seconds a client has to send its startup packet and password", "10"},
+      {"login.max_connections", "--login-max-connections", "TOKENGATE_LOGIN_MAX_CONNECTIONS",
+       "connections still logging in, in total", "1000"},
+      {"login.max_connections_per_address", "--login-max-connections-per-address",
+       "TOKENGATE_LOGIN_MAX_CONNECTIONS_PER_ADDRESS", "connections still logging in, per client address", "50"},
       {"tls.cert", "--tls-cert", "TOKENGATE_TLS_CERT", "PEM certificate chain for client TLS", ""},
       {"tls.key", "--tls-key", "TOKENGATE_TLS_KEY", "PEM private key for client TLS", ""},
       {"tls.mode", "--tls-mode", "TOKENGATE_TLS_MODE",
        "client TLS: disable, allow (TLS when asked) or require", "allow"},
       {"upstream.sslmode", "--upstream-sslmode", "TOKENGATE_UPSTREAM_SSLMODE",
-       "TLS to the upstream: disable, prefer, require or verify-full", "prefer"},
+       "TLS to the upstream: disable, prefer, require or verify-full (default: prefer on loopback, "
+       "verify-full otherwise)",
+       ""},
       {"upstream.sslrootcert", "--upstream-sslrootcert", "TOKENGATE_UPSTREAM_SSLROOTCERT",
-       "CA file to verify the upstream's certificate (verify-full)", ""},
+       "CA file to verify the upstream's certificate (verify-full), or 'system'", ""},
+      {"upstream.require_auth", "--upstream-require-auth", "TOKENGATE_UPSTREAM_REQUIRE_AUTH",
+       "authentication requests answered for the upstream: none, password, md5, scram-sha-256 (default: none "
+       "with trust, scram-sha-256 with password)",
+       ""},
+      {"upstream.max_scram_iterations", "--upstream-max-scram-iterations", "TOKENGATE_UPSTREAM_MAX_SCRAM_ITERATIONS",
+       "PBKDF2 rounds the upstream's SCRAM may demand", "100000"},
+      {"relay.max_inspected_message", "--max-inspected-message", "TOKENGATE_MAX_INSPECTED_MESSAGE",
+       "Query/Parse messages up to this size are checked whole for API TOKEN statements (e.g. 1MB)", "1MB"},
+      {"relay.session_memory_limit", "--session-memory-limit", "TOKENGATE_SESSION_MEMORY_LIMIT",
+       "relay buffers one session may hold (e.g. 4MB)", "4MB"},
+      {"relay.memory_limit", "--memory-limit", "TOKENGATE_MEMORY_LIMIT",
+       "relay buffers of all sessions together (e.g. 512MB; 0: no limit)", "512MB"},
+      {"store.backend", "--store-backend", "TOKENGATE_STORE_BACKEND",
+       "lmdb (in data_dir, one instance) or postgres (a registry shared by a fleet)", "lmdb"},
+      {"store.dsn", "--store-dsn", "TOKENGATE_STORE_DSN",
+       "libpq connection string of the registry (default: the upstream, as the control user)", ""},
+      {"store.kek_file", "--kek-file", "TOKENGATE_KEK_FILE",
+       "file with the key-encryption key, 64 hex digits (else the TOKENGATE_KEK variable)", ""},
+      {"store.previous_kek_file", "--previous-kek-file", "TOKENGATE_PREVIOUS_KEK_FILE",
+       "the key-encryption key being replaced, during a KEK rotation", ""},
+      {"store.max_staleness", "--max-staleness", "TOKENGATE_MAX_STALENESS",
+       "seconds known tokens keep logging in while the registry is unreachable", "60"},
+      {"fleet.instance_id", "--instance-id", "TOKENGATE_INSTANCE_ID",
+       "this instance's id in the fleet, 1-255 (0: claim a free one)", "0"},
+      {"fleet.advertise_address", "--advertise-address", "TOKENGATE_ADVERTISE_ADDRESS",
+       "HOST:PORT other instances forward cancel requests to (default: the first listen address)", ""},
+      {"fleet.peers", "--peers", "TOKENGATE_PEERS",
+       "ID=HOST:PORT,… of other instances, besides those in the registry's heartbeat table", ""},
       {"audit_log", "--audit-log", "TOKENGATE_AUDIT_LOG",
        "JSON-lines audit file (default DATA_DIR/audit.log; 'off' for none)", ""},
       {"http.listen", "--http-listen", "TOKENGATE_HTTP_LISTEN",
@@ -117,13 +164,24 @@ std::vector<Setting> settings_table() {
   };
 }
 
+// A configuration file is a page of settings. These bound what a wrong path
+// (a log file, a device) can make tokengate read and parse: a thousand times
+// a long real file, and a line far longer than the longest real value (an
+// auth_query is a few hundred bytes).
+constexpr std::size_t kMaxConfigBytes = std::size_t{1} << 20;
+constexpr std::size_t kMaxConfigLineBytes = 16384;
+// Every key is at most two levels deep (`upstream.address`); deeper tables
+// are unknown keys, refused before they cost any recursion.
+constexpr int kMaxConfigDepth = 4;
+
 // Flattens a TOML table into dotted keys; non-scalar values are an error.
 void flatten(const toml::table& table, const std::string& prefix,
-             std::map<std::string, std::string>& out) {
+             std::map<std::string, std::string>& out, int depth = 0) {
   for (const auto& [k, node] : table) {
     std::string key = prefix.empty() ? std::string(k.str()) : prefix + "." + std::string(k.str());
     if (const auto* t = node.as_table()) {
-      flatten(*t, key, out);
+      if (depth + 1 >= kMaxConfigDepth) throw ConfigError{"unknown configuration key '" + key + "'"};
+      flatten(*t, key, out, depth + 1);
     // The type is checked before the value is read: toml++'s value<int64_t>()
     // of a float such as 7e42 converts it out of range (undefined behaviour,
     // found by the config fuzz target).
@@ -149,28 +207,67 @@ std::string find_config_path(int argc, char** argv) {
   return env ? env : "";
 }
 
-void apply_toml(std::vector<Setting>& table, const toml::table& doc, const std::string& path) {
+// Applies the TOML `text` (read from `source`, for messages) to the table.
+void apply_toml(std::vector<Setting>& table, std::string_view text, const std::string& source) {
+  std::size_t line = 1, line_start = 0;
+  for (std::size_t i = 0; i <= text.size(); ++i) {
+    if (i < text.size() && text[i] != '\n') continue;
+    if (i - line_start > kMaxConfigLineBytes)
+      throw ConfigError{"configuration file " + source + ", line " + std::to_string(line) + ": longer than " +
+                        std::to_string(kMaxConfigLineBytes) + " bytes"};
+    ++line;
+    line_start = i + 1;
+  }
+  toml::table doc;
+  try {
+    doc = toml::parse(text, std::string_view(source));
+  } catch (const toml::parse_error& e) {
+    throw ConfigError{"cannot read configuration file " + source + ": " + std::string(e.description()) +
+                      " (line " + std::to_string(e.source().begin.line) + ")"};
+  }
   std::map<std::string, std::string> flat;
   flatten(doc, "", flat);
   for (const auto& entry : flat) {
     // Not a structured binding: clang before 16 cannot capture one in a lambda.
     const std::string& key = entry.first;
     auto it = std::find_if(table.begin(), table.end(), [&](const Setting& s) { return key == s.key; });
-    if (it == table.end()) throw ConfigError{"unknown configuration key '" + key + "' in " + path};
+    if (it == table.end()) throw ConfigError{"unknown configuration key '" + key + "' in " + source};
     it->value = entry.second;
   }
 }
 
+// Reads the file at `path`, at most kMaxConfigBytes.
+std::string read_config_file(const std::string& path) {
+  auto fail = [&](std::string_view doing) {
+    return ConfigError{"cannot " + std::string(doing) + " configuration file " + path + ": " + std::strerror(errno)};
+  };
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw fail("open");
+  std::string text;
+  char buf[65536];
+  for (;;) {
+    const auto n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      auto err = fail("read");
+      ::close(fd);
+      throw err;
+    }
+    if (n == 0) break;
+    text.append(buf, static_cast<std::size_t>(n));
+    if (text.size() > kMaxConfigBytes) {
+      ::close(fd);
+      throw ConfigError{"configuration file " + path + " is larger than " + std::to_string(kMaxConfigBytes >> 20) +
+                        " MiB"};
+    }
+  }
+  ::close(fd);
+  return text;
+}
+
 void apply_file(std::vector<Setting>& table, const std::string& path) {
   if (path.empty()) return;
-  toml::table doc;
-  try {
-    doc = toml::parse_file(path);
-  } catch (const toml::parse_error& e) {
-    throw ConfigError{"cannot read configuration file " + path + ": " +
-                      std::string(e.description())};
-  }
-  apply_toml(table, doc, path);
+  apply_toml(table, read_config_file(path), path);
 }
 
 unsigned parse_unsigned(const Setting& s, unsigned max) {
@@ -180,6 +277,24 @@ unsigned parse_unsigned(const Setting& s, unsigned max) {
     throw ConfigError{std::string(s.key) + ": expected a whole number up to " +
                       std::to_string(max) + ", got '" + s.value + "'"};
   return v;
+}
+
+// A size in bytes, with PostgreSQL's memory units: kB, MB, GB (powers of 1024).
+std::size_t parse_size(const Setting& s) {
+  std::uint64_t v = 0;
+  const char* end = s.value.data() + s.value.size();
+  auto [p, ec] = std::from_chars(s.value.data(), end, v);
+  std::string_view unit(p, std::size_t(end - p));
+  std::uint64_t mult = 1;
+  if (unit == "kB") mult = 1024;
+  else if (unit == "MB") mult = 1024 * 1024;
+  else if (unit == "GB") mult = 1024ull * 1024 * 1024;
+  else if (!unit.empty()) mult = 0;
+  constexpr std::uint64_t kMax = 1ull << 40;  // 1 TB: anything above is a typo
+  if (ec != std::errc{} || p == s.value.data() || mult == 0 || v > kMax / mult)
+    throw ConfigError{std::string(s.key) + ": expected a size such as 1048576, 512kB, 4MB or 1GB, got '" +
+                      s.value + "'"};
+  return std::size_t(v * mult);
 }
 
 bool parse_bool(const Setting& s) {
@@ -222,11 +337,45 @@ Config build_config(const std::vector<Setting>& table) {
   c.expiry_warning = std::chrono::seconds(parse_unsigned(get("expiry_warning"), 100u * 366 * 86400));
   c.max_failed_logins = parse_unsigned(get("max_failed_logins"), 1000000);
   c.allow_plaintext_passwords = parse_bool(get("auth.allow_plaintext_passwords"));
+  c.max_scram_iterations = parse_unsigned(get("auth.max_scram_iterations"), 10'000'000);
+  if (c.max_scram_iterations == 0) throw ConfigError{"auth.max_scram_iterations: must be at least 1"};
+  c.max_pending_verifications = parse_unsigned(get("auth.max_pending_verifications"), 1'000'000);
+  c.login_client_timeout = std::chrono::seconds(parse_unsigned(get("login.client_timeout"), 3600));
+  if (c.login_client_timeout.count() == 0) throw ConfigError{"login.client_timeout: must be at least 1"};
+  c.login_max_connections = parse_unsigned(get("login.max_connections"), 1'000'000);
+  c.login_max_connections_per_address = parse_unsigned(get("login.max_connections_per_address"), 1'000'000);
+  c.upstream_require_auth = get("upstream.require_auth").value;
+  if (!c.upstream_require_auth.empty()) {
+    std::string error;
+    if (!session::UpstreamAuthMethods::parse(c.upstream_require_auth, error))
+      throw ConfigError{"upstream.require_auth: " + error};
+  }
+  c.upstream_max_scram_iterations = parse_unsigned(get("upstream.max_scram_iterations"), 10'000'000);
   c.tls_cert = get("tls.cert").value;
   c.tls_key = get("tls.key").value;
   c.tls_mode = get("tls.mode").value;
   c.upstream_sslmode = get("upstream.sslmode").value;
   c.upstream_sslrootcert = get("upstream.sslrootcert").value;
+  c.relay_max_inspected_message = parse_size(get("relay.max_inspected_message"));
+  c.relay_session_memory_limit = parse_size(get("relay.session_memory_limit"));
+  c.relay_memory_limit = parse_size(get("relay.memory_limit"));
+  if (c.relay_max_inspected_message < 1024)
+    throw ConfigError{"relay.max_inspected_message: at least 1kB, so that any API TOKEN statement fits"};
+  if (c.relay_session_memory_limit < 2 * c.relay_max_inspected_message)
+    throw ConfigError{"relay.session_memory_limit must be at least twice relay.max_inspected_message"};
+  if (c.relay_memory_limit != 0 && c.relay_memory_limit < c.relay_session_memory_limit)
+    throw ConfigError{"relay.memory_limit must be at least relay.session_memory_limit (or 0 for no limit)"};
+  c.store_backend = get("store.backend").value;
+  if (c.store_backend != "lmdb" && c.store_backend != "postgres")
+    throw ConfigError{"store.backend: expected lmdb or postgres, got '" + c.store_backend + "'"};
+  c.store_dsn = get("store.dsn").value;
+  c.kek_file = get("store.kek_file").value;
+  c.previous_kek_file = get("store.previous_kek_file").value;
+  c.max_staleness = std::chrono::seconds(parse_unsigned(get("store.max_staleness"), 86400));
+  c.instance_id = parse_unsigned(get("fleet.instance_id"), 255);
+  c.advertise_address = get("fleet.advertise_address").value;
+  c.peers = get("fleet.peers").value;
+  (void)net::parse_peers(c.peers);  // throws ConfigError when malformed
   c.audit_log = get("audit_log").value;
   if (const auto& http = get("http.listen").value; http != "off") {
     auto eps = net::parse_endpoint_list(http, 8432);
@@ -292,8 +441,9 @@ void audit_cli_operation(int argc, char** argv, int rc) {
       return false;
     };
     std::string ignored;
+    // --store-dsn may hold a password: consumed here, never taken for the name.
     if (value("--user", user) || value("--data-dir", data_dir) || value("--duration", ignored) ||
-        value("--comment", ignored))
+        value("--comment", ignored) || value("--store-dsn", ignored) || value("--kek-file", ignored))
       continue;
     if (name.empty() && !a.empty() && a.front() != '-') name = std::string(a);
   }
@@ -313,22 +463,23 @@ void audit_cli_operation(int argc, char** argv, int rc) {
 
 }  // namespace
 
-Config config_from_toml(std::string_view text, const std::string& path) {
-  std::vector<Setting> table = settings_table();
-  toml::table doc;
+std::variant<Config, ConfigError> config_from_toml(std::string_view text, const std::string& source) {
   try {
-    doc = toml::parse(text, path);
-  } catch (const toml::parse_error& e) {
-    throw ConfigError{"cannot read configuration file " + path + ": " +
-                      std::string(e.description())};
+    if (text.size() > kMaxConfigBytes)
+      throw ConfigError{"configuration file " + source + " is larger than " + std::to_string(kMaxConfigBytes >> 20) +
+                        " MiB"};
+    std::vector<Setting> table = settings_table();
+    apply_toml(table, text, source);
+    return build_config(table);
+  } catch (const ConfigError& e) {
+    return e;
   }
-  apply_toml(table, doc, path);
-  return build_config(table);
 }
 
 int run_cli(int argc, char** argv) {
   // The store's own commands parse their arguments themselves.
-  if (argc >= 2 && (std::string_view(argv[1]) == "tokens" || std::string_view(argv[1]) == "keys")) {
+  if (argc >= 2 && (std::string_view(argv[1]) == "tokens" || std::string_view(argv[1]) == "keys" ||
+                    std::string_view(argv[1]) == "store")) {
     int rc = tokenstore::cli_main(argc, argv);
     audit_cli_operation(argc, argv, rc);
     return rc;

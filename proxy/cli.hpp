@@ -4,16 +4,16 @@
 
 #include <string>
 #include <string_view>
+#include <variant>
 
 #include "proxy/config.hpp"
 
 namespace tokengate {
 
-// The configuration from TOML text alone: the built-in defaults, then the
-// text, as `--config PATH` without flags or environment would give it. `path`
-// names the file in messages. Throws ConfigError. No file or socket is
-// touched, so it can be fuzzed (tests/fuzz/config_fuzz.cpp).
-Config config_from_toml(std::string_view text, const std::string& path);
+// The settings a TOML configuration `text` gives (over the built-in
+// defaults, without the environment or flags), or why it is refused;
+// `source` names it in messages. No file is read: for tests and fuzzing.
+[[nodiscard]] std::variant<Config, ConfigError> config_from_toml(std::string_view text, const std::string& source);
 
 // Runs the program; returns the process exit code.
 int run_cli(int argc, char** argv);

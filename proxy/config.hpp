@@ -3,6 +3,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <string>
 #include <vector>
 
@@ -41,18 +42,60 @@ struct Config {
   // stolen token cannot be turned into credentials that outlive its revocation.
   bool token_sessions_manage_credentials = false;
   bool revoke_ends_sessions = true;
-  bool expiry_ends_sessions = false;
+  // A session must not outlive its token: on by default.
+  bool expiry_ends_sessions = true;
   std::chrono::seconds expiry_warning{7 * 24 * 3600};
   unsigned max_failed_logins = 10;
   // Ask for cleartext passwords over plain TCP from non-loopback addresses.
   bool allow_plaintext_passwords = false;
   std::string audit_log;  // empty: <data_dir>/audit.log; "off": none
 
+  // ---- bounds on login work (docs/security.md, "Logging in") ----
+  // `login.client_timeout`: from accepting a connection until its password
+  // has arrived; a slow client holds a descriptor no longer than this.
+  std::chrono::seconds login_client_timeout{10};
+  // `login.max_connections` / `login.max_connections_per_address`:
+  // connections accepted and not yet logged in.
+  unsigned login_max_connections = 1000;
+  unsigned login_max_connections_per_address = 50;
+  // `auth.max_pending_verifications`: password checks waiting for the
+  // verification thread.
+  unsigned max_pending_verifications = 128;
+  // `auth.max_scram_iterations`: a role's SCRAM verifier with more PBKDF2
+  // rounds than this is not computed; its logins fail.
+  unsigned max_scram_iterations = 100000;
+  // ---- relay buffers (see docs/security.md, "Memory") ----
+  // A Query/Parse up to this size is buffered whole to look for API TOKEN
+  // statements; longer ones stream through.
+  std::size_t relay_max_inspected_message = 1024 * 1024;   // `relay.max_inspected_message`
+  std::size_t relay_session_memory_limit = 4 * 1024 * 1024;  // `relay.session_memory_limit`
+  std::size_t relay_memory_limit = 512 * 1024 * 1024;        // `relay.memory_limit`; 0: none
+  // ---- token store and fleet (docs/fleet.md) ----
+  std::string store_backend = "lmdb";  // `store.backend`: lmdb (data_dir) or postgres (a shared registry)
+  // `store.dsn`: libpq connection string of the registry; empty: the
+  // upstream, as the control user, with the control connections' settings.
+  std::string store_dsn;
+  std::string kek_file;           // `store.kek_file`; else the TOKENGATE_KEK environment variable
+  std::string previous_kek_file;  // `store.previous_kek_file`: during a KEK rotation
+  std::chrono::seconds max_staleness{60};  // `store.max_staleness`
+  unsigned instance_id = 0;           // `fleet.instance_id`; 0: claim a free one
+  std::string advertise_address;      // `fleet.advertise_address`: HOST:PORT peers reach this instance at
+  std::string peers;                  // `fleet.peers`: "ID=HOST:PORT,…", besides the heartbeat table
+
   // ---- TLS (OpenSSL) ----
   std::string tls_cert, tls_key;  // `tls.cert`, `tls.key`: PEM files
   std::string tls_mode = "allow";  // disable | allow | require
-  std::string upstream_sslmode = "prefer";  // disable | prefer | require | verify-full
-  std::string upstream_sslrootcert;  // CA file for verify-full
+  // disable | prefer | require | verify-full; empty: by address (prefer for
+  // a loopback address, verify-full for any other host; chosen in
+  // Server::Impl::open_services).
+  std::string upstream_sslmode;
+  std::string upstream_sslrootcert;  // CA file for verify-full; empty with verify-full by default: "system"
+  // `upstream.require_auth`: the authentication requests tokengate answers
+  // for the upstream (none, password, md5, scram-sha-256); empty: by mode
+  // ("none" with trust, "scram-sha-256" with password).
+  std::string upstream_require_auth;
+  // `upstream.max_scram_iterations`: PBKDF2 rounds an upstream may demand.
+  unsigned upstream_max_scram_iterations = 100000;
 
   // ---- HTTP gateway (proxy/http) ----
   std::vector<net::Endpoint> http_listen;  // `http.listen`; empty ("off"): no HTTP listener

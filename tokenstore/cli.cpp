@@ -2,6 +2,8 @@
 #include "tokenstore/cli.hpp"
 
 #include <CLI/CLI.hpp>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
 
 #include <chrono>
 #include <cstdio>
@@ -10,6 +12,8 @@
 #include <iostream>
 #include <memory>
 
+#include "tokenstore/kek.hpp"
+#include "tokenstore/pg_store.hpp"
 #include "tokenstore/service.hpp"
 
 namespace tokengate::tokenstore {
@@ -69,18 +73,45 @@ int report(const error& e)
     return 1;
 }
 
-// Opened lazily so `--help` needs no data directory.
+kek load_kek(const std::string& kek_file)
+{
+    if (!kek_file.empty()) return load_kek_file(kek_file);
+    if (const char* env = std::getenv("TOKENGATE_KEK"); env && *env) return kek_from_text(env, "TOKENGATE_KEK");
+    throw kek_error("the registry needs the fleet's key-encryption key: --kek-file or TOKENGATE_KEK");
+}
+
+// Opened lazily so `--help` needs no data directory. With a registry DSN
+// (--store-dsn, or TOKENGATE_STORE_DSN when TOKENGATE_STORE_BACKEND is
+// postgres) the commands work on the fleet's registry instead of LMDB.
 struct context {
     std::string data_dir;
+    std::string dsn;
+    std::string kek_file;
     std::unique_ptr<keyring> keys;
-    std::unique_ptr<store> st;
+    std::unique_ptr<store_backend> st;
+    pg_store* registry = nullptr;
     std::unique_ptr<token_service> svc;
 
-    void open_keys() { keys = std::make_unique<keyring>(data_dir); }
+    void open_keys()
+    {
+        if (dsn.empty()) {
+            keys = std::make_unique<keyring>(data_dir);
+            return;
+        }
+        keys = std::make_unique<keyring>(keyring::in_memory_t{});
+        pg_store_options o;
+        o.dsn = dsn;
+        o.serve = false;
+        o.version = "command line";
+        o.current = load_kek(kek_file);
+        auto pg = std::make_unique<pg_store>(std::move(o), *keys);
+        registry = pg.get();
+        st = std::move(pg);
+    }
     void open_all()
     {
         open_keys();
-        st = std::make_unique<store>(data_dir);
+        if (!st) st = std::make_unique<store>(data_dir);
         svc = std::make_unique<token_service>(*st, *keys);
     }
 };
@@ -89,14 +120,23 @@ struct context {
 
 int cli_main(int argc, char** argv)
 {
+    // stdout carries only what a command prints (`tokens create`: the token
+    // alone); what the store logs goes to stderr.
+    if (!spdlog::get("tokengate-cli")) spdlog::set_default_logger(spdlog::stderr_color_mt("tokengate-cli"));
     CLI::App app{"tokengate token store administration"};
     app.name(argc > 0 ? std::string(argv[0]) : "tokengate");
     app.require_subcommand(1, 1);
     context ctx;
     ctx.data_dir = default_data_dir();
+    if (const char* b = std::getenv("TOKENGATE_STORE_BACKEND"); b && std::string_view(b) == "postgres")
+        if (const char* env = std::getenv("TOKENGATE_STORE_DSN")) ctx.dsn = env;
+    if (const char* env = std::getenv("TOKENGATE_KEK_FILE")) ctx.kek_file = env;
     auto add_data_dir = [&](CLI::App* cmd) {
         cmd->add_option("--data-dir", ctx.data_dir, "data directory (env TOKENGATE_DATA_DIR)")
             ->capture_default_str();
+        cmd->add_option("--store-dsn", ctx.dsn,
+                        "work on the fleet's PostgreSQL registry at this libpq connection string instead");
+        cmd->add_option("--kek-file", ctx.kek_file, "the fleet's key-encryption key (else TOKENGATE_KEK)");
     };
 
     auto* tokens = app.add_subcommand("tokens", "list, create and revoke API tokens");
@@ -123,6 +163,15 @@ int cli_main(int argc, char** argv)
     add_data_dir(revoke);
     revoke->add_option("name", name, "token name")->required();
     revoke->add_option("--user", user, "owner")->required();
+
+    auto* storecmd = app.add_subcommand("store", "move the token store");
+    storecmd->require_subcommand(1, 1);
+    auto* migrate = storecmd->add_subcommand(
+        "migrate", "copy an LMDB store (tokens, policies, revocations, signing keys) into a PostgreSQL registry");
+    add_data_dir(migrate);
+    std::string to;
+    if (const char* env = std::getenv("TOKENGATE_STORE_DSN"); env && ctx.dsn.empty()) ctx.dsn = env;
+    migrate->add_option("--to", to, "where to: postgres")->required()->check(CLI::IsMember({"postgres"}));
 
     auto* klist = keys->add_subcommand("list", "list signing keys (ids only)");
     add_data_dir(klist);
@@ -179,6 +228,28 @@ int cli_main(int argc, char** argv)
             std::cerr << "revoked API token \"" << name << "\" of user \"" << user << "\"\n";
             return 0;
         }
+        if (*migrate) {
+            if (ctx.dsn.empty()) {
+                std::cerr << "ERROR:  store migrate needs --store-dsn (or TOKENGATE_STORE_DSN)\n";
+                return 2;
+            }
+            pg_store_options o;
+            o.dsn = ctx.dsn;
+            o.serve = false;
+            o.version = "command line";
+            o.current = load_kek(ctx.kek_file);
+            ctx.keys = std::make_unique<keyring>(ctx.data_dir);
+            store lmdb(ctx.data_dir);
+            keyring registry_keys(keyring::in_memory_t{});
+            pg_store registry(std::move(o), registry_keys);
+            auto n = registry.import_lmdb(lmdb, *ctx.keys, now);
+            std::cout << "copied " << n.tokens << " token(s) (" << n.revoked << " revoked), " << n.policies
+                      << " policy(ies) and " << n.keys << " signing key(s) from " << ctx.data_dir
+                      << " into the registry";
+            if (n.tokens_present) std::cout << "; " << n.tokens_present << " token(s) were there already";
+            std::cout << '\n';
+            return 0;
+        }
         if (*klist) {
             ctx.open_keys();
             std::vector<std::vector<std::string>> out;
@@ -189,8 +260,8 @@ int cli_main(int argc, char** argv)
         }
         if (*krotate) {
             ctx.open_keys();
-            const auto& k = ctx.keys->rotate();
-            std::cout << "new signing key " << k.kid << "; new tokens use it, older keys keep verifying\n";
+            const std::string kid = ctx.registry ? ctx.registry->rotate_key() : ctx.keys->rotate().kid;
+            std::cout << "new signing key " << kid << "; new tokens use it, older keys keep verifying\n";
             return 0;
         }
     } catch (const std::exception& e) {

@@ -3,14 +3,17 @@
 
 namespace tokengate::tokenstore {
 
-// Entry point for `tokengate tokens …` / `tokengate keys …`; main() calls it
-// when argv[1] is "tokens" or "keys", passing its argc/argv unchanged.
+// Entry point for `tokengate tokens …` / `keys …` / `store …`; main() calls it
+// when argv[1] is "tokens", "keys" or "store", passing its argc/argv unchanged.
 //
 //   tokens list   [--user U | --all]                 (default: all users)
 //   tokens create NAME --user U [--duration D] [--comment C]
 //   tokens revoke NAME --user U
 //   keys list
 //   keys rotate
+//   store migrate --to postgres --store-dsn DSN [--kek-file F]
+//                 copies every token, policy, revocation and signing key
+//                 (wrapped by the KEK) into the registry, in one transaction
 //   every command: --data-dir DIR (default $TOKENGATE_DATA_DIR, else ./tokengate-data)
 //
 // Acts as an administrator (whoever can read the data directory owns the

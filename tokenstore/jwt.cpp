@@ -316,6 +316,7 @@ std::string_view to_string(verify_status s) noexcept
     case verify_status::revoked: return "revoked";
     case verify_status::wrong_owner: return "wrong_owner";
     case verify_status::store_unavailable: return "store_unavailable";
+    case verify_status::registry_stale: return "registry_stale";
     }
     return "unknown";
 }

@@ -61,6 +61,7 @@ enum class verify_status {
     revoked,            // token revoked
     wrong_owner,        // token user differs from the expected (startup) user
     store_unavailable,  // LMDB failure during the look-up
+    registry_stale,     // the fleet's registry has been unreachable longer than store.max_staleness
 };
 
 [[nodiscard]] std::string_view to_string(verify_status s) noexcept;

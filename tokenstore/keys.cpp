@@ -91,7 +91,9 @@ bool from_hex(std::string_view s, std::uint8_t* out, std::size_t n)
     return true;
 }
 
-signing_key generate_key()
+}  // namespace
+
+signing_key generate_signing_key()
 {
     signing_key k;
     std::uint8_t id[8];
@@ -101,6 +103,8 @@ signing_key generate_key()
     k.created_at = now_ms() / 1000;
     return k;
 }
+
+namespace {
 
 void write_all(int fd, std::string_view data, const std::filesystem::path& p)
 {
@@ -174,12 +178,22 @@ keyring::keyring(const std::filesystem::path& data_dir)
         ::flock(lock.get(), LOCK_EX);
         if (::stat(path_.c_str(), &st) != 0) {
             std::array<signing_key, max_keys> fresh{};
-            fresh[0] = generate_key();
+            fresh[0] = generate_signing_key();
             replace_file(path_, serialize(fresh, 1));
         }
     }
     load_locked();
     last_check_ms_.store(now_ms(), std::memory_order_relaxed);
+}
+
+keyring::keyring(in_memory_t) {}
+
+bool keyring::adopt(const signing_key& k)
+{
+    std::lock_guard lk(mu_);
+    if (find(k.kid) != nullptr) return false;
+    append_locked(k);
+    return true;
 }
 
 void keyring::append_locked(const signing_key& k)
@@ -272,12 +286,15 @@ std::vector<key_info> keyring::list() const
 
 const signing_key& keyring::rotate()
 {
+    if (in_memory())
+        throw keyring_error("the signing keys are kept in the PostgreSQL registry: rotate them with "
+                            "`tokengate keys rotate` and store.backend = postgres");
     std::lock_guard lk(mu_);
     fd_guard lock(::open(lock_path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
     if (lock.get() < 0) throw keyring_error(errno_text("cannot open", lock_path_));
     ::flock(lock.get(), LOCK_EX);
     load_locked();  // another process may have rotated meanwhile
-    signing_key k = generate_key();
+    signing_key k = generate_signing_key();
     std::size_t n = count_.load(std::memory_order_relaxed);
     if (n == max_keys) throw keyring_error("too many signing keys in " + path_.string());
     // Build the file content including the new key before publishing it in memory.
@@ -290,6 +307,7 @@ const signing_key& keyring::rotate()
 
 void keyring::refresh(bool force)
 {
+    if (in_memory()) return;
     std::int64_t now = now_ms();
     if (!force && now - last_check_ms_.load(std::memory_order_relaxed) < min_refresh_interval_ms) return;
     std::lock_guard lk(mu_);

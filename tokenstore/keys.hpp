@@ -27,6 +27,9 @@ struct signing_key {
     std::array<std::uint8_t, 32> secret{};
 };
 
+// A fresh key from the system RNG: random kid, 256-bit secret, created now.
+[[nodiscard]] signing_key generate_signing_key();
+
 // What `tokengate keys list` shows: never the secret.
 struct key_info {
     std::string kid;
@@ -54,6 +57,11 @@ public:
     // keyring_error when the file is readable or writable by group/others,
     // owned by another user, or malformed.
     explicit keyring(const std::filesystem::path& data_dir);
+    // A keyring without a file, for a fleet: the keys live wrapped in the
+    // PostgreSQL registry and pg_store adds them here (adopt) as it learns
+    // them. Empty until then; newest() must not be called while empty.
+    struct in_memory_t {};
+    explicit keyring(in_memory_t);
     keyring(const keyring&) = delete;
     keyring& operator=(const keyring&) = delete;
 
@@ -68,8 +76,16 @@ public:
     const signing_key& rotate();
 
     // Re-reads the file if it changed since the last read (another process
-    // rotated). At most one stat() per 200 ms unless forced.
+    // rotated). At most one stat() per 200 ms unless forced. Nothing for an
+    // in-memory keyring (its keys arrive through adopt()).
     void refresh(bool force = false);
+
+    // Adds a key learned from elsewhere (the registry) unless its kid is
+    // known; the newest adopted is the one new tokens are signed with. true
+    // if added. Throws keyring_error when max_keys are held.
+    bool adopt(const signing_key& k);
+    [[nodiscard]] bool in_memory() const noexcept { return path_.empty(); }
+    [[nodiscard]] std::size_t size() const noexcept { return count_.load(std::memory_order_acquire); }
 
 private:
     void load_locked();  // reads the file and appends unknown keys; mu_ held

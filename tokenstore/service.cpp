@@ -21,6 +21,9 @@ error unavailable(const std::exception& e, std::string_view op)
     if (dynamic_cast<const store_full*>(&e) != nullptr)
         return store_unavailable_error(
             "The disk holding the token store is full; only revocations are accepted until space is freed.");
+    if (dynamic_cast<const store_unreachable*>(&e) != nullptr)
+        return store_unavailable_error(
+            "The token registry in PostgreSQL cannot be reached; API TOKEN statements fail until it is back.");
     return store_unavailable_error("The token store could not complete the operation.");
 }
 
@@ -96,7 +99,7 @@ bool actor::may_act_for(std::string_view role) const
     return !std::binary_search(protected_roles->begin(), protected_roles->end(), role);
 }
 
-token_service::token_service(store& st, keyring& keys, service_config cfg)
+token_service::token_service(store_backend& st, keyring& keys, service_config cfg)
     : store_(st), keys_(keys), cfg_(cfg)
 {
 }
@@ -209,7 +212,7 @@ result<created_token> token_service::create(const actor& who, const create_reque
             created_token out;
             out.token = mint_token(key, token_claims{rec.owner, rec.tid, rec.created_at, rec.expires_at});
             rec.hash = token_hash(out.token);
-            if (store_.insert(rec, now) == store::insert_outcome::name_in_use) {
+            if (store_.insert(rec, now) == store_backend::insert_outcome::name_in_use) {
                 if (req.name)
                     return make_error(errc::name_in_use, "API token " + dq(rec.name) + " already exists",
                                       "User " + dq(rec.owner) + " has an active token with that name.");
@@ -307,6 +310,16 @@ result<revoke_all_outcome> token_service::revoke_all(const actor& who, const std
     return out;
 }
 
+result<std::vector<instance_info>> token_service::list_instances(const actor& who)
+{
+    if (!who.is_admin) return permission_denied_error("show tokengate instances");
+    try {
+        return store_.instances();
+    } catch (const std::exception& e) {
+        return unavailable(e, "list instances");
+    }
+}
+
 result<void> token_service::set_policy(const actor& who, std::string_view role, const role_facts& facts,
                                        std::string_view duration, std::int64_t now)
 {
@@ -385,8 +398,19 @@ verify_result token_service::verify(std::string_view token, std::string_view exp
 
     sha256_t hash = token_hash(token);
     std::int64_t last_used = 0;
-    try {
-        bool found = store_.lookup_for_verify(claims.tid, [&](const token_view& v) {
+    // Compares inside the backend's look-up, while the view is valid.
+    struct checker final : verify_visitor {
+        verify_result& out;
+        const sha256_t& hash;
+        std::string_view expected_user;
+        std::int64_t now;
+        std::int64_t& last_used;
+        checker(verify_result& o, const sha256_t& h, std::string_view u, std::int64_t n, std::int64_t& lu)
+            : out(o), hash(h), expected_user(u), now(n), last_used(lu)
+        {
+        }
+        void visit(const token_view& v) override
+        {
             out.name.assign(v.name);
             out.owner_oid = v.owner_oid;
             last_used = v.last_used_at;
@@ -398,8 +422,14 @@ verify_result token_service::verify(std::string_view token, std::string_view exp
                 out.status = verify_status::wrong_owner;
             else if (v.expires_at <= now)
                 out.status = verify_status::expired;
-        });
-        if (!found) out.status = verify_status::unknown_tid;
+        }
+    } check(out, hash, expected_user, now, last_used);
+    try {
+        switch (store_.lookup(claims.tid, check)) {
+        case store_backend::lookup_outcome::found: break;
+        case store_backend::lookup_outcome::not_found: out.status = verify_status::unknown_tid; break;
+        case store_backend::lookup_outcome::stale: out.status = verify_status::registry_stale; return out;
+        }
     } catch (const std::exception& e) {
         spdlog::error("token store: verify look-up failed: {}", e.what());
         out.status = verify_status::store_unavailable;
@@ -446,12 +476,12 @@ bool token_service::bind_owner_oid(const tid_t& tid, std::uint32_t oid)
     if (oid == 0) return false;
     try {
         switch (store_.bind_owner_oid(tid, oid)) {
-        case store::bind_outcome::bound:
+        case store_backend::bind_outcome::bound:
             spdlog::info("token store: API token {} bound to its owner's role OID {}", tid_to_hex(tid), oid);
             return true;
-        case store::bind_outcome::already_bound: return true;
-        case store::bind_outcome::bound_to_other:
-        case store::bind_outcome::not_found: return false;
+        case store_backend::bind_outcome::already_bound: return true;
+        case store_backend::bind_outcome::bound_to_other:
+        case store_backend::bind_outcome::not_found: return false;
         }
     } catch (const std::exception& e) {
         spdlog::error("token store: binding a token to its owner's OID failed: {}", e.what());
@@ -459,7 +489,7 @@ bool token_service::bind_owner_oid(const tid_t& tid, std::uint32_t oid)
     return false;
 }
 
-store::revocations token_service::revocations_since(std::uint64_t seq) { return store_.revocations_since(seq); }
+store_backend::revocations token_service::revocations_since(std::uint64_t seq) { return store_.revocations_since(seq); }
 
 std::uint64_t token_service::revocation_seq() { return store_.revocation_seq(); }
 

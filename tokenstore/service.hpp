@@ -22,8 +22,10 @@
 // looks the protected roles up upstream (actor::protected_roles); without
 // them such an administrator acts for nobody but itself.
 //
-// LMDB failures in the operations become errc::store_unavailable (58030) or
-// verify_status::store_unavailable, with the LMDB call in the server log.
+// Backend failures in the operations (LMDB, or the PostgreSQL registry) become
+// errc::store_unavailable (58030) or verify_status::store_unavailable, with
+// the failing call in the server log. A registry whose local copy is too old
+// (store.max_staleness) makes verify() answer verify_status::registry_stale.
 // Exceptions: the constructors of keyring and store, and revocation_seq() /
 // revocations_since(), which throw lmdb::error so a poller can retry.
 #pragma once
@@ -48,6 +50,7 @@
 #include "tokenstore/jwt.hpp"
 #include "tokenstore/keys.hpp"
 #include "tokenstore/result.hpp"
+#include "tokenstore/backend.hpp"
 #include "tokenstore/store.hpp"
 
 namespace tokengate::tokenstore {
@@ -174,7 +177,7 @@ struct verify_result {
 class token_service {
 public:
     // Both must outlive the service.
-    token_service(store& st, keyring& keys, service_config cfg = {});
+    token_service(store_backend& st, keyring& keys, service_config cfg = {});
 
     // CREATE API TOKEN. `owner` describes the token owner (for_user, or the
     // actor): its existence and memberships for policy resolution.
@@ -211,6 +214,10 @@ public:
     [[nodiscard]] result<policy_listing> list_policies(const actor& who, const std::optional<std::string>& for_user,
                                                        const role_facts& user_facts);
 
+    // SHOW TOKENGATE INSTANCES (administrators only): the fleet's instances
+    // by id; none for a single instance on LMDB.
+    [[nodiscard]] result<std::vector<instance_info>> list_instances(const actor& who);
+
     // The effective maximum: the longest of the policies on `user` and on every role in
     // `member_of`; the configured default when there is none.
     [[nodiscard]] result<effective_max> effective_maximum(std::string_view user,
@@ -232,7 +239,7 @@ public:
     // Revocations by any process since `seq`; start from revocation_seq() at
     // startup and poll (about every second) to end sessions of revoked tokens.
     // Throw lmdb::error when the store cannot be read (keep `seq`, retry).
-    [[nodiscard]] store::revocations revocations_since(std::uint64_t seq);
+    [[nodiscard]] store_backend::revocations revocations_since(std::uint64_t seq);
     [[nodiscard]] std::uint64_t revocation_seq();
 
     // Called synchronously after each revocation made through this service
@@ -256,7 +263,7 @@ private:
     result<void> check_policy_target(const actor& who, std::string_view role, std::string_view what) const;
     void notify(std::span<const tid_t> tids);
 
-    store& store_;
+    store_backend& store_;
     keyring& keys_;
     service_config cfg_;
     struct tid_hash {

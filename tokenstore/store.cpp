@@ -508,6 +508,12 @@ void store::write(const std::function<void(MDB_txn*)>& fn, write_kind kind)
 
 std::size_t store::map_size() const { return env_.mapsize(); }
 
+store::lookup_outcome store::lookup(const tid_t& tid, verify_visitor& visitor)
+{
+    return lookup_for_verify(tid, [&](const token_view& v) { visitor.visit(v); }) ? lookup_outcome::found
+                                                                                  : lookup_outcome::not_found;
+}
+
 store::insert_outcome store::insert(const token_record& rec, std::int64_t now)
 {
     insert_outcome outcome = insert_outcome::inserted;

@@ -17,68 +17,11 @@
 #include <utility>
 #include <vector>
 
+#include "tokenstore/backend.hpp"
 #include "tokenstore/jwt.hpp"
 #include "tokenstore/lmdb.hpp"
 
 namespace tokengate::tokenstore {
-
-// Opening failed: schema newer than this binary, unreadable directory, … The
-// message is meant for the operator.
-class store_error : public std::runtime_error {
-public:
-    using std::runtime_error::runtime_error;
-};
-
-// The disk holding the store is full and the space kept for revocations could
-// not be topped up: every write but revocations (and binding a token to its
-// owner's OID) is refused until space is freed.
-class store_full : public store_error {
-public:
-    using store_error::store_error;
-};
-
-// One token as stored. Times are unix seconds; 0 means "not set".
-struct token_record {
-    tid_t tid{};
-    std::string owner;
-    // The owner role's OID when the token was issued; 0 for tokens stored
-    // before tokens carried it (bound at their next login, see bind_owner_oid).
-    std::uint32_t owner_oid = 0;
-    std::string name;
-    std::string kid;
-    std::string created_by;
-    std::optional<std::string> comment;
-    std::int64_t created_at = 0;
-    std::int64_t expires_at = 0;
-    std::int64_t revoked_at = 0;
-    std::int64_t last_used_at = 0;
-    sha256_t hash{};
-
-    [[nodiscard]] bool revoked() const noexcept { return revoked_at != 0; }
-    [[nodiscard]] bool active(std::int64_t now) const noexcept { return !revoked() && expires_at > now; }
-};
-
-enum class role_kind : std::uint8_t { user = 1, role = 2 };
-
-struct policy_record {
-    std::string role;
-    role_kind kind = role_kind::user;
-    std::int64_t max_seconds = 0;
-    std::int64_t set_at = 0;
-    std::string set_by;
-};
-
-// The parts of a stored token verification needs; views into the LMDB map,
-// valid only inside the callback given to store::lookup_for_verify.
-struct token_view {
-    std::string_view owner;
-    std::string_view name;
-    std::int64_t expires_at = 0;
-    std::int64_t revoked_at = 0;
-    std::int64_t last_used_at = 0;
-    std::uint32_t owner_oid = 0;
-    const std::uint8_t* hash = nullptr;  // 32 bytes
-};
 
 // Schema version this binary writes. Version 1 stores (token records of
 // version 1, without the owner's OID) are migrated at open, in one write
@@ -104,7 +47,7 @@ inline constexpr std::size_t default_revocation_reserve = std::size_t{8} << 20;
 //
 // LMDB failures are thrown as lmdb::error; the token service turns them into
 // errc::store_unavailable.
-class store {
+class store final : public store_backend {
 public:
     struct options {
         // Start small; the map doubles whenever a write hits MDB_MAP_FULL.
@@ -122,69 +65,40 @@ public:
     store(const store&) = delete;
     store& operator=(const store&) = delete;
 
-    // ---- tokens ---------------------------------------------------------
-    enum class insert_outcome { inserted, name_in_use };
-    // Inserts rec and its index entries. A name is in use if an active token
-    // of the owner has it; an expired or revoked holder is displaced.
-    insert_outcome insert(const token_record& rec, std::int64_t now);
+    // ---- store_backend (documented there) --------------------------------
+    insert_outcome insert(const token_record& rec, std::int64_t now) override;
+    lookup_outcome lookup(const tid_t& tid, verify_visitor& visitor) override;
+    bool set_comment(std::string_view owner, std::string_view name, const std::optional<std::string>& comment,
+                     std::int64_t now) override;
+    // Runs from the reserve on a full disk.
+    std::vector<tid_t> revoke(std::string_view owner, std::string_view name, std::int64_t now) override;
+    // Runs from the reserve on a full disk.
+    std::vector<tid_t> revoke_all(std::string_view owner, std::int64_t now) override;
+    // Runs from the reserve on a full disk (it narrows what a token can do).
+    bind_outcome bind_owner_oid(const tid_t& tid, std::uint32_t oid) override;
+    [[nodiscard]] std::vector<token_record> list(const std::optional<std::string>& owner, std::int64_t now,
+                                                 std::int64_t retention_seconds) override;
+    void record_last_used(std::span<const std::pair<tid_t, std::int64_t>> uses) override;
+    std::size_t purge(std::int64_t now, std::int64_t retention_seconds) override;
+    // Revocations are numbered 1, 2, …, across every process using the store.
+    [[nodiscard]] revocations revocations_since(std::uint64_t since) override;
+    [[nodiscard]] std::uint64_t revocation_seq() override;
+    void put_policy(const policy_record& p) override;
+    bool delete_policy(std::string_view role) override;
+    [[nodiscard]] std::vector<policy_record> list_policies() override;
+    [[nodiscard]] std::vector<policy_record> policies_for(std::span<const std::string> roles) override;
+
+    // ---- LMDB only ----------------------------------------------------------
     // Bulk load without name checks (benchmarks, imports): one transaction.
     void insert_many(std::span<const token_record> recs);
-
     [[nodiscard]] std::optional<token_record> get(const tid_t& tid);
     // The active token (owner, name), if any.
     [[nodiscard]] std::optional<token_record> find_active(std::string_view owner, std::string_view name,
                                                           std::int64_t now);
-
-    // Hot path: runs fn(view) in a read-only transaction if tid exists;
-    // returns false (fn not called) otherwise. No allocation.
+    // Runs fn(view) in a read-only transaction if tid exists; returns false
+    // (fn not called) otherwise. No allocation.
     template <typename Fn>
     bool lookup_for_verify(const tid_t& tid, Fn&& fn);
-
-    // Sets or clears the comment of the active token (owner, name); false if none.
-    bool set_comment(std::string_view owner, std::string_view name, const std::optional<std::string>& comment,
-                     std::int64_t now);
-    // Revokes every token of `owner` named `name` that is not revoked yet:
-    // the active one and expired ones (their sessions may still be open).
-    // Their tids, oldest first; empty if none. Runs from the reserve on a
-    // full disk.
-    std::vector<tid_t> revoke(std::string_view owner, std::string_view name, std::int64_t now);
-    // Revokes every token of owner that is not revoked yet, expired ones
-    // included; their tids, oldest first. Runs from the reserve on a full disk.
-    std::vector<tid_t> revoke_all(std::string_view owner, std::int64_t now);
-
-    enum class bind_outcome { bound, already_bound, bound_to_other, not_found };
-    // Records `oid` as the owner OID of a token stored without one (owner_oid
-    // 0). A token already bound keeps its OID: bound_to_other if it differs.
-    // Runs from the reserve on a full disk (it narrows what a token can do).
-    bind_outcome bind_owner_oid(const tid_t& tid, std::uint32_t oid);
-
-    // Tokens of one owner (or of everyone), oldest first, leaving out those
-    // revoked or expired more than `retention_seconds` ago.
-    [[nodiscard]] std::vector<token_record> list(const std::optional<std::string>& owner, std::int64_t now,
-                                                 std::int64_t retention_seconds);
-
-    // Writes last_used_at for several tokens in one transaction; unknown tids are skipped.
-    void record_last_used(std::span<const std::pair<tid_t, std::int64_t>> uses);
-
-    // Deletes tokens revoked/expired more than retention ago, with their index
-    // entries, and revocation-log entries older than that. Returns tokens deleted.
-    std::size_t purge(std::int64_t now, std::int64_t retention_seconds);
-
-    // ---- revocation log ---------------------------------------------------
-    // Revocations are numbered 1, 2, …, across every process using the store.
-    struct revocations {
-        std::uint64_t seq = 0;     // pass this next time
-        std::vector<tid_t> tids;   // revoked after the `since` given
-    };
-    [[nodiscard]] revocations revocations_since(std::uint64_t since);
-    [[nodiscard]] std::uint64_t revocation_seq();
-
-    // ---- policies ---------------------------------------------------------
-    void put_policy(const policy_record& p);
-    bool delete_policy(std::string_view role);  // false if there was none
-    [[nodiscard]] std::vector<policy_record> list_policies();
-    // The policies set on any of `roles` (missing ones are skipped).
-    [[nodiscard]] std::vector<policy_record> policies_for(std::span<const std::string> roles);
 
     // ---- misc -------------------------------------------------------------
     // Frees reader slots left by processes that died inside a read (a killed
@@ -197,7 +111,7 @@ public:
     // Tops up the space reserved for revocations after the end of data.mdb.
     // true when the whole reserve is allocated (or the reserve is disabled).
     // Writes call it themselves; maintenance calls it to notice freed space.
-    bool ensure_reserve() noexcept;
+    bool ensure_reserve() noexcept override;
     // Whether the reserve was whole at the last check.
     [[nodiscard]] bool reserve_ok() const noexcept { return reserve_ok_.load(std::memory_order_relaxed); }
 

@@ -6,6 +6,12 @@
 //     tokenstore::keyring keys(data_dir);          // <data_dir>/signing.keys, 0600
 //     tokenstore::store st(data_dir);              // LMDB env in <data_dir>
 //     tokenstore::token_service svc(st, keys, cfg);
+//
+//   or, for a fleet sharing a registry in PostgreSQL (docs/fleet.md):
+//
+//     tokenstore::keyring keys(tokenstore::keyring::in_memory_t{});
+//     tokenstore::pg_store st(pg_store_options{dsn, kek, …}, keys);  // migrates, loads, starts its feed
+//     tokenstore::token_service svc(st, keys, cfg);
 //     tokenstore::maintenance_thread upkeep(svc);  // last_used_at batches, purge
 //     std::uint64_t rev_seq = svc.revocation_seq();
 //
@@ -38,7 +44,9 @@
 #include "tokenstore/duration.hpp"
 #include "tokenstore/errors.hpp"
 #include "tokenstore/jwt.hpp"
+#include "tokenstore/kek.hpp"
 #include "tokenstore/keys.hpp"
+#include "tokenstore/pg_store.hpp"
 #include "tokenstore/result.hpp"
 #include "tokenstore/service.hpp"
 #include "tokenstore/store.hpp"

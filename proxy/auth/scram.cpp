@@ -2,6 +2,7 @@
 #include "proxy/auth/scram.hpp"
 
 #include "proxy/auth/saslprep.hpp"
+#include "proxy/auth/secret.hpp"
 
 #include <botan/base64.h>
 #include <botan/hash.h>
@@ -11,6 +12,7 @@
 #include <botan/pwdhash.h>
 #include <botan/system_rng.h>
 
+#include <algorithm>
 #include <charconv>
 #include <vector>
 
@@ -85,7 +87,32 @@ bool equal_ct(std::string_view a, std::string_view b) {
 
 }  // namespace
 
-ScramClient::ScramClient(std::string password, std::string nonce, std::string user)
+std::optional<std::size_t> scram_iterations(std::string_view server_first) {
+  auto iter_s = attribute(server_first, 'i');
+  if (!iter_s) return std::nullopt;
+  std::size_t iterations = 0;
+  auto [p, ec] = std::from_chars(iter_s->data(), iter_s->data() + iter_s->size(), iterations);
+  if (ec != std::errc{} || p != iter_s->data() + iter_s->size() || iterations == 0) return std::nullopt;
+  return iterations;
+}
+
+std::optional<std::size_t> verifier_iterations(std::string_view verifier) {
+  constexpr std::string_view prefix = "SCRAM-SHA-256$";
+  if (verifier.substr(0, prefix.size()) != prefix) return std::nullopt;
+  auto rest = verifier.substr(prefix.size());
+  auto iter_s = rest.substr(0, rest.find(':'));
+  std::size_t iterations = 0;
+  auto [p, ec] = std::from_chars(iter_s.data(), iter_s.data() + iter_s.size(), iterations);
+  if (ec != std::errc{} || p != iter_s.data() + iter_s.size() || iterations == 0) return std::nullopt;
+  return iterations;
+}
+
+ScramClient::~ScramClient() {
+  wipe(password_);
+  wipe(server_key_.data(), server_key_.size());
+}
+
+ScramClient::ScramClient(std::string_view password, std::string nonce, std::string user)
     : password_(saslprep_password(password)), client_nonce_(std::move(nonce)), user_(std::move(user)) {
   if (client_nonce_.empty()) {
     std::uint8_t raw[18];
@@ -96,23 +123,18 @@ ScramClient::ScramClient(std::string password, std::string nonce, std::string us
 
 std::string ScramClient::client_first() const { return "n,,n=" + user_ + ",r=" + client_nonce_; }
 
-std::optional<std::string> ScramClient::client_final(std::string_view server_first) {
+std::optional<std::string> ScramClient::client_final(std::string_view server_first, std::size_t max_iterations) {
   auto nonce = attribute(server_first, 'r');
   auto salt_b64 = attribute(server_first, 's');
-  auto iter_s = attribute(server_first, 'i');
-  if (!nonce || !salt_b64 || !iter_s) return std::nullopt;
+  auto iterations = scram_iterations(server_first);
+  if (!nonce || !salt_b64 || !iterations) return std::nullopt;
   if (nonce->size() <= client_nonce_.size() || nonce->substr(0, client_nonce_.size()) != client_nonce_)
     return std::nullopt;
-  std::size_t iterations = 0;
-  auto [p, ec] = std::from_chars(iter_s->data(), iter_s->data() + iter_s->size(), iterations);
-  // PostgreSQL uses 4096; refuse absurd counts that would pin a thread.
-  if (ec != std::errc{} || p != iter_s->data() + iter_s->size() || iterations == 0 ||
-      iterations > 10'000'000)
-    return std::nullopt;
+  if (*iterations > std::min(max_iterations, kMaxScramIterationsLimit)) return std::nullopt;
   auto salt = b64decode(*salt_b64);
   if (!salt || salt->empty()) return std::nullopt;
 
-  Key salted = salted_password(password_, *salt, iterations);
+  Key salted = salted_password(password_, *salt, *iterations);
   Key client_key = hmac(salted.data(), salted.size(), "Client Key");
   Key stored_key = sha256(client_key);
   std::string without_proof = "c=biws,r=" + std::string(*nonce);  // biws = base64("n,,")
@@ -122,6 +144,9 @@ std::optional<std::string> ScramClient::client_final(std::string_view server_fir
   for (std::size_t i = 0; i < proof.size(); ++i) proof[i] = client_key[i] ^ signature[i];
   server_key_ = hmac(salted.data(), salted.size(), "Server Key");
   have_keys_ = true;
+  // The salted password and the client key are password equivalents.
+  wipe(salted.data(), salted.size());
+  wipe(client_key.data(), client_key.size());
   return without_proof + ",p=" + b64encode(proof.data(), proof.size());
 }
 
@@ -137,15 +162,20 @@ bool ScramClient::verify_server_final(std::string_view server_final) const {
 
 std::string md5_password_response(std::string_view user, std::string_view password,
                                   const std::array<std::uint8_t, 4>& salt) {
-  std::string inner = md5_hex(password, user);
-  return "md5" + md5_hex(inner, std::string_view(reinterpret_cast<const char*>(salt.data()), 4));
+  std::string inner = md5_hex(password, user);  // what an MD5 verifier stores: a password equivalent
+  auto out = "md5" + md5_hex(inner, std::string_view(reinterpret_cast<const char*>(salt.data()), 4));
+  wipe(inner);
+  return out;
 }
 
 VerifierCheck check_password_verifier(std::string_view verifier, std::string_view user,
-                                      std::string_view password) {
-  if (verifier.size() == 35 && verifier.substr(0, 3) == "md5")
-    return equal_ct(verifier.substr(3), md5_hex(password, user)) ? VerifierCheck::match
-                                                                   : VerifierCheck::mismatch;
+                                      std::string_view password, std::size_t max_iterations) {
+  if (verifier.size() == 35 && verifier.substr(0, 3) == "md5") {
+    std::string computed = md5_hex(password, user);
+    const bool same = equal_ct(verifier.substr(3), computed);
+    wipe(computed);
+    return same ? VerifierCheck::match : VerifierCheck::mismatch;
+  }
   constexpr std::string_view prefix = "SCRAM-SHA-256$";
   if (verifier.substr(0, prefix.size()) != prefix) return VerifierCheck::unsupported;
   auto rest = verifier.substr(prefix.size());
@@ -153,24 +183,40 @@ VerifierCheck check_password_verifier(std::string_view verifier, std::string_vie
   auto dollar = rest.find('$');
   if (colon == std::string_view::npos || dollar == std::string_view::npos || dollar < colon)
     return VerifierCheck::unsupported;
-  auto iter_s = rest.substr(0, colon);
   auto salt_b64 = rest.substr(colon + 1, dollar - colon - 1);
   auto keys = rest.substr(dollar + 1);
   auto colon2 = keys.find(':');
   if (colon2 == std::string_view::npos) return VerifierCheck::unsupported;
-  std::size_t iterations = 0;
-  auto [p, ec] = std::from_chars(iter_s.data(), iter_s.data() + iter_s.size(), iterations);
-  if (ec != std::errc{} || iterations == 0 || iterations > 10'000'000)
-    return VerifierCheck::unsupported;
+  auto iterations = verifier_iterations(verifier);
+  if (!iterations) return VerifierCheck::unsupported;
+  if (*iterations > std::min(max_iterations, kMaxScramIterationsLimit)) return VerifierCheck::too_costly;
   auto salt = b64decode(salt_b64);
   auto stored = b64decode(keys.substr(0, colon2));
   if (!salt || !stored || stored->size() != 32) return VerifierCheck::unsupported;
-  Key salted = salted_password(saslprep_password(password), *salt, iterations);
+  std::string prepared = saslprep_password(password);
+  Key salted = salted_password(prepared, *salt, *iterations);
+  wipe(prepared);
   Key client_key = hmac(salted.data(), salted.size(), "Client Key");
   Key stored_key = sha256(client_key);
+  wipe(salted.data(), salted.size());
+  wipe(client_key.data(), client_key.size());
   return Botan::constant_time_compare(stored_key.data(), stored->data(), 32)
              ? VerifierCheck::match
              : VerifierCheck::mismatch;
+}
+
+void dummy_verifier_check(std::string_view user, std::string_view password) {
+  // A verifier of PostgreSQL's default shape whose stored key matches no
+  // password anyone will find (a hash of the user name, not of a password).
+  static const std::string salt = b64encode(reinterpret_cast<const std::uint8_t*>("tokengate-mock-salt"), 16);
+  Key fake{};
+  auto h = Botan::HashFunction::create_or_throw("SHA-256");
+  h->update("tokengate mock verifier:");
+  h->update(reinterpret_cast<const std::uint8_t*>(user.data()), user.size());
+  h->final(fake.data());
+  const std::string stored = b64encode(fake.data(), fake.size());
+  const std::string verifier = "SCRAM-SHA-256$4096:" + salt + "$" + stored + ":" + stored;
+  (void)check_password_verifier(verifier, user, password);
 }
 
 }  // namespace tokengate::auth

@@ -49,6 +49,37 @@ void LoginThrottle::reconfigure(ThrottleSettings settings) {
   auto ms = std::max<std::int64_t>(settings_.window.count(), 1);
   slot_length_ = std::chrono::milliseconds((ms + kWindowSlots - 1) / kWindowSlots);
   windows_.clear();
+  successes_.clear();
+}
+
+bool LoginThrottle::vouched(const std::string& pair, time_point now) const {
+  auto it = successes_.find(pair);
+  return it != successes_.end() && now - it->second <= settings_.success_memory;
+}
+
+LoginThrottle::Admission LoginThrottle::admit(std::string_view user, std::string_view address, time_point now,
+                                              time_point deadline) {
+  std::lock_guard lock(mutex_);
+  const unsigned limit = settings_.max_failed_logins;
+  if (limit == 0) return {};
+  const auto slot = slot_of(now);
+  struct Gate {
+    Window* window;
+    std::chrono::milliseconds delay;
+  };
+  std::vector<Gate> gates;
+  auto consider = [&](const std::string& key) {
+    const unsigned n = count_at(key, slot);
+    if (n > limit) gates.push_back({&windows_.find(key)->second, delay_for(n)});
+  };
+  consider(address_key(address));
+  if (!vouched(pair_key(user, address), now)) consider(user_key(user));
+  if (gates.empty()) return {};
+  time_point at = now;
+  for (const auto& g : gates) at = std::max(at, g.window->next_turn);
+  if (at > deadline) return {Admission::Kind::refuse, at};
+  for (auto& g : gates) g.window->next_turn = at + g.delay;
+  return {Admission::Kind::wait, at};
 }
 
 std::int64_t LoginThrottle::slot_of(time_point t) const {
@@ -141,16 +172,34 @@ std::chrono::milliseconds LoginThrottle::record_failure(std::string_view user, s
   add_failure(u, slot);
   add_failure(a, slot);
   add_failure(pair_key(user, address), slot);
+  // A key over the limit admits its next attempt no sooner than its delay
+  // from now: the attempt after this failure waits as this answer does.
+  for (const auto* key : {&u, &a}) {
+    auto it = windows_.find(*key);
+    if (it == windows_.end()) continue;
+    const auto delay = delay_for(count_at(*key, slot));
+    if (delay.count() > 0) it->second.next_turn = std::max(it->second.next_turn, now + delay);
+  }
   return delay_for(std::max(count_at(u, slot), count_at(a, slot)));
 }
 
 void LoginThrottle::record_success(std::string_view user, std::string_view address, time_point now) {
   std::lock_guard lock(mutex_);
-  auto pair = windows_.find(pair_key(user, address));
+  const auto pkey = pair_key(user, address);
+  if (settings_.max_failed_logins != 0) {
+    if (successes_.size() >= std::max<std::size_t>(settings_.max_tracked_keys, 1) && !successes_.contains(pkey)) {
+      // Forget what no longer vouches; if that is not enough, everything
+      // (a table full of fresh successes is not an attack on anybody).
+      std::erase_if(successes_, [&](const auto& kv) { return now - kv.second > settings_.success_memory; });
+      if (successes_.size() >= settings_.max_tracked_keys) successes_.clear();
+    }
+    successes_[pkey] = now;
+  }
+  auto pair = windows_.find(pkey);
   if (pair == windows_.end()) return;
   const Window forgiven = pair->second;
   windows_.erase(pair);
-  (void)now;  // slots are absolute: the pair's slots line up with the others' whatever the time
+  // Slots are absolute: the pair's slots line up with the others' whatever the time.
   for (const auto& key : {user_key(user), address_key(address)}) {
     auto it = windows_.find(key);
     if (it == windows_.end()) continue;

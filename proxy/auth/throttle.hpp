@@ -1,6 +1,8 @@
-// Throttling of failed logins: counts failures per user and per
-// client address in a sliding window and says how long to wait before
-// answering a failed attempt. No I/O, no clock: time is passed in.
+// Throttling of failed logins: counts failures per user and per client
+// address in a sliding window; past the limit it admits attempts to be
+// verified one at a time per user and per address, each after a growing
+// delay, so that guessing in parallel gains nothing. No I/O, no clock: time is
+// passed in.
 #pragma once
 
 #include <array>
@@ -34,16 +36,35 @@ struct ThrottleSettings {
   // pair), each about 200 bytes with the map's overhead, so the default
   // holds under 16 MiB however many addresses an attacker has.
   std::size_t max_tracked_keys = 65536;
+  // How long a successful login from an address vouches for that address
+  // when its user is under attack from elsewhere (see admit()). A day covers
+  // a daily job.
+  std::chrono::milliseconds success_memory{std::chrono::hours(24)};
 };
 
-// Thread-safe (one mutex; it is called a few times per failed login).
+// Thread-safe (one mutex; it is called a few times per login).
 //
-// Intended use, after a login attempt has been verified:
-//   - on failure: `record_failure(...)`, then wait `delay_before_answer(...)`
-//     (record_failure also returns it), then send the error;
-//   - on success: `record_success(...)` and answer at once. A successful login
-//     is never slowed, so a CI job keeps working while someone hammers its
-//     user name from elsewhere.
+// Intended use:
+//   - before verifying an attempt, `admit(...)`: verify now, wait until the
+//     given time and then verify, or refuse without verifying;
+//   - on failure: `record_failure(...)`, then wait the delay it returns
+//     (zero up to the limit) before answering;
+//   - on success: `record_success(...)` and answer at once.
+//
+// Past the limit, admit() hands out one turn per key (the user, the address)
+// every delay_for(failures): 1 s, then 2 s, 4 s… up to 30 s; each failure
+// over the limit also puts the key's next turn that far from its own time. Attempts queue
+// for their turn, and one whose turn would come after its own deadline is
+// refused at once, unverified. A correct password in the middle of a guessing
+// flood is therefore not accepted sooner than a wrong one would be answered,
+// and a client that hangs up early learns nothing: nothing it sent was
+// verified. Waiting ends when its turn comes, not when the flood stops.
+//
+// A user under attack from elsewhere: the user's turns do not apply to an
+// address from which that user logged in successfully within
+// success_memory, so a CI job keeps working while someone hammers its user
+// name from other addresses (it still waits for its address's turns if its
+// own address is over the limit).
 //
 // What a success forgives: the failures that the same user made from the
 // same address (the person who mistyped, then got it right), in both the
@@ -55,15 +76,25 @@ struct ThrottleSettings {
 // so this is the least surprising rule that a success cannot be used to
 // launder an attacker's count.
 //
-// Known limit, shared with PostgreSQL's auth_delay: since only failures
-// wait, a client that hangs up when no answer comes at once learns that its
-// guess failed; the counts still grow, but the rate of guesses is bounded
-// only by the verification cost and the auth timeout per connection.
 class LoginThrottle {
  public:
   using time_point = std::chrono::steady_clock::time_point;
 
   explicit LoginThrottle(ThrottleSettings settings = {});
+
+  struct Admission {
+    enum class Kind {
+      now,     // verify at once
+      wait,    // wait until `at`, then verify (the turn is reserved)
+      refuse,  // no turn before the attempt's deadline: refuse, unverified
+    };
+    Kind kind = Kind::now;
+    time_point at{};
+  };
+  // Before verifying an attempt of `user` from `address` that must be
+  // answered by `deadline` (see the class comment).
+  [[nodiscard]] Admission admit(std::string_view user, std::string_view address, time_point now,
+                                time_point deadline);
 
   // Counts one failed login for `user` and for `address` (the client's IP
   // without the port; any stable text such as "[local]" for Unix sockets)
@@ -108,6 +139,7 @@ class LoginThrottle {
   struct Window {
     std::int64_t latest = 0;
     std::array<std::uint32_t, kRingSlots> counts{};
+    time_point next_turn{};  // admit(): the next attempt past the limit is verified then
   };
   using Map = std::unordered_map<std::string, Window>;
 
@@ -117,10 +149,14 @@ class LoginThrottle {
   void make_room(std::int64_t slot);
   std::chrono::milliseconds delay_for(unsigned failures) const;
 
+  bool vouched(const std::string& pair, time_point now) const;
+
   mutable std::mutex mutex_;
   ThrottleSettings settings_;
   std::chrono::milliseconds slot_length_;
   Map windows_;
+  // (user, address) pairs with a successful login, and when.
+  std::unordered_map<std::string, time_point> successes_;
 };
 
 }  // namespace tokengate::auth

@@ -1,6 +1,8 @@
 // Parsing of the PgBouncer-format userlist file (see userlist.hpp).
 #include "proxy/auth/userlist.hpp"
 
+#include "proxy/auth/secret.hpp"
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -59,6 +61,19 @@ bool read_quoted(std::string_view line, std::size_t& pos, std::string& out) {
 
 }  // namespace
 
+Userlist::~Userlist() {
+  for (auto& [user, password] : passwords_) wipe(password);
+}
+
+Userlist& Userlist::operator=(Userlist&& other) noexcept {
+  if (this != &other) {
+    for (auto& [user, password] : passwords_) wipe(password);
+    source_ = std::move(other.source_);
+    passwords_ = std::move(other.passwords_);
+  }
+  return *this;
+}
+
 std::variant<Userlist, UserlistError> Userlist::parse(std::string_view text, std::string source) {
   Userlist list;
   list.source_ = std::move(source);
@@ -73,6 +88,9 @@ std::variant<Userlist, UserlistError> Userlist::parse(std::string_view text, std
     std::string_view line = text.substr(0, eol);
     text = eol == std::string_view::npos ? std::string_view{} : text.substr(eol + 1);
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    if (line.size() > kMaxUserlistLineBytes)
+      return fail("longer than " + std::to_string(kMaxUserlistLineBytes) + " bytes");
+    if (line.find('\0') != std::string_view::npos) return fail("contains a NUL byte");
 
     std::size_t pos = 0;
     while (pos < line.size() && is_blank(line[pos])) ++pos;
@@ -81,13 +99,20 @@ std::variant<Userlist, UserlistError> Userlist::parse(std::string_view text, std
     if (line[pos] != '"') return fail("expected a double-quoted user name");
     if (!read_quoted(line, pos, user)) return fail("the user name's closing quote is missing");
     if (user.empty()) return fail("empty user name");
+    if (user.size() > kMaxUserlistNameBytes)
+      return fail("the user name is longer than " + std::to_string(kMaxUserlistNameBytes) +
+                  " bytes, PostgreSQL's longest");
     while (pos < line.size() && is_blank(line[pos])) ++pos;
     if (pos == line.size() || line[pos] != '"')
       return fail("expected a double-quoted password after the user name");
     // Never quote the password in a message: the error may reach a log.
     if (!read_quoted(line, pos, password)) return fail("the password's closing quote is missing");
-    list.passwords_.insert_or_assign(user, password);  // the rest of the line is ignored
+    // The rest of the line is ignored; a user listed twice keeps the later
+    // password, and the earlier one is wiped.
+    if (auto it = list.passwords_.find(user); it != list.passwords_.end()) wipe(it->second);
+    list.passwords_.insert_or_assign(user, password);
   }
+  wipe(password);
   return list;
 }
 
@@ -111,6 +136,17 @@ std::variant<Userlist, UserlistError> Userlist::load(const std::string& path) {
   }
   std::string text;
   char buf[65536];
+  // The file holds passwords: what was read is zeroed on every way out.
+  struct Wipe {
+    std::string& text;
+    char* buf;
+    std::size_t n;
+    ~Wipe() {
+      wipe(text);
+      wipe(buf, n);
+    }
+  } wiped{text, buf, sizeof buf};
+  if (st.st_size > 0) text.reserve(static_cast<std::size_t>(st.st_size));  // no stale copies left by growth
   for (;;) {
     const auto n = ::read(fd, buf, sizeof buf);
     if (n < 0 && errno == EINTR) continue;

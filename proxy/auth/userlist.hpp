@@ -37,6 +37,12 @@ class Userlist {
   };
 
   Userlist() = default;
+  // The passwords are zeroed when the list goes (a reload replaces it).
+  ~Userlist();
+  Userlist(Userlist&&) noexcept = default;
+  Userlist& operator=(Userlist&&) noexcept;
+  Userlist(const Userlist&) = delete;
+  Userlist& operator=(const Userlist&) = delete;
 
   // Reads and parses `path`. Errors name the file, and the line for syntax
   // errors: `userlist file "/etc/tg/users.txt", line 3: …`.
@@ -72,5 +78,11 @@ class Userlist {
 // role, and PgBouncer's own limits (MAX_USERNAME, MAX_PASSWORD) keep lines
 // under 3 KiB; 16 MiB is thousands of times any real file.
 inline constexpr std::size_t kMaxUserlistBytes = std::size_t{16} << 20;
+// A longer line is refused with its number: over twice PgBouncer's longest
+// (a 128-byte name and a 2 KiB password), so no real line comes close.
+inline constexpr std::size_t kMaxUserlistLineBytes = 8192;
+// PostgreSQL role names are at most NAMEDATALEN - 1 bytes: a longer name can
+// never match a role, so it is a mistake in the file.
+inline constexpr std::size_t kMaxUserlistNameBytes = 63;
 
 }  // namespace tokengate::auth

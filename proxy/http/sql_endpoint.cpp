@@ -14,6 +14,7 @@
 #include "proxy/net/local_sql.hpp"
 #include "proxy/net/stream.hpp"
 #include "proxy/pool/upstream_pool.hpp"
+#include "proxy/session/startup_parameters.hpp"
 
 // GCC 12 warns that Asio's coroutine frames are freed by a mismatched
 // operator delete; a known false positive (GCC bug 109224).
@@ -209,10 +210,25 @@ asio::awaitable<HttpResponse> SqlEndpoint::handle(HttpRequest& req) {
   }
 
   // ---- where: a pooled connection of this role, database and settings.
+  // Identity is decided once, as for a wire login: the connection string's
+  // database and settings pass the same startup checks (no
+  // session_authorization or role, only -c settings in options, no control
+  // characters in the database name), and the pool logs in with the
+  // settings rebuilt from what was checked.
+  protocol::StartupMessage requested;
+  requested.parameters.emplace_back("user", user);
+  if (cs != nullptr && !cs->database.empty()) requested.parameters.emplace_back("database", cs->database);
+  if (cs != nullptr)
+    for (const auto& p : cs->parameters) requested.parameters.push_back(p);
+  auto checked = session::validate_startup(requested);
+  if (const auto* refused = std::get_if<session::StartupRefusal>(&checked))
+    co_return answer(400, error_json(refused->sqlstate, refused->message));
+  const auto& startup = std::get<session::StartupParameters>(checked);
   pool::PoolKey key;
   key.user = user;
-  key.database = cs != nullptr && !cs->database.empty() ? cs->database : user;
-  if (cs != nullptr) key.parameters = cs->parameters;
+  key.database = startup.database_or_user();
+  for (auto& kv : startup.for_upstream(user).parameters)
+    if (kv.first != "user" && kv.first != "database") key.parameters.push_back(std::move(kv));
   pool::AcquireResult acquired = co_await s_.pool->acquire(key, login_password);
   login_password.reset();
   if (!acquired.lease) {

@@ -5,7 +5,10 @@
 #include <boost/asio/this_coro.hpp>
 
 #include "proxy/net/connect.hpp"
+#include "proxy/net/drive.hpp"
 #include "proxy/protocol/frame.hpp"
+#include "proxy/protocol/input_buffer.hpp"
+#include "proxy/session/machine.hpp"
 #include "proxy/session/upstream_login.hpp"
 
 namespace tokengate::http {
@@ -29,6 +32,19 @@ UpstreamCheck failed(std::string sqlstate, std::string message, std::string reas
   return c;
 }
 
+// The last whole message of `bytes` (what the login produced for a client:
+// the error that ended it comes last).
+Bytes last_message(const Bytes& bytes) {
+  protocol::ByteView rest(bytes.data(), bytes.size());
+  Bytes last;
+  for (;;) {
+    auto fr = protocol::read_frame(rest);
+    if (fr.status != protocol::FrameStatus::complete) return last;
+    last.assign(rest.begin(), rest.begin() + std::ptrdiff_t(fr.frame.size));
+    rest = rest.subspan(fr.frame.size);
+  }
+}
+
 }  // namespace
 
 ErrorText error_text(const Bytes& message) {
@@ -45,7 +61,8 @@ ErrorText error_text(const Bytes& message) {
 
 asio::awaitable<UpstreamCheck> check_password_upstream(const net::Endpoint& upstream,
                                                        const net::UpstreamTlsContext* tls,
-                                                       protocol::StartupMessage startup, std::string password,
+                                                       protocol::StartupMessage startup, auth::SecretString password,
+                                                       session::UpstreamAuthMethods methods,
                                                        std::chrono::steady_clock::time_point deadline) {
   auto [cec, connected, cdetail] = co_await net::connect_upstream(upstream, tls, deadline);
   if (cec)
@@ -63,55 +80,41 @@ asio::awaitable<UpstreamCheck> check_password_upstream(const net::Endpoint& upst
     ~Cancel() { t.cancel(); }
   } cancel{timer};
 
-  session::UpstreamLogin login(std::move(startup), std::move(password), protocol::BackendKeyData{});
+  session::UpstreamLogin login(std::move(startup), std::optional<auth::SecretString>(std::move(password)),
+                               protocol::BackendKeyData{}, methods);
   if (auto [ec, n] = co_await stream->write(asio::buffer(login.start())); ec)
     co_return failed("08006", "connection to the upstream server was lost", ec.message());
-  Bytes in;
-  std::size_t have = 0;
-  for (;;) {
-    auto fr = protocol::read_frame(protocol::ByteView(in.data(), have), kMaxLoginMessageLength);
-    if (fr.status == protocol::FrameStatus::bad_length)
-      co_return failed("08P01", "invalid message from the upstream server", "malformed upstream message");
-    if (fr.status == protocol::FrameStatus::need_more) {
-      if (in.size() < std::max(fr.need, have + 4096)) in.resize(std::max(fr.need, have + 4096));
-      auto [ec, n] = co_await stream->read_some(asio::buffer(in.data() + have, in.size() - have));
-      if (ec) co_return failed("08006", "connection to the upstream server was lost", ec.message());
-      have += n;
-      continue;
-    }
-    auto step = login.on_message(fr.frame);
-    const std::size_t used = fr.frame.size;
-    in.erase(in.begin(), in.begin() + std::ptrdiff_t(used));
-    have -= used;
-    if (!step.to_upstream.empty()) {
-      if (auto [ec, n] = co_await stream->write(asio::buffer(step.to_upstream)); ec)
-        co_return failed("08006", "connection to the upstream server was lost", ec.message());
-    }
-    if (step.status == session::UpstreamLogin::Status::failed) {
-      UpstreamCheck c;
-      // The upstream's own error, or the login machine's (an unsupported
-      // authentication request, a malformed answer).
-      auto text = error_text(step.to_client);
-      c.outcome = login.failure_reason().size() >= 5 && text.sqlstate == login.failure_reason().substr(0, 5)
-                      ? UpstreamCheck::Outcome::refused
-                      : UpstreamCheck::Outcome::failed;
-      c.sqlstate = std::move(text.sqlstate);
-      c.message = std::move(text.message);
-      c.detail = std::move(text.detail);
-      c.reason = login.failure_reason();
-      stream->close();
-      co_return c;
-    }
-    if (step.status == session::UpstreamLogin::Status::done) {
-      // Terminate: the backend ends without logging an unexpected EOF.
-      static constexpr std::uint8_t terminate[] = {'X', 0, 0, 0, 4};
-      co_await stream->write(asio::buffer(terminate));
-      stream->close();
-      UpstreamCheck c;
-      c.outcome = UpstreamCheck::Outcome::accepted;
-      co_return c;
-    }
+  // The one driver of the login machines (net/drive.hpp), as for a session.
+  protocol::InputBuffer in(kMaxLoginMessageLength + 5);
+  session::FramedMachine<session::UpstreamLogin> machine(login, kMaxLoginMessageLength);
+  auto r = co_await net::drive(*stream, in, machine);
+  if (machine.finished()) {
+    // Terminate: the backend ends without logging an unexpected EOF.
+    static constexpr std::uint8_t terminate[] = {'X', 0, 0, 0, 4};
+    co_await stream->write(asio::buffer(terminate));
+    stream->close();
+    UpstreamCheck c;
+    c.outcome = UpstreamCheck::Outcome::accepted;
+    co_return c;
   }
+  stream->close();
+  if (machine.error() && machine.error()->find("length") != std::string::npos)
+    co_return failed("08P01", "invalid message from the upstream server", "malformed upstream message");
+  if (r.end != net::DriveResult::End::stopped || machine.error())
+    co_return failed("08006", "connection to the upstream server was lost",
+                     machine.error() ? *machine.error() : r.ec.message());
+  UpstreamCheck c;
+  // The upstream's own error, or the login machine's (an unsupported
+  // authentication request, a malformed answer).
+  auto text = error_text(last_message(machine.take_client_bytes()));
+  c.outcome = login.failure_reason().size() >= 5 && text.sqlstate == login.failure_reason().substr(0, 5)
+                  ? UpstreamCheck::Outcome::refused
+                  : UpstreamCheck::Outcome::failed;
+  c.sqlstate = std::move(text.sqlstate);
+  c.message = std::move(text.message);
+  c.detail = std::move(text.detail);
+  c.reason = login.failure_reason();
+  co_return c;
 }
 
 }  // namespace tokengate::http

@@ -1,15 +1,18 @@
 // A password checked by the upstream itself, for POST /api/login when
 // `upstream.auth = password`: tokengate logs in upstream with it exactly as
-// a wire session would (SCRAM-SHA-256, MD5 or cleartext, as the upstream
-// asks), then says Terminate. Included by server.cpp (Asio).
+// a wire session would (the same machine and driver, answering only what
+// upstream.require_auth allows), then says Terminate. Included by server.cpp
+// (Asio).
 #pragma once
 
 #include <boost/asio/awaitable.hpp>
 #include <chrono>
 #include <string>
 
+#include "proxy/auth/secret.hpp"
 #include "proxy/net/endpoint.hpp"
 #include "proxy/protocol/messages.hpp"
+#include "proxy/session/upstream_login.hpp"
 
 namespace tokengate::net {
 class UpstreamTlsContext;
@@ -32,10 +35,13 @@ struct UpstreamCheck {
   std::string reason;  // for the log and the audit log; never the password
 };
 
-// `startup` names user and database; `deadline` bounds the whole exchange.
+// `startup` names user and database; `methods` are the requests answered
+// (upstream.require_auth); `deadline` bounds the whole exchange.
 boost::asio::awaitable<UpstreamCheck> check_password_upstream(const net::Endpoint& upstream,
                                                               const net::UpstreamTlsContext* tls,
-                                                              protocol::StartupMessage startup, std::string password,
+                                                              protocol::StartupMessage startup,
+                                                              auth::SecretString password,
+                                                              session::UpstreamAuthMethods methods,
                                                               std::chrono::steady_clock::time_point deadline);
 
 // sqlstate/message/detail of one serialized ErrorResponse (a login

@@ -18,6 +18,7 @@
 #include <unordered_map>
 
 #include "proxy/net/connect.hpp"
+#include "proxy/net/drive.hpp"
 #include "proxy/net/stream.hpp"
 #include "proxy/protocol/frame.hpp"
 #include "proxy/session/upstream_login.hpp"
@@ -372,23 +373,26 @@ struct ControlPool::Impl {
     startup.parameters.emplace_back("application_name", "tokengate-control");
     // The login's client-side output (ParameterStatus, key data) is for a
     // client we do not have: only to_upstream and the status matter here.
-    session::UpstreamLogin login(std::move(startup), settings.password, protocol::BackendKeyData{});
+    std::optional<auth::SecretString> password;
+    if (settings.password) password = auth::SecretString(*settings.password);
+    session::UpstreamLogin login(std::move(startup), std::move(password), protocol::BackendKeyData{},
+                                 settings.upstream_methods);
     Bytes first = login.start();
     if (auto [wec, wn] = co_await c.stream->write(asio::buffer(first)); wec)
       co_return "writing to the upstream failed: " + wec.message();
-    for (;;) {
-      protocol::Frame frame;
-      if (auto err = co_await next_frame(c, frame)) co_return "login as \"" + settings.user + "\": " + *err;
-      auto step = login.on_message(frame);
-      consume(c, frame.size);
-      if (step.status == session::UpstreamLogin::Status::failed)
-        co_return "login as \"" + settings.user + "\" failed: " + login.failure_reason();
-      if (!step.to_upstream.empty()) {
-        if (auto [wec, wn] = co_await c.stream->write(asio::buffer(step.to_upstream)); wec)
-          co_return "writing to the upstream failed: " + wec.message();
-      }
-      if (step.status == session::UpstreamLogin::Status::done) co_return std::nullopt;
+    // The same driver as a session's upstream login (net/drive.hpp).
+    protocol::InputBuffer in(kMaxControlMessageLength + 5);
+    session::FramedMachine<session::UpstreamLogin> machine(login, kMaxControlMessageLength);
+    auto r = co_await drive(*c.stream, in, machine);
+    if (machine.finished()) {
+      // Anything after ReadyForQuery belongs to the first query.
+      c.buf = in.take();
+      c.have = c.buf.size();
+      co_return std::nullopt;
     }
+    if (r.end == DriveResult::End::io_error) co_return "writing to the upstream failed: " + r.ec.message();
+    if (machine.error()) co_return "login as \"" + settings.user + "\": " + *machine.error();
+    co_return "login as \"" + settings.user + "\" failed: " + login.failure_reason();
   }
 
   struct Exchange {

@@ -28,6 +28,7 @@
 
 #include "proxy/net/endpoint.hpp"
 #include "proxy/session/query_client.hpp"
+#include "proxy/session/upstream_login.hpp"
 
 namespace tokengate::net {
 
@@ -63,6 +64,8 @@ struct ControlPoolSettings {
   // upstream.sslmode for control connections too (they read password
   // verifiers); null: plain. Must outlive the pool.
   const UpstreamTlsContext* tls = nullptr;
+  // upstream.require_auth and upstream.max_scram_iterations, as for sessions.
+  session::UpstreamAuthMethods upstream_methods = session::UpstreamAuthMethods::any();
   // Connecting and logging in one control connection.
   std::chrono::milliseconds connect_timeout{10000};
   // A whole call, waiting for a free connection included.

@@ -31,6 +31,7 @@ std::string_view audit_event_name(parser_ext::StatementKind k) {
     case K::alter_role_set_api_token_max_duration: return "set_policy";
     case K::alter_role_reset_api_token_max_duration: return "reset_policy";
     case K::show_api_token_policies: return "list_policies";
+    case K::show_tokengate_instances: return "list_instances";
   }
   return "api_token_statement";
 }

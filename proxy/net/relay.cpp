@@ -1,40 +1,78 @@
-// The relay phase (see relay.hpp): framing of client messages, local answers
-// to API TOKEN statements in order, streaming of upstream responses.
+// The relay driver (see relay.hpp): performs what session::Relay says.
+//
+// Plain sockets (TCP, Unix) take the fast path: they leave Asio's sockets and
+// are watched in the thread's reactor, registered once, edge-triggered
+// (edge_watch.hpp). When one is readable, it
+// is read non-blocking into the thread's buffer, the machine decides, and
+// the result is written non-blocking straight from that buffer: one read and
+// one write per batch, no coroutine frame, no timer, no allocation, no
+// epoll_ctl. An idle session holds no buffer. Only when a socket is full are
+// the unwritten bytes copied into the session, and then neither side is read
+// until they are written (backpressure). TLS streams are completion-based:
+// they take a slower path with a reader and a writer coroutine and pooled
+// buffers, through the same machine. Everything of a session runs on its
+// io_context's one thread, so nothing here locks.
 #include "proxy/net/relay.hpp"
 
 #include <spdlog/spdlog.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
 
-#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
+#include <cerrno>
+#include <unistd.h>
 #include <chrono>
-#include <cstring>
-#include <algorithm>
-#include <unordered_map>
-#include <variant>
 
-#include "parser_ext/classifier.hpp"
-#include "parser_ext/parser.hpp"
-#include "parser_ext/split.hpp"
 #include "proxy/net/buffer_pool.hpp"
+#include "proxy/net/connect.hpp"
+#include "proxy/net/control_pool.hpp"
 #include "proxy/net/local_sql.hpp"
-#include "proxy/protocol/frame.hpp"
-#include "proxy/protocol/result_set.hpp"
-#include "proxy/session/response_tracker.hpp"
-#include "proxy/session/token_sql.hpp"
+#include "proxy/net/edge_watch.hpp"
+#include "proxy/session/relay.hpp"
 
 namespace tokengate::net {
 
-using namespace asio::experimental::awaitable_operators;
+using namespace std::chrono_literals;
 using protocol::ByteView;
 using protocol::Bytes;
-using session::ResponseTracker;
-namespace ft = protocol::frontend_tag;
+using tcp = asio::ip::tcp;
+using unix_socket = asio::local::stream_protocol;
 
 namespace {
 
-// A wake-up for one coroutine of the session; both pumps run on one thread,
-// so a flag checked before waiting cannot miss a notify.
+// The thread's read buffer: one read takes a batch of messages (many DataRows
+// of a result), and it is shared by every session of the thread, since bytes
+// read are handled (written or copied) before the next read.
+constexpr std::size_t kReadBufferSize = 64 * 1024;
+// Reads of one side per readiness event before the other sessions of the
+// thread get their turn (a fast producer must not starve them).
+constexpr int kMaxReadsPerWakeup = 16;
+// Slices written with one sendmsg; the machine rarely produces more than a few.
+constexpr int kMaxIov = 64;
+// An ended session: the CancelRequest gets this long to interrupt what runs
+// upstream before the backend is terminated over a control connection...
+constexpr auto kCancelGrace = 1s;
+// ...and the backend this long to exit (its socket closes) before tokengate
+// gives up waiting and only closes. Bounds a DROP API TOKEN too.
+constexpr auto kBackendExitTimeout = 10s;
+// How long a forwarded CancelRequest may take to be delivered.
+constexpr auto kCancelTimeout = 5s;
+// DROP API TOKEN waits at most this long for the sessions it ended.
+constexpr auto kRevokedSessionsWait = 12s;
+
+std::uint8_t* thread_read_buffer() {
+  thread_local std::unique_ptr<std::uint8_t[]> buf(new std::uint8_t[kReadBufferSize]);
+  return buf.get();
+}
+
+// A wake-up for the coroutines of the slow path: a flag checked before
+// waiting cannot miss a notify, since everything runs on one thread.
 class Event {
  public:
   explicit Event(asio::any_io_executor ex) : timer_(ex, std::chrono::steady_clock::time_point::max()) {}
@@ -45,488 +83,611 @@ class Event {
   asio::steady_timer timer_;
 };
 
-struct LocalPortal {
-  parser_ext::Statement statement;
-  std::vector<std::int16_t> result_formats;
-  // Run at the first Execute; later Executes continue from the cursor
-  // (Execute with a row limit suspends the portal, as PostgreSQL does).
-  std::optional<session::LocalResult> result;
-  session::ExecuteCursor cursor;
-};
-
-// The SQL text of a whole Query message (its body without the final NUL).
-std::string_view query_text(const protocol::Frame& f) {
-  auto body = protocol::as_chars(f.body);
-  return body.empty() ? body : body.substr(0, body.size() - 1);
+std::string_view ending_name(session::Relay::Ending e) {
+  switch (e) {
+    case session::Relay::Ending::none: return "open";
+    case session::Relay::Ending::client_terminated: return "client terminated";
+    case session::Relay::Ending::client_closed: return "client closed";
+    case session::Relay::Ending::upstream_closed: return "upstream closed";
+    case session::Relay::Ending::client_protocol_violation: return "client protocol violation";
+    case session::Relay::Ending::upstream_protocol_violation: return "upstream protocol violation";
+    case session::Relay::Ending::ended: return "ended";
+  }
+  return "?";
 }
 
-Bytes ready_for_query(char status) {
+session::RelayOptions machine_options(const RelayServices& svc, const SessionInfo& info) {
+  session::RelayOptions o;
+  o.tx_status = info.tx_status;
+  o.max_inspected_message = svc.max_inspected_message;
+  o.session_memory_limit = svc.session_memory_limit;
+  o.process_memory = svc.memory;
+  o.refuse_password_changes = info.via_token && !svc.token_sessions_manage_credentials;
+  o.standard_conforming_strings = info.standard_conforming_strings;
+  o.client_encoding = info.client_encoding;
+  return o;
+}
+
+// Sends a CancelRequest with the upstream's own key, as libpq does (in the
+// clear, on a new connection), and waits (bounded) until the server read it.
+asio::awaitable<void> send_cancel(Endpoint upstream, protocol::BackendKeyData key) {
+  auto [ec, conn] = co_await connect_to(upstream);
+  if (ec) {
+    spdlog::warn("cannot send a cancel request to {}: {}", upstream.to_string(), ec.message());
+    co_return;
+  }
   Bytes out;
-  protocol::ReadyForQuery{status}.serialize(out);
-  return out;
+  protocol::CancelRequest{key.process_id, key.secret_key}.serialize(out);
+  co_await conn->write(asio::buffer(out));
+  asio::steady_timer timer(co_await asio::this_coro::executor, kCancelTimeout);
+  timer.async_wait([c = conn.get()](error_code e) {
+    if (!e) c->close();
+  });
+  std::uint8_t sink[64];
+  for (;;) {
+    auto [rec, n] = co_await conn->read_some(asio::buffer(sink));
+    if (rec) break;
+  }
+  timer.cancel();
 }
 
 }  // namespace
 
-struct Relay::State {
-  State(ByteStream& c, ByteStream& u, RelayServices svc, SessionInfo i, asio::any_io_executor ex)
-      : client(c), upstream(u), services(svc), info(std::move(i)), tracker(info.tx_status),
-        c2u_wake(ex), u2c_wake(ex) {}
-
-  asio::awaitable<void> client_to_upstream(Bytes pending);
-  asio::awaitable<void> upstream_to_client();
-
-  // Decides, without waiting, whether tokengate answers one whole client
-  // message itself; messages that go upstream are registered with the tracker.
-  using Plan = std::variant<std::vector<parser_ext::QueryPart>, parser_ext::ParseError>;
-  bool answer_locally(const protocol::Frame& f, std::optional<Plan>& plan);
-  asio::awaitable<bool> handle_query(std::string_view text, const Plan& plan);
-  asio::awaitable<bool> handle_extended(const protocol::Frame& f);
-  asio::awaitable<bool> flush_upstream_and_wait();
-  asio::awaitable<bool> wait_idle();
-  asio::awaitable<bool> write_client(ByteView bytes);
-  asio::awaitable<bool> write_upstream(ByteView bytes);
-  bool has_local() const { return !statements.empty() || !portals.empty(); }
-  void stop() {
-    stopping = true;
-    c2u_wake.notify();
-    u2c_wake.notify();
+struct Relay::State : std::enable_shared_from_this<State> {
+  enum class Kind : std::uint8_t { polled, generic };
+  struct Side {
+    State* st = nullptr;
+    std::unique_ptr<EdgeWatcher> watcher;  // polled
+    ByteStream* stream = nullptr;
+    Kind kind = Kind::generic;
+    int fd = -1;  // polled: the socket, taken from Asio and owned here
+    Bytes pending;  // output not yet written (the socket was full, or a TLS write runs)
+    std::size_t pending_off = 0;
+    bool may_have_input = true;  // polled: an edge came and the socket was not read dry since
+    bool hung_up = false;        // polled: the peer closed; read on until end of stream
+    bool read_armed = false;     // TLS: a read may start
+    bool write_armed = false;    // TLS: a write runs
+    bool eof = false;
+    bool dead = false;           // writing failed: drop what goes there
+    bool closed = false;
+    bool half_closed = false;
+    std::unique_ptr<Event> event;  // TLS: wakes its reader and writer
+    bool blocked() const noexcept { return pending.size() > pending_off || (kind == Kind::generic && write_armed); }
+  };
+  static void side_events(void* side, std::uint32_t events) {
+    auto* s = static_cast<Side*>(side);
+    s->st->on_events(*s, events);
   }
 
-  ByteStream& client;
-  ByteStream& upstream;
-  RelayServices services;
+  State(asio::any_io_executor e, ByteStream& client, ByteStream& upstream, const RelayServices& svc, SessionInfo i)
+      : ex(e), services(svc), info(std::move(i)), machine(machine_options(services, info)) {
+    init_side(c, client);
+    init_side(u, upstream);
+  }
+  ~State() {
+    // Normally both sides were closed when the session finished. Otherwise the
+    // io_context is being torn down (SIGINT): its queue may still hold a
+    // watcher and destroys it later, so the watcher is left alive.
+    for (Side* s : {&c, &u}) {
+      if (s->closed || s->kind != Kind::polled) continue;
+      s->watcher->unwatch();
+      ::close(s->fd);
+      (void)s->watcher.release();
+    }
+  }
+
+  // A plain socket leaves Asio's socket object and is watched in the
+  // thread's reactor; anything else (TLS) stays a ByteStream.
+  void init_side(Side& s, ByteStream& stream) {
+    s.st = this;
+    s.stream = &stream;
+    int fd = -1;
+    if (thread_reactor() >= 0) {
+      error_code ec;
+      if (auto* t = dynamic_cast<SocketStream<tcp::socket>*>(&stream)) fd = t->socket().release(ec);
+      else if (auto* l = dynamic_cast<SocketStream<unix_socket::socket>*>(&stream)) fd = l->socket().release(ec);
+      if (ec) fd = -1;
+    }
+    if (fd >= 0) {
+      s.kind = Kind::polled;
+      s.fd = fd;
+      s.watcher = std::make_unique<EdgeWatcher>(&State::side_events, &s);
+      if (!s.watcher->watch(fd)) s.eof = s.dead = true;  // cannot happen with a valid socket: the session ends
+      return;
+    }
+    s.kind = Kind::generic;
+    s.event = std::make_unique<Event>(ex);
+  }
+
+  void start(Bytes pending);
+  void feed(Side& s, ByteView data);
+  void after_machine();
+  void write_out(Side& s, const session::Relay::Output& out);
+  void flush_pending(Side& s);
+  void update_reads();
+  bool may_read(const Side& s) const;
+  void on_events(Side& s, std::uint32_t events);
+  bool read_polled(Side& s);
+  void arm_write(Side& s);
+  void on_eof(Side& s);
+  void after_write(Side& s);
+  void start_statement(session::StatementRequest req);
+  void end(protocol::ErrorResponse why);
+  void begin_close();
+  void continue_close();
+  void close_side(Side& s);
+  void finish();
+  void maybe_done();
+  void charge_pending(Side& s, std::size_t before);
+  asio::awaitable<void> generic_reader(Side& s);
+  asio::awaitable<void> generic_writer(Side& s);
+  asio::awaitable<void> run_statement(session::StatementRequest req);
+  asio::awaitable<void> end_backend();
+  void spawn(asio::awaitable<void> a, const char* what, bool uses_streams = false);
+
+  asio::any_io_executor ex;
+  const RelayServices& services;  // the server's, which outlives every session
   SessionInfo info;
-  ResponseTracker tracker;
   LocalSql local{services, info};
-
-  Event c2u_wake, u2c_wake;
-  bool c2u_waiting = false, u2c_waiting = false;
-  bool c2u_writing = false, u2c_writing = false;
-  bool stopping = false;
-  bool protocol_violation = false;
-  std::optional<protocol::ErrorResponse> end_reason;
-
-  std::unordered_map<std::string, parser_ext::Statement> statements;  // local prepared statements
-  std::unordered_map<std::string, LocalPortal> portals;               // local portals
+  session::Relay machine;
+  Side c, u;
+  std::optional<SessionRegistry::Handle> handle;
+  std::function<void()> on_done;  // posted once done and no coroutine can touch a stream
+  bool done = false;
+  bool closing = false;
+  bool forced = false;  // ended by end() or a limit: the backend must go
+  bool in_after = false, again = false;
+  int coroutines = 0;  // run() returns only once none of them can touch a stream
+  std::unique_ptr<asio::steady_timer> close_timer;
+  std::unique_ptr<asio::steady_timer> grace_timer;
 };
 
-Relay::Relay(asio::any_io_executor ex, ByteStream& client, ByteStream& upstream, RelayServices services,
-             SessionInfo info)
-    : s_(std::make_unique<State>(client, upstream, services, std::move(info), ex)) {}
-Relay::~Relay() = default;
+// ---- start, feeding the machine ----------------------------------------------------
 
-void Relay::end(protocol::ErrorResponse reason) {
-  s_->end_reason = std::move(reason);
-  s_->stop();
-  // Closing the upstream ends the upstream pump at once; the client gets the
-  // reason once both pumps have stopped.
-  s_->upstream.close();
-}
-
-asio::awaitable<void> Relay::run(Bytes pending) {
-  auto& s = *s_;
-  co_await (s.client_to_upstream(std::move(pending)) || s.upstream_to_client());
-  if (s.protocol_violation && !s.end_reason)
-    s.end_reason = protocol::ErrorResponse::make("FATAL", "08P01", "invalid message format");
-  if (s.end_reason) {
-    Bytes out;
-    s.end_reason->serialize(out);
-    co_await s.client.write(asio::buffer(out));
-  }
-}
-
-// ---- writers shared by the two pumps ------------------------------------------
-
-asio::awaitable<bool> Relay::State::write_client(ByteView bytes) {
-  // Called by the client pump for local answers; the upstream pump may be in
-  // the middle of a write to the same socket.
-  while (u2c_writing) {
-    if (stopping) co_return false;
-    c2u_waiting = true;
-    co_await c2u_wake.wait();
-    c2u_waiting = false;
-  }
-  if (stopping) co_return false;
-  c2u_writing = true;
-  auto [ec, n] = co_await client.write(asio::buffer(bytes.data(), bytes.size()));
-  c2u_writing = false;
-  if (u2c_waiting) u2c_wake.notify();
-  co_return !ec;
-}
-
-asio::awaitable<bool> Relay::State::write_upstream(ByteView bytes) {
-  if (bytes.empty()) co_return true;
-  auto [ec, n] = co_await upstream.write(asio::buffer(bytes.data(), bytes.size()));
-  co_return !ec;
-}
-
-// Waits until every message forwarded so far has been answered and those
-// answers have been written to the client.
-asio::awaitable<bool> Relay::State::wait_idle() {
-  while (!tracker.idle() || u2c_writing) {
-    if (stopping) co_return false;
-    c2u_waiting = true;
-    co_await c2u_wake.wait();
-    c2u_waiting = false;
-  }
-  co_return !stopping;
-}
-
-// The upstream holds extended-protocol responses until Sync or Flush; a
-// Flush makes it send what it owes before we answer locally.
-asio::awaitable<bool> Relay::State::flush_upstream_and_wait() {
-  if (!tracker.idle()) {
-    static constexpr std::uint8_t flush[] = {'H', 0, 0, 0, 4};
-    if (!co_await write_upstream(ByteView(flush, sizeof flush))) co_return false;
-  }
-  co_return co_await wait_idle();
-}
-
-// ---- upstream → client ------------------------------------------------------------
-
-asio::awaitable<void> Relay::State::upstream_to_client() {
-  std::vector<std::pair<std::size_t, std::size_t>> ranges;
-  for (;;) {
-    if (auto ec = co_await upstream.wait_readable(); ec) break;
-    Bytes buf = BufferPool::acquire();
-    bool drained = false;
-    while (!drained) {
-      auto [ec, n] = co_await upstream.read_some(asio::buffer(buf));
-      if (ec) {
-        stop();
-        co_return;
-      }
-      ranges.clear();
-      if (!tracker.feed(ByteView(buf.data(), n), ranges)) {
-        spdlog::error("session of \"{}\": malformed message from upstream", info.user);
-        stop();
-        co_return;
-      }
-      while (c2u_writing) {
-        if (stopping) co_return;
-        u2c_waiting = true;
-        co_await u2c_wake.wait();
-        u2c_waiting = false;
-      }
-      u2c_writing = true;
-      bool ok = true;
-      if (ranges.size() == 1 && ranges[0].first == 0 && ranges[0].second == n) {
-        auto [wec, wn] = co_await client.write(asio::buffer(buf.data(), n));
-        ok = !wec;
-      } else {
-        for (auto [b, e] : ranges) {
-          auto [wec, wn] = co_await client.write(asio::buffer(buf.data() + b, e - b));
-          if (wec) {
-            ok = false;
-            break;
-          }
-        }
-      }
-      u2c_writing = false;
-      if (c2u_waiting) c2u_wake.notify();
-      if (!ok) {
-        stop();
-        co_return;
-      }
-      // A short read means the socket is drained: wait again without a buffer.
-      drained = n < buf.size();
+void Relay::State::spawn(asio::awaitable<void> a, const char* what, bool uses_streams) {
+  // Never detached without a handler: an exception is logged and ends the session.
+  if (uses_streams) ++coroutines;
+  asio::co_spawn(ex, std::move(a), [self = shared_from_this(), what, uses_streams](std::exception_ptr e) {
+    if (uses_streams && --self->coroutines == 0) self->maybe_done();
+    if (!e) return;
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& x) {
+      spdlog::error("session of \"{}\" from {}: {} failed: {}", self->info.user, self->info.peer, what, x.what());
     }
-    BufferPool::release(std::move(buf));
-  }
-  stop();
+    self->end(protocol::ErrorResponse::make("FATAL", "XX000", "internal error in tokengate"));
+  });
 }
 
-// ---- client → upstream ------------------------------------------------------------
+void Relay::State::start(Bytes pending) {
+  for (Side* s : {&c, &u}) {
+    if (s->kind != Kind::generic) continue;
+    spawn(generic_reader(*s), "reading", true);
+    spawn(generic_writer(*s), "writing", true);
+  }
+  if (!pending.empty()) feed(c, pending);
+  update_reads();
+}
 
-asio::awaitable<void> Relay::State::client_to_upstream(Bytes pending) {
-  Bytes buf = std::move(pending);
-  std::size_t have = buf.size();
-  std::uint64_t passthrough_left = 0;  // bytes of a streamed message still to pass
-  bool passthrough_drop = false;       // ... and whether they are dropped
-  for (;;) {
-    std::size_t pos = 0, run_start = 0, need = 0;
-    bool terminate = false;
-    auto flush_run = [&](std::size_t upto) -> asio::awaitable<bool> {
-      bool ok = co_await write_upstream(ByteView(buf.data() + run_start, upto - run_start));
-      run_start = upto;
-      co_return ok;
-    };
-    while (pos < have && !terminate) {
-      if (passthrough_left > 0) {
-        auto take = std::size_t(std::min<std::uint64_t>(passthrough_left, have - pos));
-        if (passthrough_drop) {
-          if (!co_await flush_run(pos)) co_return stop();
-          run_start = pos + take;
-        }
-        passthrough_left -= take;
-        pos += take;
-        continue;
-      }
-      if (have - pos < 5) break;
-      char tag = char(buf[pos]);
-      std::uint32_t len = protocol::load_u32(buf.data() + pos + 1);
-      if (len < 4 || len > protocol::kMaxMessageLength) {
-        protocol_violation = true;
-        co_return stop();
-      }
-      std::size_t total = std::size_t(len) + 1;
-      bool inspect = tag == ft::Query || tag == ft::Parse ||
-                     (has_local() && (tag == ft::Bind || tag == ft::Describe || tag == ft::Execute ||
-                                      tag == ft::Close));
-      // PostgreSQL ignores everything but Sync after an error until Sync.
-      bool drop = tracker.skipping_until_sync() && tag != ft::Sync && tag != ft::Terminate;
-      if (inspect && !drop) {
-        if (have - pos < total) {
-          need = total;
-          break;
-        }
-        protocol::Frame frame{tag, ByteView(buf.data() + pos + 5, len - 4), total};
-        std::optional<Plan> plan;
-        if (answer_locally(frame, plan)) {
-          // Everything before it goes upstream first: the local answer waits
-          // for the upstream's answers to those messages.
-          if (run_start < pos && !co_await flush_run(pos)) co_return stop();
-          bool ok = tag == ft::Query ? co_await handle_query(query_text(frame), *plan)
-                                     : co_await handle_extended(frame);
-          if (!ok) co_return stop();
-          run_start = pos + total;  // the message itself never goes upstream
-        }
-        pos += total;
-        continue;
-      }
-      ResponseTracker::Expect expect;
-      if (!drop && ResponseTracker::expectation_for(tag, expect)) tracker.sent(expect);
-      // Portals end with the transaction; outside a block that is this Sync.
-      if (tag == ft::Sync && tracker.tx_status() == protocol::tx_status::Idle) portals.clear();
-      if (tag == ft::Terminate) terminate = true;
-      passthrough_left = total;
-      passthrough_drop = drop;
-    }
-    if (!co_await flush_run(pos)) co_return stop();
-    if (terminate) co_return stop();
-    std::memmove(buf.data(), buf.data() + pos, have - pos);
-    have -= pos;
+void Relay::State::feed(Side& s, ByteView data) {
+  if (&s == &c) machine.on_client_bytes(data);
+  else machine.on_upstream_bytes(data);
+  after_machine();
+}
 
-    if (have == 0) {
-      // Idle: give the buffer back and wait without one.
-      if (!buf.empty()) BufferPool::release(std::move(buf));
-      buf = Bytes();
-      if (auto ec = co_await client.wait_readable(); ec) co_return stop();
-      buf = BufferPool::acquire();
-    }
-    if (buf.size() < need) buf.resize(need);            // a whole message must fit
-    if (buf.size() == have) buf.resize(buf.size() * 2);  // keep room to read
-    auto [ec, n] = co_await client.read_some(asio::buffer(buf.data() + have, buf.size() - have));
-    if (ec) co_return stop();
-    have += n;
+// Performs what the machine says after an input: writes, a statement to run,
+// the end of the session.
+void Relay::State::after_machine() {
+  if (in_after) {
+    again = true;
+    return;
+  }
+  in_after = true;
+  do {
+    again = false;
+    write_out(u, machine.to_upstream());
+    write_out(c, machine.to_client());
+    machine.output_done();
+    if (auto req = machine.take_statement_request()) start_statement(std::move(*req));
+    if (machine.finished() && !closing) begin_close();
+  } while (again);
+  in_after = false;
+}
+
+void Relay::State::charge_pending(Side& s, std::size_t before) {
+  if (s.pending.capacity() <= before) return;
+  if (auto r = machine.memory().charge(s.pending.capacity() - before); r != session::MemoryAccount::Charge::ok) {
+    // Too much is waiting for a slow peer: the session ends.
+    s.dead = true;
+    spdlog::warn("session of \"{}\" from {}: output buffers over the memory limit", info.user, info.peer);
+    end(protocol::ErrorResponse::make("FATAL", "53200", "out of memory"));
   }
 }
 
-// Decides what happens to one whole Query, Parse, Bind, Describe, Execute or
-// Close, without waiting: true when tokengate answers it. Forwarded messages
-// are registered with the tracker here, in order.
-bool Relay::State::answer_locally(const protocol::Frame& f, std::optional<Plan>& plan) {
-  protocol::BodyReader r(f.body);
-  ResponseTracker::Expect expect;
-  ResponseTracker::expectation_for(f.tag, expect);
-  auto forward = [&]() {
-    tracker.sent(expect);
-    return false;
-  };
-  switch (f.tag) {
-    case ft::Query: {
-      auto text = r.cstr();
-      if (!text) return forward();  // malformed: let the upstream say so
-      if (!parser_ext::query_may_contain_api_token_statement(*text)) return forward();
-      plan = parser_ext::plan_query(*text);
-      if (auto* parts = std::get_if<std::vector<parser_ext::QueryPart>>(&*plan)) {
-        bool all_ordinary = !parts->empty() && std::all_of(parts->begin(), parts->end(), [](const auto& p) {
-          return std::holds_alternative<parser_ext::OrdinarySql>(p);
-        });
-        if (all_ordinary) return forward();
+void Relay::State::write_out(Side& s, const session::Relay::Output& out) {
+  if (out.empty() || s.dead || s.closed) return;
+  const std::size_t cap_before = s.pending.capacity();
+  if (s.kind == Kind::polled && !s.blocked()) {
+    // Straight from the read buffer, in one system call.
+    iovec iov[kMaxIov];
+    int n = 0;
+    std::size_t total = 0;
+    bool all = true;
+    out.for_each([&](ByteView v) {
+      if (n == kMaxIov) {
+        all = false;
+        return;
       }
-      return true;
-    }
-    case ft::Parse: {
-      auto name = r.cstr();
-      auto text = r.cstr();
-      if (!name || !text) return forward();
-      if (!parser_ext::could_be_api_token_statement(*text) ||
-          std::holds_alternative<parser_ext::NotApiTokenStatement>(parser_ext::parse_statement(*text))) {
-        // The upstream owns this name now (the unnamed statement is replaced by every Parse).
-        statements.erase(std::string(*name));
-        return forward();
+      iov[n].iov_base = const_cast<std::uint8_t*>(v.data());
+      iov[n].iov_len = v.size();
+      total += v.size();
+      ++n;
+    });
+    msghdr msg{};
+    msg.msg_iov = iov;
+    msg.msg_iovlen = std::size_t(n);
+    ssize_t sent;
+    do {
+      sent = ::sendmsg(s.fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+    } while (sent < 0 && errno == EINTR);
+    if (sent < 0) {
+      if (errno != EAGAIN && errno != EWOULDBLOCK) {
+        s.dead = true;
+        return;
       }
-      return true;
+      sent = 0;
     }
-    case ft::Bind: {
-      auto portal = r.cstr();
-      auto stmt = r.cstr();
-      if (!portal || !stmt) return forward();
-      if (!statements.count(std::string(*stmt))) {
-        portals.erase(std::string(*portal));
-        return forward();
+    if (std::size_t(sent) == total && all) return;
+    // Keep what did not fit; the socket's next EPOLLOUT edge flushes it.
+    std::size_t skip = std::size_t(sent);
+    out.for_each([&](ByteView v) {
+      if (skip >= v.size()) {
+        skip -= v.size();
+        return;
       }
-      return true;
+      s.pending.insert(s.pending.end(), v.begin() + std::ptrdiff_t(skip), v.end());
+      skip = 0;
+    });
+  } else {
+    out.for_each([&](ByteView v) { s.pending.insert(s.pending.end(), v.begin(), v.end()); });
+  }
+  charge_pending(s, cap_before);
+  arm_write(s);
+}
+
+// ---- reading --------------------------------------------------------------------------
+
+bool Relay::State::may_read(const Side& s) const {
+  if (done || s.eof || s.closed) return false;
+  if (closing) return &s == &u && u.half_closed;  // draining the upstream until it closes
+  // Backpressure: nothing is read while output waits for a slow peer.
+  if (c.blocked() || u.blocked()) return false;
+  return &s == &c ? machine.wants_client_bytes() : machine.wants_upstream_bytes();
+}
+
+// Starts what may start: reads of polled sockets that may have input, and
+// TLS reads. Reading one side can make the other readable (a local answer
+// waited for the upstream, and the client's next bytes are already there),
+// so the sides are visited again while one of them read something.
+void Relay::State::update_reads() {
+  for (bool again = true; again && !done;) {
+    again = false;
+    for (Side* s : {&c, &u}) {
+      if (s->kind == Kind::polled) {
+        if (s->may_have_input && may_read(*s)) again |= read_polled(*s);
+      } else if (!s->read_armed && may_read(*s)) {
+        s->read_armed = true;
+        s->event->notify();
+      }
+      if (done) return;
     }
-    case ft::Describe:
-    case ft::Close: {
-      auto kind = r.u8();
-      auto name = r.cstr();
-      if (!kind || !name) return forward();
-      bool local = *kind == 'S' ? statements.count(std::string(*name)) > 0 : portals.count(std::string(*name)) > 0;
-      return local ? true : forward();
-    }
-    case ft::Execute: {
-      auto portal = r.cstr();
-      if (!portal || !portals.count(std::string(*portal))) return forward();
-      return true;
-    }
-    default:
-      return forward();
   }
 }
 
-// A simple-protocol Query holding at least one API TOKEN statement: runs the
-// parts in order, ordinary runs upstream as one Query each, and stops at the
-// first error, with exactly one ReadyForQuery at the end.
-asio::awaitable<bool> Relay::State::handle_query(std::string_view text, const Plan& plan) {
-  if (!co_await wait_idle()) co_return false;
-  if (auto* err = std::get_if<parser_ext::ParseError>(&plan)) {
-    Bytes out;
-    local_sql_error(*err).serialize(out);
-    auto rfq = ready_for_query(tracker.tx_status());
-    out.insert(out.end(), rfq.begin(), rfq.end());
-    co_return co_await write_client(out);
+void Relay::State::on_events(Side& s, std::uint32_t events) {
+  if (done || s.closed) return;
+  if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) s.may_have_input = true;
+  // The end of stream may have come with the last bytes, in the same edge.
+  if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) s.hung_up = true;
+  if ((events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) && s.blocked()) {
+    flush_pending(s);
+    after_write(s);
+    if (done) return;
   }
-  const auto& parts = std::get<std::vector<parser_ext::QueryPart>>(plan);
-  if (parts.empty()) {
-    Bytes out;
-    protocol::write_empty_query_response(out);
-    auto rfq = ready_for_query(tracker.tx_status());
-    out.insert(out.end(), rfq.begin(), rfq.end());
-    co_return co_await write_client(out);
-  }
-  for (std::size_t i = 0; i < parts.size(); ++i) {
-    bool last = i + 1 == parts.size();
-    if (auto* ord = std::get_if<parser_ext::OrdinarySql>(&parts[i])) {
-      Bytes q;
-      protocol::MessageWriter(q, ft::Query).raw(text.substr(ord->span.begin, ord->span.end - ord->span.begin)).u8(0);
-      auto errors = tracker.errors_seen();
-      tracker.sent(ResponseTracker::Expect::query, /*suppress_ready=*/!last);
-      if (!co_await write_upstream(q)) co_return false;
-      if (!co_await wait_idle()) co_return false;
-      if (tracker.errors_seen() != errors) {
-        // The first error stops the rest, as in PostgreSQL.
-        if (!last) co_return co_await write_client(ready_for_query(tracker.tx_status()));
-        co_return true;
-      }
+  update_reads();
+}
+
+// Reads a polled socket until it is dry (edge-triggered: no new edge comes
+// for bytes already there), or until the per-wakeup limit, then later.
+// True when it read something.
+bool Relay::State::read_polled(Side& s) {
+  std::uint8_t* buf = thread_read_buffer();
+  bool read = false;
+  for (int i = 0; s.may_have_input && may_read(s); ++i) {
+    if (i == kMaxReadsPerWakeup) {
+      // The other sessions of the thread get their turn; no new edge would
+      // announce what is left, so come back by ourselves.
+      s.may_have_input = false;
+      asio::post(ex, [self = shared_from_this(), side = &s] {
+        side->may_have_input = true;
+        self->on_events(*side, 0);
+      });
+      return read;
+    }
+    const ssize_t n = ::recv(s.fd, buf, kReadBufferSize, MSG_DONTWAIT);
+    if (n > 0) {
+      read = true;
+      if (std::size_t(n) < kReadBufferSize && !s.hung_up) s.may_have_input = false;  // read dry
+      if (!closing) feed(s, ByteView(buf, std::size_t(n)));  // when closing: draining an ended upstream
       continue;
     }
-    const auto& api = std::get<parser_ext::ApiTokenSql>(parts[i]);
-    auto result = co_await local.run(api.statement, tracker.tx_status());
-    Bytes out;
-    session::write_simple(out, result);
-    bool failed = result.error.has_value();
-    if (failed || last) {
-      auto rfq = ready_for_query(tracker.tx_status());
-      out.insert(out.end(), rfq.begin(), rfq.end());
-    }
-    if (!co_await write_client(out)) co_return false;
-    if (failed) co_return true;
+    if (n < 0 && errno == EINTR) continue;
+    s.may_have_input = false;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return read;
+    on_eof(s);  // end of stream, or an error
+    return true;
   }
-  co_return true;
+  return read;
 }
 
-// Parse/Bind/Describe/Execute/Close of a local statement or portal. Answered
-// after every earlier message, and not at all after an error until Sync.
-asio::awaitable<bool> Relay::State::handle_extended(const protocol::Frame& f) {
-  if (!co_await flush_upstream_and_wait()) co_return false;
-  if (tracker.skipping_until_sync()) co_return true;
-  protocol::BodyReader r(f.body);
-  Bytes out;
-  bool failed = false;
-  auto fail = [&](protocol::ErrorResponse e) {
-    e.serialize(out);
-    failed = true;
-  };
-  switch (f.tag) {
-    case ft::Parse: {
-      std::string name(*r.cstr());
-      auto text = *r.cstr();
-      auto parsed = parser_ext::parse_statement(text);
-      if (auto* err = std::get_if<parser_ext::ParseError>(&parsed)) {
-        fail(local_sql_error(*err));
-        break;
-      }
-      if (!name.empty() && statements.count(name)) {
-        fail(protocol::ErrorResponse::make("ERROR", "42P05", "prepared statement \"" + name + "\" already exists"));
-        break;
-      }
-      statements.insert_or_assign(name, std::get<parser_ext::Statement>(parsed));
-      protocol::write_parse_complete(out);
-      break;
+void Relay::State::on_eof(Side& s) {
+  if (s.eof) return;
+  s.eof = true;
+  if (closing) {
+    continue_close();
+    return;
+  }
+  if (&s == &c) machine.on_client_eof();
+  else machine.on_upstream_eof();
+  after_machine();
+  update_reads();
+}
+
+// ---- writing ----------------------------------------------------------------------
+
+void Relay::State::arm_write(Side& s) {
+  if (s.kind == Kind::generic && s.blocked() && !s.dead && !s.closed) s.event->notify();
+  // A polled socket is watched for room only while output waits (adding
+  // EPOLLOUT reports at once if there is room already).
+  if (s.kind == Kind::polled && s.blocked() && !s.dead && !s.closed) s.watcher->want_write(true);
+}
+
+void Relay::State::flush_pending(Side& s) {
+  while (s.pending.size() > s.pending_off) {
+    const ssize_t n = ::send(s.fd, s.pending.data() + s.pending_off, s.pending.size() - s.pending_off,
+                             MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n > 0) {
+      s.pending_off += std::size_t(n);
+      continue;
     }
-    case ft::Bind: {
-      std::string portal(*r.cstr());
-      std::string stmt(*r.cstr());
-      auto nformats = r.i16();
-      std::vector<std::int16_t> param_formats;
-      for (int i = 0; nformats && i < *nformats; ++i) r.i16();
-      auto nparams = r.i16();
-      if (!nparams) {
-        protocol_violation = true;
-        co_return false;
-      }
-      if (*nparams != 0) {
-        fail(protocol::ErrorResponse::make("ERROR", "08P01",
-                                           "bind message supplies " + std::to_string(*nparams) +
-                                               " parameters, but prepared statement \"" + stmt +
-                                               "\" requires 0"));
-        break;
-      }
-      auto nresult = r.i16();
-      std::vector<std::int16_t> formats;
-      for (int i = 0; nresult && i < *nresult; ++i) formats.push_back(r.i16().value_or(0));
-      portals.insert_or_assign(portal, LocalPortal{statements.at(stmt), std::move(formats), {}, {}});
-      protocol::write_bind_complete(out);
-      break;
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+    s.dead = true;
+    break;
+  }
+  machine.memory().refund(s.pending.capacity());
+  Bytes().swap(s.pending);
+  s.pending_off = 0;
+  s.watcher->want_write(false);
+}
+
+void Relay::State::after_write(Side& s) {
+  if (s.dead && !s.blocked()) {
+    // The peer is gone: the session is over for it.
+    machine.memory().refund(s.pending.capacity());
+    Bytes().swap(s.pending);
+    s.pending_off = 0;
+    if (!closing) {
+      on_eof(s);
+      return;
     }
-    case ft::Describe: {
-      char kind = char(*r.u8());
-      std::string name(*r.cstr());
-      if (kind == 'S') {
-        session::write_describe_statement(out, statements.at(name));
-      } else {
-        auto& p = portals.at(name);
-        if (!session::write_describe_portal(out, p.statement, p.result_formats))
-          fail(protocol::ErrorResponse::make("ERROR", "08P01", "invalid result format codes"));
-      }
-      break;
+  }
+  if (closing) {
+    continue_close();
+    return;
+  }
+  update_reads();
+}
+
+// ---- TLS streams: the slow path --------------------------------------------------------
+
+asio::awaitable<void> Relay::State::generic_reader(Side& s) {
+  auto self = shared_from_this();
+  for (;;) {
+    while (!done && !(s.read_armed && may_read(s))) co_await s.event->wait();
+    if (done) co_return;
+    // Wait without a buffer: an idle session holds none.
+    if (auto ec = co_await s.stream->wait_readable(); ec) {
+      s.read_armed = false;
+      if (!done) on_eof(s);
+      if (s.eof) co_return;
+      continue;
     }
-    case ft::Execute: {
-      std::string name(*r.cstr());
-      std::int32_t max_rows = r.i32().value_or(0);
-      auto& p = portals.at(name);
-      if (!p.result) p.result = co_await local.run(p.statement, tracker.tx_status());
-      auto outcome = session::write_execute(out, *p.result, p.result_formats, max_rows, p.cursor);
-      if (outcome == session::ExecuteOutcome::error) failed = true;
-      break;
+    if (done) co_return;
+    Bytes buf = BufferPool::acquire();
+    auto [ec, n] = co_await s.stream->read_some(asio::buffer(buf));
+    s.read_armed = false;
+    if (done) co_return;
+    if (ec) {
+      BufferPool::release(std::move(buf));
+      on_eof(s);
+      co_return;
     }
-    case ft::Close: {
-      char kind = char(*r.u8());
-      std::string name(*r.cstr());
-      if (kind == 'S') statements.erase(name);
-      else portals.erase(name);
-      protocol::write_close_complete(out);
+    if (!closing) feed(s, ByteView(buf.data(), n));
+    BufferPool::release(std::move(buf));
+    update_reads();
+  }
+}
+
+asio::awaitable<void> Relay::State::generic_writer(Side& s) {
+  auto self = shared_from_this();
+  for (;;) {
+    while (!done && (s.pending.size() <= s.pending_off || s.dead || s.closed)) co_await s.event->wait();
+    if (done) co_return;
+    Bytes out;
+    out.swap(s.pending);
+    const std::size_t off = std::exchange(s.pending_off, 0);
+    s.write_armed = true;
+    auto [ec, n] = co_await s.stream->write(asio::buffer(out.data() + off, out.size() - off));
+    s.write_armed = false;
+    machine.memory().refund(out.capacity());
+    if (done) co_return;
+    if (ec) s.dead = true;
+    after_write(s);
+  }
+}
+
+// ---- API TOKEN statements ----------------------------------------------------------------
+
+void Relay::State::start_statement(session::StatementRequest req) { spawn(run_statement(std::move(req)), "an API TOKEN statement"); }
+
+asio::awaitable<void> Relay::State::run_statement(session::StatementRequest req) {
+  auto self = shared_from_this();
+  auto result = co_await local.run(req.statement, req.tx_status);
+  if (!result.revoked.empty() && services.sessions != nullptr) {
+    // DROP API TOKEN answers once the sessions it ended are gone, upstream
+    // backends included: nothing they sent can commit after the answer.
+    if (!co_await services.sessions->wait_ended(result.revoked, handle.value_or(0), kRevokedSessionsWait))
+      spdlog::warn("session of \"{}\": sessions of revoked tokens were still open after {} s", info.user,
+                   std::chrono::duration_cast<std::chrono::seconds>(kRevokedSessionsWait).count());
+  }
+  if (done || closing) co_return;
+  machine.on_statement_result(std::move(result));
+  after_machine();
+  update_reads();
+}
+
+// ---- ending -------------------------------------------------------------------------------
+
+void Relay::State::end(protocol::ErrorResponse why) {
+  if (done || closing) return;
+  machine.end(std::move(why));
+  after_machine();
+  update_reads();
+}
+
+void Relay::State::begin_close() {
+  closing = true;
+  forced = machine.ending() == session::Relay::Ending::ended;
+  switch (machine.ending()) {
+    case session::Relay::Ending::client_protocol_violation:
+    case session::Relay::Ending::upstream_protocol_violation:
+      spdlog::warn("session of \"{}\" from {}: {}", info.user, info.peer, machine.ending_detail());
       break;
-    }
+    case session::Relay::Ending::ended:
+      spdlog::info("session of \"{}\" from {} ended: {}", info.user, info.peer, machine.ending_detail());
+      break;
     default:
+      spdlog::debug("session of \"{}\" from {}: {}", info.user, info.peer, ending_name(machine.ending()));
       break;
   }
-  if (failed) tracker.fail_current_group();
-  co_return co_await write_client(out);
+  if (forced) spawn(end_backend(), "ending the upstream backend");
+  close_timer = std::make_unique<asio::steady_timer>(ex, kBackendExitTimeout);
+  close_timer->async_wait([self = shared_from_this()](error_code ec) {
+    if (ec || self->done) return;
+    if (self->forced)
+      spdlog::warn("session of \"{}\" from {}: the upstream backend (pid {}) did not exit within {} s", self->info.user,
+                   self->info.peer, self->info.upstream_key.process_id,
+                   std::chrono::duration_cast<std::chrono::seconds>(kBackendExitTimeout).count());
+    self->close_side(self->c);
+    self->close_side(self->u);
+    self->finish();
+  });
+  continue_close();
+}
+
+// Cancels what the backend runs (it may be in the middle of a statement that
+// would otherwise commit), then, if it has not exited after kCancelGrace,
+// terminates it over a control connection. continue_close() half-closed the
+// connection, so an idle backend exits at once; its socket closing tells us
+// it is gone.
+asio::awaitable<void> Relay::State::end_backend() {
+  auto self = shared_from_this();
+  if (info.upstream != nullptr && info.upstream_key.process_id != 0)
+    co_await send_cancel(*info.upstream, info.upstream_key);
+  if (done) co_return;
+  grace_timer = std::make_unique<asio::steady_timer>(ex, kCancelGrace);
+  co_await grace_timer->async_wait(use_nothrow);
+  if (done || u.eof || services.control == nullptr || info.upstream_key.process_id == 0) co_return;
+  std::vector<session::QueryParam> params;
+  params.emplace_back(std::to_string(info.upstream_key.process_id));
+  std::string sql = "SELECT pg_catalog.pg_terminate_backend($1::int)";
+  auto r = co_await services.control->query(std::move(sql), std::move(params));
+  if (!r) spdlog::warn("cannot terminate upstream backend {}: {}", info.upstream_key.process_id, r.error());
+  else if (r->error)
+    spdlog::warn("cannot terminate upstream backend {}: {}", info.upstream_key.process_id, r->error->message());
+}
+
+void Relay::State::continue_close() {
+  if (done) return;
+  // The client gets what is pending (the FATAL), then is closed.
+  if (!c.closed && (!c.blocked() || c.dead)) close_side(c);
+  if (!u.closed && (!u.blocked() || u.dead)) {
+    if (!forced || u.eof || u.dead) {
+      close_side(u);
+    } else if (!u.half_closed) {
+      // Ended: the backend sees end of input once it is done with what it
+      // has (the cancel cuts that short) and exits; wait for its socket to close.
+      u.half_closed = true;
+      if (u.kind == Kind::polled) ::shutdown(u.fd, SHUT_WR);
+      else u.stream->shutdown_send();
+      update_reads();
+    }
+  }
+  if (c.closed && u.closed) finish();
+}
+
+void Relay::State::close_side(Side& s) {
+  if (s.closed) return;
+  s.closed = true;
+  if (s.kind == Kind::polled) {
+    s.watcher->unwatch();
+    ::close(s.fd);
+    // The scheduler may hold the watcher queued until its round ends.
+    asio::post(ex, [w = std::move(s.watcher)] {});
+  } else {
+    s.stream->close();
+  }
+  if (s.event) s.event->notify();
+}
+
+void Relay::State::finish() {
+  if (done) return;
+  done = true;
+  // Pending operations on the streams end now, so the coroutines using them return.
+  close_side(c);
+  close_side(u);
+  machine.memory().refund(c.pending.capacity() + u.pending.capacity());
+  Bytes().swap(c.pending);
+  Bytes().swap(u.pending);
+  if (close_timer) close_timer->cancel();
+  if (grace_timer) grace_timer->cancel();
+  if (c.event) c.event->notify();
+  if (u.event) u.event->notify();
+  maybe_done();
+}
+
+void Relay::State::maybe_done() {
+  if (!done || coroutines > 0 || !on_done) return;
+  asio::post(ex, std::move(on_done));
+  on_done = nullptr;
+}
+
+// ---- Relay ------------------------------------------------------------------------------
+
+Relay::Relay(asio::any_io_executor ex, ByteStream& client, ByteStream& upstream, const RelayServices& services,
+             SessionInfo info)
+    : s_(std::make_shared<State>(ex, client, upstream, services, std::move(info))) {}
+
+Relay::~Relay() = default;
+
+void Relay::set_registry_handle(SessionRegistry::Handle h) { s_->handle = h; }
+
+void Relay::end(protocol::ErrorResponse reason) { s_->end(std::move(reason)); }
+
+void Relay::start(Bytes pending, std::function<void()> on_done) {
+  s_->on_done = std::move(on_done);
+  s_->start(std::move(pending));
 }
 
 }  // namespace tokengate::net

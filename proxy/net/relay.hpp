@@ -1,6 +1,6 @@
-// The relay phase of a client session: two pumps (client → upstream framed,
-// upstream → client streamed) that answer API TOKEN statements locally, in
-// the order of the client's messages. Included only by server.cpp (Asio).
+// The relay phase of a client session: the driver that performs what the
+// sans-io session::Relay machine says, over the client's and the upstream's
+// streams. Included only by the Asio translation units.
 #pragma once
 
 #include <functional>
@@ -10,8 +10,11 @@
 
 #include <boost/asio/any_io_executor.hpp>
 
+#include "proxy/net/endpoint.hpp"
+#include "proxy/net/session_registry.hpp"
 #include "proxy/net/stream.hpp"
 #include "proxy/protocol/messages.hpp"
+#include "proxy/session/memory.hpp"
 
 namespace tokengate::tokenstore {
 class token_service;
@@ -26,13 +29,20 @@ class ControlPool;
 
 // What the relay needs from the rest of the server; every pointer may be
 // null when that part is not configured (then API TOKEN statements fail with
-// 58030 "token store unavailable").
+// 58030 "token store unavailable", and nothing is waited for).
 struct RelayServices {
   tokenstore::token_service* tokens = nullptr;
   // Looks up upstream facts about roles (admin status, existence,
   // memberships) for API TOKEN statements.
   ControlPool* control = nullptr;
   AuditLog* audit = nullptr;
+  // Where DROP API TOKEN waits for the sessions it ended.
+  SessionRegistry* sessions = nullptr;
+  session::MemoryBudget* memory = nullptr;  // `relay.memory_limit`
+  std::size_t max_inspected_message = session::kDefaultMaxInspectedMessage;  // `relay.max_inspected_message`
+  std::size_t session_memory_limit = session::kDefaultSessionMemoryLimit;    // `relay.session_memory_limit`
+  // Token sessions may change passwords (CREATE/ALTER ROLE … PASSWORD).
+  bool token_sessions_manage_credentials = false;
 };
 
 struct SessionInfo {
@@ -41,28 +51,47 @@ struct SessionInfo {
   std::string application_name;
   std::string peer;  // client address for logs
   char tx_status = 'I';
-  bool via_token = false;
+  bool via_token = false;  // logged in with an API token
+  std::optional<tokenstore::tid_t> tid;
+  // Where the upstream backend runs (the server's setting, which outlives
+  // the session) and its own key: a session that is ended (revocation,
+  // expiry, shutdown, a limit) cancels what runs there.
+  const Endpoint* upstream = nullptr;
+  protocol::BackendKeyData upstream_key;
+  // As the upstream reported them at login (ParameterStatus).
+  bool standard_conforming_strings = true;
+  std::string client_encoding = "UTF8";
 };
 
 class Relay {
  public:
-  Relay(asio::any_io_executor ex, ByteStream& client, ByteStream& upstream, RelayServices services,
+  // `services` and both streams must outlive the relay (and on_done).
+  Relay(asio::any_io_executor ex, ByteStream& client, ByteStream& upstream, const RelayServices& services,
         SessionInfo info);
   ~Relay();
   Relay(const Relay&) = delete;
   Relay& operator=(const Relay&) = delete;
 
-  // Relays until either side closes, the client terminates, or end() is
-  // called. `pending`: client bytes already read after the login.
-  asio::awaitable<void> run(protocol::Bytes pending);
+  // The session's entry in services.sessions, so that DROP API TOKEN of its
+  // own token does not wait for itself.
+  void set_registry_handle(SessionRegistry::Handle h);
 
-  // Ends the session with this error (e.g. FATAL 57P01 "API token revoked").
-  // Must be called on the session's executor.
+  // Relays until either side closes, the client terminates, or end() is
+  // called, then posts on_done. `pending`: client bytes already read after
+  // the login. When the session was ended by end() or a limit, on_done comes
+  // only once the upstream backend has gone (or a timeout passed): nothing it
+  // was sent runs after. No coroutine frame waits meanwhile, so an idle
+  // session costs only the relay's own state.
+  void start(protocol::Bytes pending, std::function<void()> on_done);
+
+  // Ends the session with this error (e.g. FATAL 57P01 "API token revoked"):
+  // cancels what runs upstream and ends the backend. Call it on the
+  // session's executor.
   void end(protocol::ErrorResponse reason);
 
  private:
   struct State;
-  std::unique_ptr<State> s_;
+  std::shared_ptr<State> s_;
 };
 
 }  // namespace tokengate::net

@@ -1,5 +1,7 @@
 // The Asio driver: listeners, I/O threads, and one coroutine per client
-// session that performs what the sans-io state machines ask for.
+// session that performs what the sans-io state machines ask for. A session's
+// login runs in phases (handshake, decision, upstream login, registration),
+// each a function below; who may log in is decided by session/login_policy.
 #include "proxy/net/server.hpp"
 
 #include <spdlog/spdlog.h>
@@ -10,61 +12,87 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <csignal>
 #include <filesystem>
 #include <thread>
 #include <unordered_map>
+#include <variant>
 
+#include "parser_ext/role_password.hpp"
 #include "proxy/audit.hpp"
 #include "proxy/auth/scram.hpp"
+#include "proxy/auth/secret.hpp"
 #include "proxy/auth/throttle.hpp"
 #include "proxy/auth/userlist.hpp"
+#include "proxy/auth/verifier_queue.hpp"
 #include "proxy/http/gateway.hpp"
 #include "proxy/http/sql_endpoint.hpp"
 #include "proxy/http/token_api.hpp"
 #include "proxy/http/upstream_check.hpp"
 #include "proxy/http/websocket_stream.hpp"
 #include "proxy/http/web_ui.hpp"
+#include "proxy/log_text.hpp"
 #include "proxy/net/buffer_pool.hpp"
 #include "proxy/net/cancel_registry.hpp"
 #include "proxy/net/connect.hpp"
 #include "proxy/net/control_pool.hpp"
+#include "proxy/net/drive.hpp"
+#include "proxy/net/edge_watch.hpp"
+#include "proxy/net/fleet.hpp"
 #include "proxy/net/relay.hpp"
 #include "proxy/net/session_registry.hpp"
 #include "proxy/net/stream.hpp"
 #include "proxy/net/tls.hpp"
 #include "proxy/pool/upstream_pool.hpp"
 #include "proxy/protocol/frame.hpp"
+#include "proxy/protocol/input_buffer.hpp"
 #include "proxy/session/client_handshake.hpp"
+#include "proxy/session/login_policy.hpp"
+#include "proxy/session/machine.hpp"
 #include "proxy/session/upstream_login.hpp"
 #include "tokenstore/service.hpp"
 
 namespace tokengate::net {
 
 using namespace std::chrono_literals;
+using namespace asio::experimental::awaitable_operators;
 using unix_socket = asio::local::stream_protocol;
 using protocol::ByteView;
 using protocol::Bytes;
 using Clock = std::chrono::steady_clock;
+using auth::SecretString;
+using session::LoginRefusal;
 
 namespace {
 
 // Upstream messages during login are small (ParameterStatus, errors); this
 // bounds what a misbehaving upstream can make us buffer before relaying.
 constexpr std::size_t kMaxLoginMessageLength = 1024 * 1024;
+// What a client may have sent before it is logged in: a startup packet
+// (10,004 bytes), a password message (65,535), and what a pipelining client
+// sends after its password (kept for the relay). More is not a login.
+constexpr std::size_t kMaxClientLoginBytes = 128 * 1024;
 // How long a forwarded CancelRequest may take to be delivered.
 constexpr auto kCancelTimeout = 5s;
+// Sessions ended at shutdown get this long to cancel their upstream work and
+// see their backends exit (the relay itself waits at most 10 s for that).
+constexpr auto kSessionsEndTimeout = 11s;
 // How often the store is asked which tokens were revoked by any process; the
 // issue allows 2 s between a revocation and the end of its sessions.
 constexpr auto kRevocationPoll = 500ms;
+// Failing accept() (out of descriptors) is retried after this pause, and
+// reported at most once per kAcceptReportInterval with a count: at 10 retries
+// a second, a line each would bury the log.
+constexpr auto kAcceptRetry = 100ms;
+constexpr auto kAcceptReportInterval = 10s;
 // An HTTP request is a token login, but asking the catalog afresh for every
 // request would cap the gateway at the control pool's rate (about 300
 // requests a second on a 2-core machine, bench/http_bench.py). A change to
@@ -75,8 +103,6 @@ constexpr auto kHttpRoleRecheck = 1s;
 // Bounds the table of recent checks (one entry per token owner).
 constexpr std::size_t kHttpRoleChecksMax = 65536;
 
-ByteView view(const Bytes& b, std::size_t n) { return ByteView(b.data(), n); }
-
 Bytes fatal(std::string sqlstate, std::string message, std::string detail = {}) {
   Bytes out;
   auto e = protocol::ErrorResponse::make("FATAL", std::move(sqlstate), std::move(message));
@@ -85,38 +111,128 @@ Bytes fatal(std::string sqlstate, std::string message, std::string detail = {}) 
   return out;
 }
 
+// Refusals built outside coroutines: GCC 12 miscompiles braced aggregates
+// of strings inside them ("array used as initializer").
+LoginRefusal client_hung_up(const char* when) {
+  // No answer: nobody is there to read it.
+  return LoginRefusal{{}, "denied", std::string("the client hung up ") + when, false};
+}
+LoginRefusal queue_full() {
+  return LoginRefusal{fatal("53300", "too many logins in progress"), "error",
+                      "the verification queue is full (auth.max_pending_verifications)", false};
+}
+
+// A host name or address that stays on this machine.
+bool is_loopback_host(const std::string& host) {
+  if (host == "localhost") return true;
+  error_code ec;
+  auto addr = asio::ip::make_address(host, ec);
+  if (ec) return false;
+  return addr.is_loopback() ||
+         (addr.is_v6() && addr.to_v6().is_v4_mapped() &&
+          asio::ip::make_address_v4(asio::ip::v4_mapped, addr.to_v6()).is_loopback());
+}
+
 std::int64_t unix_now() {
   return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
       .count();
 }
 
-std::string utc_text(std::int64_t t) {
-  std::time_t tt = t;
-  std::tm tm{};
-  gmtime_r(&tt, &tm);
-  char buf[40];
-  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S+00", &tm);
-  return buf;
+// Connections still logging in, in total and per client address
+// (`login.max_connections`, `login.max_connections_per_address`). Shared by
+// every I/O thread.
+class LoginSlots {
+ public:
+  enum class Outcome { ok, total, address };
+  Outcome acquire(const std::string& address, unsigned max_total, unsigned max_per_address) {
+    std::lock_guard lock(mutex_);
+    if (max_total != 0 && total_ >= max_total) return Outcome::total;
+    auto& n = per_address_[address];
+    if (max_per_address != 0 && n >= max_per_address) return Outcome::address;
+    ++n;
+    ++total_;
+    return Outcome::ok;
+  }
+  void release(const std::string& address) {
+    std::lock_guard lock(mutex_);
+    auto it = per_address_.find(address);
+    if (it == per_address_.end()) return;
+    if (--it->second == 0) per_address_.erase(it);
+    --total_;
+  }
+
+ private:
+  std::mutex mutex_;
+  unsigned total_ = 0;
+  std::unordered_map<std::string, unsigned> per_address_;
+};
+
+// What the deadline timers of a login may close. The timers' handlers hold it
+// by shared_ptr, never a coroutine's locals; the session points it at its
+// streams and clears it when it leaves.
+struct LoginCutoff {
+  ByteStream* client = nullptr;
+  ByteStream* upstream = nullptr;
+  void close() {
+    if (client) client->close();
+    if (upstream) upstream->close();
+  }
+};
+
+// Arms `timer` to close what `cut` points at when `at` passes.
+void arm(asio::steady_timer& timer, Clock::time_point at, const std::shared_ptr<LoginCutoff>& cut) {
+  timer.expires_at(at);
+  timer.async_wait([cut](error_code ec) {
+    if (!ec) cut->close();
+  });
 }
 
-// A named coroutine, not a capturing lambda: GCC 12 freed a lambda's
-// captured strings from the caller's coroutine frame (found with valgrind).
-asio::awaitable<auth::VerifierCheck> check_verifier(std::string verifier, std::string user, std::string password) {
-  co_return auth::check_password_verifier(verifier, user, password);
-}
+// A password check on the verification queue. Shared by the session and the
+// worker: the session may leave (its client hung up) before the worker runs.
+struct VerifyJob {
+  explicit VerifyJob(asio::any_io_executor ex) : done(std::move(ex), Clock::time_point::max()) {}
+  asio::steady_timer done;  // cancelled (on the session's executor) when `result` is set
+  std::atomic<bool> abandoned{false};
+  std::optional<auth::VerifierCheck> result;  // nullopt: did not run
+  std::string user;
+  std::string verifier;  // empty: a dummy check (no such role, no password)
+  SecretString password;
+  std::size_t max_iterations = 0;
+};
 
 }  // namespace
 
+// The state of one client while it logs in.
+struct LoginContext {
+  std::unique_ptr<ByteStream>& client;
+  std::string peer;                 // for the log
+  std::string address;              // IP without the port, or "[local]": for limits, throttle, audit
+  Clock::time_point auth_deadline;  // auth_timeout from accept
+  Clock::time_point client_deadline = Clock::time_point::max();  // login.client_timeout from accept
+  // How old a check of a token's owner role may be and still be used: 0 for
+  // wire logins (always afresh), kHttpRoleRecheck for HTTP requests.
+  std::chrono::milliseconds role_recheck{0};
+  protocol::InputBuffer in{kMaxClientLoginBytes};
+  // What the auth_timeout timer closes, and what the login.client_timeout
+  // timer closes (cleared once the password is in).
+  std::shared_ptr<LoginCutoff> cut = std::make_shared<LoginCutoff>();
+  std::shared_ptr<LoginCutoff> client_cut = std::make_shared<LoginCutoff>();
+
+  void set_client(ByteStream* s) {
+    cut->client = s;
+    client_cut->client = s;
+  }
+};
+
 // What a client proved at login, and how to log in upstream for it.
 struct LoginDecision {
-  bool ok = false;
-  Bytes reject;                        // FATAL for the client when !ok
-  std::chrono::milliseconds delay{0};  // throttling: wait before sending `reject`
-  std::optional<std::string> upstream_password;
+  std::optional<LoginRefusal> refusal;  // set when the login is refused
+  std::string method;                   // "token" or "password", for the audit log
+  std::optional<SecretString> upstream_password;
   // For token sessions.
   std::optional<tokenstore::tid_t> tid;
   std::string token_name;
-  std::uint32_t token_owner_oid = 0;  // verify_result::owner_oid
+  std::string token_owner;  // the token's user claim, once its signature checked out
   std::int64_t token_expires_at = 0;
   Bytes notice;  // sent just before the first ReadyForQuery
   // password mode, ordinary password: the upstream's answer decides; the
@@ -124,18 +240,64 @@ struct LoginDecision {
   bool upstream_decides = false;
 };
 
+// A logged-in upstream connection.
+struct UpstreamSession {
+  std::unique_ptr<ByteStream> stream;
+  protocol::BackendKeyData key;
+  char tx_status = protocol::tx_status::Idle;
+  Bytes to_client;  // ParameterStatus … ReadyForQuery, not yet written
+  Bytes leftover;   // whatever the upstream sent after ReadyForQuery
+  // The settings the relay's statement splitter lexes by, as the upstream
+  // reported them at login (a client may set them in its startup packet).
+  bool standard_conforming_strings = true;
+  std::string client_encoding = "UTF8";
+};
+
+// Where the registry's "end this session" goes: to the relay once it runs,
+// kept until then (a revocation, an expiry or a shutdown may come while the
+// session is still logging in).
+struct SessionEnd {
+  Relay* relay = nullptr;
+  std::optional<protocol::ErrorResponse> pending;
+};
+
 struct Server::Impl {
-  explicit Impl(Config c) : config(std::move(c)), audit(config.audit_log) {}
+  explicit Impl(Config c) : config(std::move(c)), relay_memory(config.relay_memory_limit), audit(config.audit_log) {}
 
   asio::io_context& next_context() { return *contexts[next++ % contexts.size()]; }
 
   bool open_services();
   asio::awaitable<void> session(std::unique_ptr<ByteStream> client, std::string peer, bool peer_is_local);
-  asio::awaitable<LoginDecision> decide_login(const protocol::StartupMessage& startup, const std::string& password,
-                                              const std::string& peer);
+  // The login phases.
+  asio::awaitable<std::optional<session::ClientHandshake::LoggedIn>> handshake_phase(LoginContext& ctx,
+                                                                                     bool peer_is_local);
+  asio::awaitable<LoginDecision> decide_login(LoginContext& ctx, const session::StartupParameters& sp,
+                                              const SecretString& password);
+  asio::awaitable<void> decide_token(LoginContext& ctx, const session::StartupParameters& sp,
+                                     const SecretString& token, LoginDecision& d);
+  asio::awaitable<void> decide_password(LoginContext& ctx, const session::StartupParameters& sp,
+                                        const SecretString& password, LoginDecision& d);
+  asio::awaitable<std::optional<auth::VerifierCheck>> verify_off_thread(const std::string& user,
+                                                                        const std::string& verifier,
+                                                                        const SecretString& password);
+  std::chrono::milliseconds record_refusal(LoginContext& ctx, const session::StartupParameters& sp, LoginDecision& d);
+  asio::awaitable<void> refuse(LoginContext& ctx, const session::StartupParameters& sp, LoginDecision& d);
+  asio::awaitable<std::optional<UpstreamSession>> login_upstream(LoginContext& ctx,
+                                                                 const session::StartupParameters& sp,
+                                                                 LoginDecision& d,
+                                                                 const protocol::BackendKeyData& client_key);
+  asio::awaitable<bool> client_stays(LoginContext& ctx);
+  template <typename T>
+  asio::awaitable<std::variant<T, bool>> unless_client_leaves(LoginContext& ctx, asio::awaitable<T> work);
+  asio::awaitable<bool> wait_unless_client_leaves(LoginContext& ctx, Clock::time_point until);
+
+  void start_relay(asio::any_io_executor exec, std::unique_ptr<ByteStream> client, std::unique_ptr<ByteStream> upstream,
+                   SessionInfo info, protocol::BackendKeyData client_key, SessionRegistry::Handle handle,
+                   std::shared_ptr<SessionEnd> ending, protocol::Bytes pending);
   asio::awaitable<std::tuple<error_code, std::unique_ptr<ByteStream>, std::string>> connect_upstream(
       Clock::time_point deadline);
   asio::awaitable<void> forward_cancel(protocol::CancelRequest request);
+  asio::awaitable<void> forward_cancel_to_peer(protocol::CancelRequest request);
   template <typename Acceptor>
   asio::awaitable<void> accept_loop(Acceptor& acceptor, std::string name);
   asio::awaitable<void> watch_tokens();
@@ -145,15 +307,18 @@ struct Server::Impl {
   // The HTTP gateway (proxy/http): its login check is the wire's.
   bool start_http();
   asio::awaitable<http::HttpLoginResult> http_login(http::HttpLoginRequest request);
-  void audit_login(const std::string& user, const std::string& peer, const std::string& app,
+  void audit_login(const std::string& user, const std::string& address, const std::string& app,
                    const std::string& method, const std::string& outcome, const std::string& reason,
                    const std::string& token_name = {}, const std::optional<tokenstore::tid_t>& tid = {},
                    const std::string& owner = {});
 
   Config config;
   CancelRegistry cancels;
-  SessionRegistry token_sessions;
+  SessionRegistry sessions;              // every logged-in session
+  session::MemoryBudget relay_memory;    // relay buffers of all sessions (relay.memory_limit)
+  RelayServices relay_services;          // what every relay uses; set by open_services
   std::vector<std::unique_ptr<asio::io_context>> contexts;
+  std::vector<int> reactor_fds;  // each context's epoll set, where relays watch their sockets
   std::atomic<std::size_t> next{0};
   std::atomic<int> active_sessions{0};     // every client connection
   std::atomic<int> relaying_sessions{0};  // past login: what SIGTERM waits for
@@ -162,20 +327,29 @@ struct Server::Impl {
   std::vector<std::unique_ptr<unix_socket::acceptor>> unix_acceptors;
   std::vector<std::string> unix_paths;
 
-  // Token store.
-  std::unique_ptr<tokenstore::store> store;
+  // Token store: LMDB, or the fleet's registry in PostgreSQL (then `registry`
+  // is set). The keys are declared first so they outlive the registry, whose
+  // feed thread adds keys until it is joined.
   std::unique_ptr<tokenstore::keyring> keys;
+  std::unique_ptr<tokenstore::store_backend> store;
+  tokenstore::pg_store* registry = nullptr;
+  std::map<std::uint32_t, Endpoint> peers;  // fleet.peers
+  CancelForwarding cancel_forwarding;
   std::unique_ptr<tokenstore::token_service> tokens;
   std::unique_ptr<tokenstore::maintenance_thread> maintenance;
 
   // Logging in.
   std::unique_ptr<ControlPool> control;
   auth::LoginThrottle throttle;
+  LoginSlots login_slots;
   AuditLog audit;
   std::mutex userlist_mutex;
   auth::Userlist userlist;
-  // PBKDF2 of SCRAM verifiers runs here, off the I/O threads.
-  asio::thread_pool crypto{1};
+  // What tokengate answers when the upstream asks it to authenticate.
+  session::UpstreamAuthMethods upstream_methods;
+  // PBKDF2 of SCRAM verifiers runs here, off the I/O threads (one thread:
+  // password checks are rare next to queries, and one core stays free).
+  std::unique_ptr<auth::VerifierQueue> verifiers;
 
   // TLS.
   ClientTlsMode tls_mode = ClientTlsMode::allow;
@@ -188,13 +362,13 @@ struct Server::Impl {
   // Owner roles as the catalog showed them to an HTTP request (see kHttpRoleRecheck).
   struct HttpRoleCheck {
     Clock::time_point at;
-    RoleInfo role;
+    session::RoleFacts role;
   };
   std::mutex http_roles_mutex;
   std::unordered_map<std::string, HttpRoleCheck> http_roles;
 };
 
-void Server::Impl::audit_login(const std::string& user, const std::string& peer, const std::string& app,
+void Server::Impl::audit_login(const std::string& user, const std::string& address, const std::string& app,
                                const std::string& method, const std::string& outcome,
                                const std::string& reason, const std::string& token_name,
                                const std::optional<tokenstore::tid_t>& tid, const std::string& owner) {
@@ -204,7 +378,7 @@ void Server::Impl::audit_login(const std::string& user, const std::string& peer,
   ev.owner = !owner.empty() ? owner : (method == "token" && outcome == "ok" ? user : "");
   ev.token_name = token_name;
   if (tid) ev.tid = tokenstore::tid_to_hex(*tid);
-  ev.client_address = client_address(peer);
+  ev.client_address = address;
   ev.application_name = app;
   ev.method = method;
   ev.outcome = outcome;
@@ -214,14 +388,27 @@ void Server::Impl::audit_login(const std::string& user, const std::string& peer,
 
 template <typename Acceptor>
 asio::awaitable<void> Server::Impl::accept_loop(Acceptor& acceptor, std::string name) {
+  Clock::time_point last_report{};
+  unsigned unreported = 0;
   for (;;) {
     auto& ctx = next_context();
     auto [ec, sock] = co_await acceptor.async_accept(ctx, use_nothrow);
     if (ec) {
       if (!acceptor.is_open()) co_return;
-      // Out of descriptors or a connection reset before accept: keep serving.
-      spdlog::warn("accept on {} failed: {}", name, ec.message());
-      asio::steady_timer backoff(co_await asio::this_coro::executor, 100ms);
+      // Out of descriptors or a connection reset before accept: keep serving,
+      // and say so once per interval, not once per retry.
+      ++unreported;
+      if (Clock::now() - last_report >= kAcceptReportInterval) {
+        if (unreported == 1)
+          spdlog::warn("accept on {} failed: {}", name, ec.message());
+        else
+          spdlog::warn("accept on {} failed {} times in the last {} s: {}", name, unreported,
+                       std::chrono::duration_cast<std::chrono::seconds>(kAcceptReportInterval).count(),
+                       ec.message());
+        last_report = Clock::now();
+        unreported = 0;
+      }
+      asio::steady_timer backoff(co_await asio::this_coro::executor, kAcceptRetry);
       co_await backoff.async_wait(use_nothrow);
       continue;
     }
@@ -243,7 +430,14 @@ asio::awaitable<void> Server::Impl::accept_loop(Acceptor& acceptor, std::string 
     // works with the any_io_executor socket types (TLS needs tcp::socket).
     using Socket = std::conditional_t<std::is_same_v<Acceptor, tcp::acceptor>, tcp::socket, unix_socket::socket>;
     asio::co_spawn(ctx, session(std::make_unique<SocketStream<Socket>>(Socket(std::move(sock))), std::move(peer), local),
-                   asio::detached);
+                   [](std::exception_ptr e) {
+                     if (!e) return;
+                     try {
+                       std::rethrow_exception(e);
+                     } catch (const std::exception& ex) {
+                       spdlog::error("a session ended with an unexpected error: {}", ex.what());
+                     }
+                   });
   }
 }
 
@@ -252,136 +446,416 @@ asio::awaitable<std::tuple<error_code, std::unique_ptr<ByteStream>, std::string>
   co_return co_await net::connect_upstream(config.upstream, upstream_tls.get(), deadline);
 }
 
-// Decides whether the client proved who it is.
-asio::awaitable<LoginDecision> Server::Impl::decide_login(const protocol::StartupMessage& startup,
-                                                          const std::string& password, const std::string& peer) {
-  LoginDecision d;
-  const std::string user = startup.find("user") ? *startup.find("user") : "";
-  const std::string app = startup.find("application_name") ? *startup.find("application_name") : "";
-  const std::string address = client_address(peer);
-  auto generic = [&](Bytes& out) {
-    // PostgreSQL's own words; the real reason goes to the log and audit log only.
-    out = fatal("28P01", "password authentication failed for user \"" + user + "\"");
-  };
-  auto deny = [&](const std::string& method, std::string reason, Bytes reject, std::string token_name = {},
-                  std::optional<tokenstore::tid_t> tid = {}, std::string owner = {}) {
-    spdlog::info("login of \"{}\" from {} refused ({}): {}", user, peer, method, reason);
-    audit_login(user, peer, app, method, "denied", reason, token_name, tid, owner);
-    d.ok = false;
-    d.reject = std::move(reject);
-    d.delay = throttle.record_failure(user, address, Clock::now());
-  };
+// ---- waiting while the client may hang up ----------------------------------------
 
-  // Anything shaped like a JWT (base64url of '{"' then a dot) is treated as a
-  // token, malformed ones included ("alg":"none" with no signature): a
-  // token-form password is never tried upstream as a password.
-  const bool token_form = tokenstore::looks_like_token(password) ||
-                          (password.rfind("eyJ", 0) == 0 && password.find('.') != std::string::npos);
-  if (token_form) {
-    // A token is never tried upstream as a password.
-    if (!tokens) {
-      Bytes out;
-      generic(out);
-      deny("token", "token store unavailable", std::move(out));
-      co_return d;
+// Reads what the client sends while its login is decided (kept for the relay)
+// and returns when it hangs up; never returns while it stays (the caller
+// races it against the work).
+asio::awaitable<bool> Server::Impl::client_stays(LoginContext& ctx) {
+  // Only a plain socket is watched: waiting for it to turn readable can be
+  // cancelled without losing a byte. A TLS record or a WebSocket frame may be
+  // half read when the work ends first, and cancelling that read would break
+  // the stream; such a client's hang-up is noticed when it is answered.
+  const bool plain = dynamic_cast<SocketStream<tcp::socket>*>(ctx.client.get()) != nullptr ||
+                     dynamic_cast<SocketStream<unix_socket::socket>*>(ctx.client.get()) != nullptr;
+  if (!plain) {
+    // Nothing to watch (an HTTP request, TLS, WebSocket): wait until the work is done.
+    asio::steady_timer never(co_await asio::this_coro::executor, Clock::time_point::max());
+    co_await never.async_wait(use_nothrow);
+    co_return false;
+  }
+  for (;;) {
+    if (auto ec = co_await ctx.client->wait_readable(); ec) co_return false;
+    auto room = ctx.in.prepare();
+    if (room.empty()) {
+      // A client that pipelines this much before it is logged in is not
+      // waiting for an answer: treat it as gone.
+      co_return false;
     }
-    auto now = unix_now();
-    auto vr = tokens->verify(password, user, now);
-    if (vr.status != tokenstore::verify_status::ok) {
-      Bytes out;
-      if (vr.status == tokenstore::verify_status::expired)
-        out = fatal("28P01", "API token expired", "The token expired at " + utc_text(vr.expires_at) + ".");
-      else
-        generic(out);
-      const bool known = vr.status != tokenstore::verify_status::bad_format &&
-                         vr.status != tokenstore::verify_status::bad_alg &&
-                         vr.status != tokenstore::verify_status::unknown_kid &&
-                         vr.status != tokenstore::verify_status::bad_signature;
-      deny("token", std::string(tokenstore::to_string(vr.status)), std::move(out), vr.name,
-           known ? std::optional<tokenstore::tid_t>(vr.tid) : std::nullopt, known ? vr.owner : std::string());
-      co_return d;
-    }
-    if (config.upstream_auth == Config::UpstreamAuth::password) {
-      std::lock_guard lock(userlist_mutex);
-      d.upstream_password = userlist.password_for(user);
-      if (!d.upstream_password) {
-        auto why = userlist.why_no_password(user);
-        spdlog::error("token login of \"{}\": {}", user, why);
-        audit_login(user, peer, app, "token", "error", why, vr.name, vr.tid);
-        d.reject = fatal("28000", "tokengate cannot log in upstream as \"" + user + "\"",
-                         "No password for this role in the auth.userlist file.");
-        co_return d;
+    auto [ec, n] = co_await ctx.client->read_some(asio::buffer(room.data(), room.size()));
+    if (ec) co_return false;
+    ctx.in.commit(n);
+  }
+}
+
+// `work` raced against the client hanging up: index 0 holds work's result,
+// index 1 means the client left first (work is then cancelled). Not a
+// coroutine itself: GCC 12 destroys by-value parameters of a coroutine
+// twice when it is called inside a co_await expression.
+template <typename T>
+asio::awaitable<std::variant<T, bool>> Server::Impl::unless_client_leaves(LoginContext& ctx, asio::awaitable<T> work) {
+  return std::move(work) || client_stays(ctx);
+}
+
+// Waits until `until`; false when the client hung up meanwhile.
+asio::awaitable<bool> Server::Impl::wait_unless_client_leaves(LoginContext& ctx, Clock::time_point until) {
+  if (until <= Clock::now()) co_return true;
+  asio::steady_timer timer(co_await asio::this_coro::executor, until);
+  auto r = co_await (timer.async_wait(use_nothrow) || client_stays(ctx));
+  co_return r.index() == 0;
+}
+
+// ---- phase 1: the startup packet and the password -------------------------------
+
+asio::awaitable<std::optional<session::ClientHandshake::LoggedIn>> Server::Impl::handshake_phase(
+    LoginContext& ctx, bool peer_is_local) {
+  using session::ClientHandshake;
+  const bool is_tcp = dynamic_cast<SocketStream<tcp::socket>*>(ctx.client.get()) != nullptr;
+  ClientHandshake handshake(ClientHandshake::Options{
+      .tls_available = is_tcp && tls != nullptr && tls_mode != ClientTlsMode::disable,
+      .require_tls = is_tcp && tls_mode == ClientTlsMode::require,
+      .refuse_plaintext_password = is_tcp && !peer_is_local && !config.allow_plaintext_passwords,
+  });
+  session::HandshakeMachine machine(handshake);
+  for (;;) {
+    auto r = co_await drive(*ctx.client, ctx.in, machine);
+    if (r.end == DriveResult::End::io_error) co_return std::nullopt;
+    auto& action = machine.action();
+    if (std::holds_alternative<ClientHandshake::StartTls>(action)) {
+      // The 'S' is written; the TLS handshake follows on the same socket.
+      auto& plain = static_cast<SocketStream<tcp::socket>&>(*ctx.client);
+      tcp::socket raw = std::move(plain.socket());
+      auto result = co_await accept_tls(*tls, std::move(raw), std::min(ctx.auth_deadline, ctx.client_deadline));
+      if (result.ec) {
+        spdlog::info("TLS handshake with {} failed: {} {}", ctx.peer, result.ec.message(), result.detail);
+        ctx.set_client(nullptr);
+        ctx.client.reset();
+        co_return std::nullopt;
       }
+      ctx.client = std::move(result.stream);
+      ctx.set_client(ctx.client.get());
+      handshake.tls_established();
+      continue;
     }
-    d.ok = true;
-    d.tid = vr.tid;
-    d.token_name = vr.name;
-    d.token_owner_oid = vr.owner_oid;
-    d.token_expires_at = vr.expires_at;
-    if (vr.expires_at - now <= config.expiry_warning.count()) {
-      auto n = protocol::ErrorResponse::make("NOTICE", "01000",
-                                             "API token \"" + vr.name + "\" expires at " +
-                                                 utc_text(vr.expires_at));
-      n.hint = "Create a new token with CREATE API TOKEN.";
-      n.serialize(d.notice, protocol::backend_tag::NoticeResponse);
+    if (auto* reject = std::get_if<ClientHandshake::Reject>(&action)) {
+      // Its bytes were written by drive().
+      spdlog::info("rejected connection from {}: {}", ctx.peer, log_text(reject->reason));
+      co_return std::nullopt;
     }
-    throttle.record_success(user, address, Clock::now());
-    audit_login(user, peer, app, "token", "ok", "", vr.name, vr.tid);
+    if (auto* cancel = std::get_if<ClientHandshake::Cancel>(&action)) {
+      co_await forward_cancel(cancel->request);
+      co_return std::nullopt;
+    }
+    if (auto* closed = std::get_if<ClientHandshake::Closed>(&action)) {
+      if (!closed->reason.empty()) spdlog::debug("closed connection from {}: {}", ctx.peer, closed->reason);
+      co_return std::nullopt;
+    }
+    if (auto* in = std::get_if<ClientHandshake::LoggedIn>(&action)) co_return std::move(*in);
+    co_return std::nullopt;  // not reached: drive() stops only on the actions above
+  }
+}
+
+// ---- phase 2: who is it? --------------------------------------------------------
+
+asio::awaitable<LoginDecision> Server::Impl::decide_login(LoginContext& ctx, const session::StartupParameters& sp,
+                                                          const SecretString& password) {
+  LoginDecision d;
+  d.method = session::is_token_form(password.view()) ? "token" : "password";
+  // The throttle first, before anything is verified: past the limit the
+  // attempt waits for its turn or is refused unverified.
+  auto admission = throttle.admit(sp.user, ctx.address, Clock::now(), ctx.auth_deadline);
+  if (admission.kind == auth::LoginThrottle::Admission::Kind::refuse) {
+    auto r = session::wrong_password(sp.user, "too many failed logins: refused without checking");
+    r.counts_as_failure = false;  // nothing was verified
+    d.refusal = std::move(r);
     co_return d;
   }
+  if (admission.kind == auth::LoginThrottle::Admission::Kind::wait) {
+    if (!co_await wait_unless_client_leaves(ctx, admission.at)) {
+      d.refusal = client_hung_up("while waiting for its turn");
+      co_return d;
+    }
+  }
 
-  if (config.upstream_auth == Config::UpstreamAuth::password) {
+  if (d.method == "token") {
+    co_await decide_token(ctx, sp, password, d);
+  } else if (config.upstream_auth == Config::UpstreamAuth::password) {
     // The upstream checks the password; its answer reaches the client as is.
-    d.ok = true;
     d.upstream_decides = true;
-    d.upstream_password = password;
-    co_return d;
+    d.upstream_password = password.copy();
+  } else {
+    co_await decide_password(ctx, sp, password, d);
   }
-
-  // trust: the upstream would accept anything from us, so we check.
-  if (!control) {
-    d.reject = fatal("08006", "tokengate cannot check passwords: no control connection");
-    co_return d;
-  }
-  auto lv = co_await control->login_verifier(user);
-  if (!lv) {
-    spdlog::error("password check for \"{}\" failed: {}", user, lv.error());
-    audit_login(user, peer, app, "password", "error", lv.error());
-    d.reject = fatal("08006", "tokengate could not check the password with the upstream server");
-    co_return d;
-  }
-  Bytes failed;
-  generic(failed);
-  if (!lv->has_value()) {
-    deny("password", "no such role", std::move(failed));
-    co_return d;
-  }
-  const auto& v = **lv;
-  if (!v.verifier) {
-    deny("password", "role has no password", std::move(failed));
-    co_return d;
-  }
-  // PBKDF2 costs milliseconds: not on an I/O thread.
-  auto check = co_await asio::co_spawn(crypto, check_verifier(*v.verifier, user, password), asio::use_awaitable);
-  if (check != auth::VerifierCheck::match) {
-    deny("password", check == auth::VerifierCheck::mismatch ? "wrong password" : "unsupported verifier",
-         std::move(failed));
-    co_return d;
-  }
-  if (v.valid_until && *v.valid_until < unix_now()) {
-    deny("password", "password expired (VALID UNTIL)", std::move(failed));
-    co_return d;
-  }
-  if (!v.can_login) {
-    deny("password", "role has NOLOGIN",
-         fatal("28000", "role \"" + user + "\" is not permitted to log in"));
-    co_return d;
-  }
-  throttle.record_success(user, address, Clock::now());
-  audit_login(user, peer, app, "password", "ok", "");
-  d.ok = true;
   co_return d;
 }
+
+// Token path: the store's verdict, then the owner role as it is now.
+asio::awaitable<void> Server::Impl::decide_token(LoginContext& ctx, const session::StartupParameters& sp,
+                                                 const SecretString& token, LoginDecision& d) {
+  if (!tokens) {
+    auto r = session::wrong_password(sp.user, "token store unavailable");
+    r.outcome = "error";
+    r.counts_as_failure = false;
+    d.refusal = std::move(r);
+    co_return;
+  }
+  const auto now = unix_now();
+  auto vr = tokens->verify(token.view(), sp.user, now);
+  // Past the signature check, the token is known: the audit log names it.
+  const bool identified =
+      vr.status != tokenstore::verify_status::bad_format && vr.status != tokenstore::verify_status::bad_alg &&
+      vr.status != tokenstore::verify_status::unknown_kid && vr.status != tokenstore::verify_status::bad_signature;
+  if (identified) {
+    d.tid = vr.tid;
+    d.token_name = vr.name;
+    d.token_owner = vr.owner;
+  }
+  if (auto refused = session::judge_token(sp.user, vr, config.max_staleness.count())) {
+    d.refusal = std::move(*refused);
+    co_return;
+  }
+
+  // The role must still be the one the token was issued to, and may log in.
+  if (!control) {
+    d.refusal = session::cannot_check("tokengate could not check the token's role with the upstream server",
+                                      "no control connection");
+    co_return;
+  }
+  std::optional<session::RoleFacts> facts;
+  bool known = false;  // facts come from a check recent enough (HTTP requests only)
+  if (ctx.role_recheck.count() > 0) {
+    std::lock_guard lock(http_roles_mutex);
+    auto it = http_roles.find(sp.user);
+    if (it != http_roles.end() && Clock::now() - it->second.at < ctx.role_recheck) {
+      facts = it->second.role;
+      known = true;
+    }
+  }
+  if (!known) {
+    std::vector<session::QueryParam> params;  // no braced list: GCC 12 breaks those in coroutines
+    params.emplace_back(sp.user);
+    auto raced = co_await unless_client_leaves(ctx, control->query(session::kRoleFactsQuery, std::move(params)));
+    if (raced.index() != 0) {
+      d.refusal = client_hung_up("during the login");
+      co_return;
+    }
+    const auto& answer = std::get<0>(raced);
+    session::RoleFactsAnswer role;
+    if (answer)
+      role = session::role_facts_from(*answer);
+    else
+      role.error = "role look-up failed: " + answer.error();
+    if (!role.error.empty()) {
+      d.refusal = session::cannot_check("tokengate could not check the token's role with the upstream server",
+                                        role.error);
+      co_return;
+    }
+    facts = role.facts;
+    if (ctx.role_recheck.count() > 0 && facts) {
+      std::lock_guard lock(http_roles_mutex);
+      if (http_roles.size() >= kHttpRoleChecksMax) http_roles.clear();
+      HttpRoleCheck check;
+      check.at = Clock::now();
+      check.role = *facts;
+      http_roles[sp.user] = check;
+    }
+  }
+  auto verdict = session::judge_token_role(sp.user, vr.owner_oid, facts, now);
+  if (verdict.refusal) {
+    d.refusal = std::move(verdict.refusal);
+    co_return;
+  }
+  if (verdict.bind_oid && !tokens->bind_owner_oid(vr.tid, facts->oid)) {
+    d.refusal = session::wrong_password(sp.user, "the token could not be bound to its owner role");
+    co_return;
+  }
+  if (config.upstream_auth == Config::UpstreamAuth::password) {
+    std::lock_guard lock(userlist_mutex);
+    auto pw = userlist.password_for(sp.user);
+    if (!pw) {
+      d.refusal = session::no_upstream_password(sp.user, userlist.why_no_password(sp.user));
+      co_return;
+    }
+    d.upstream_password = SecretString::take(*pw);
+  }
+  d.token_expires_at = vr.expires_at;
+  d.notice = session::expiry_notice(vr, now, config.expiry_warning.count());
+}
+
+// Password path, `upstream.auth = trust`: tokengate checks the verifier.
+asio::awaitable<void> Server::Impl::decide_password(LoginContext& ctx, const session::StartupParameters& sp,
+                                                    const SecretString& password, LoginDecision& d) {
+  if (!control) {
+    d.refusal = session::cannot_check("tokengate cannot check passwords: no control connection",
+                                      "no control connection");
+    co_return;
+  }
+  auto raced = co_await unless_client_leaves(ctx, control->login_verifier(sp.user));
+  if (raced.index() != 0) {
+    d.refusal = client_hung_up("during the login");
+    co_return;
+  }
+  const auto& lv = std::get<0>(raced);
+  if (!lv) {
+    d.refusal = session::cannot_check("tokengate could not check the password with the upstream server",
+                                      lv.error());
+    co_return;
+  }
+  std::optional<session::PasswordFacts> facts;
+  if (const auto& v = *lv) facts = session::PasswordFacts{v->verifier, v->valid_until, v->can_login};
+  auto plan = session::plan_password_check(facts);
+  const std::string verifier = plan.dummy ? std::string() : std::string(plan.verifier);
+  auto checked = co_await unless_client_leaves(ctx, verify_off_thread(sp.user, verifier, password));
+  if (checked.index() != 0) {
+    d.refusal = client_hung_up("during the login");
+    co_return;
+  }
+  const auto& check = std::get<0>(checked);
+  if (!check) {
+    d.refusal = queue_full();
+    co_return;
+  }
+  if (auto refused = session::judge_password(sp.user, facts, *check, unix_now(), config.max_scram_iterations))
+    d.refusal = std::move(*refused);
+}
+
+// One password check on the verification queue: nullopt when the queue is
+// full. If the session stops waiting (its client hung up), the check is
+// skipped unless it already started.
+asio::awaitable<std::optional<auth::VerifierCheck>> Server::Impl::verify_off_thread(const std::string& user,
+                                                                                      const std::string& verifier,
+                                                                                      const SecretString& password) {
+  auto exec = co_await asio::this_coro::executor;
+  auto job = std::make_shared<VerifyJob>(exec);
+  job->user = user;
+  job->verifier = verifier;
+  job->password = password.copy();
+  job->max_iterations = config.max_scram_iterations;
+  const bool queued = verifiers->submit(user, [job, exec](bool stopping) {
+    if (!stopping && !job->abandoned.load()) {
+      if (job->verifier.empty()) {
+        auth::dummy_verifier_check(job->user, job->password.view());
+        job->result = auth::VerifierCheck::mismatch;
+      } else {
+        job->result = auth::check_password_verifier(job->verifier, job->user, job->password.view(),
+                                                    job->max_iterations);
+      }
+    }
+    job->password.wipe();
+    asio::post(exec, [job] { job->done.cancel(); });
+  });
+  if (!queued) co_return std::nullopt;
+  struct Abandon {
+    VerifyJob& j;
+    ~Abandon() { j.abandoned = true; }  // also when this coroutine is cancelled mid-wait
+  } abandon{*job};
+  co_await job->done.async_wait(use_nothrow);
+  // A queue that stopped (shutdown) ran nothing: the password is not checked.
+  co_return job->result ? job->result : std::optional<auth::VerifierCheck>(auth::VerifierCheck::unsupported);
+}
+
+// A refused login's bookkeeping: throttle, log, audit. Returns how long to
+// wait before answering (a failure over the throttle's limit).
+std::chrono::milliseconds Server::Impl::record_refusal(LoginContext& ctx, const session::StartupParameters& sp,
+                                                       LoginDecision& d) {
+  auto& r = *d.refusal;
+  if (r.to_client.empty()) {
+    // The client hung up before it was answered: nothing was decided.
+    spdlog::debug("login of \"{}\" from {} abandoned: {}", log_name(sp.user), ctx.peer, r.reason);
+    return std::chrono::milliseconds(0);
+  }
+  std::chrono::milliseconds delay{0};
+  if (r.counts_as_failure) delay = throttle.record_failure(sp.user, ctx.address, Clock::now());
+  spdlog::info("login of \"{}\" from {} refused ({}): {}", log_name(sp.user), ctx.peer, d.method, log_text(r.reason));
+  audit_login(sp.user, ctx.address, sp.application_name(), d.method, r.outcome, r.reason, d.token_name, d.tid,
+              d.token_owner);
+  return delay;
+}
+
+// A refused wire login: the bookkeeping, then the answer.
+asio::awaitable<void> Server::Impl::refuse(LoginContext& ctx, const session::StartupParameters& sp,
+                                           LoginDecision& d) {
+  const auto delay = record_refusal(ctx, sp, d);
+  if (d.refusal->to_client.empty()) co_return;  // the client is gone
+  if (delay.count() > 0 && !co_await wait_unless_client_leaves(ctx, Clock::now() + delay)) co_return;
+  co_await ctx.client->write(asio::buffer(d.refusal->to_client));
+}
+
+// ---- phase 3: the upstream login ----------------------------------------------------
+
+asio::awaitable<std::optional<UpstreamSession>> Server::Impl::login_upstream(
+    LoginContext& ctx, const session::StartupParameters& sp, LoginDecision& d,
+    const protocol::BackendKeyData& client_key) {
+  auto [cec, upstream, cdetail] = co_await connect_upstream(ctx.auth_deadline);
+  if (cec) {
+    spdlog::error("cannot connect to upstream {} for user \"{}\" from {}: {} {}", config.upstream.to_string(),
+                  log_name(sp.user), ctx.peer, cec.message(), cdetail);
+    co_await ctx.client->write(asio::buffer(fatal("08006", "tokengate could not connect to the upstream server")));
+    co_return std::nullopt;
+  }
+  ctx.cut->upstream = upstream.get();
+  struct Forget {
+    LoginCutoff& cut;
+    ~Forget() { cut.upstream = nullptr; }
+  } forget{*ctx.cut};
+  // Identity is decided once: the upstream sees the role tokengate
+  // authenticated and only the parameters it checked.
+  session::UpstreamLogin login(sp.for_upstream(sp.user), std::move(d.upstream_password), client_key,
+                               upstream_methods);
+  protocol::InputBuffer up(kMaxLoginMessageLength + 5);
+  session::FramedMachine<session::UpstreamLogin> machine(login, kMaxLoginMessageLength);
+  DriveResult r;
+  {
+    auto first = login.start();
+    if (auto [ec, n] = co_await upstream->write(asio::buffer(first)); ec)
+      r = DriveResult{DriveResult::End::io_error, ec};
+    else
+      r = co_await drive(*upstream, up, machine);
+  }
+  Bytes to_client = machine.take_client_bytes();
+  if (machine.finished()) {
+    if (!d.notice.empty()) {
+      // The expiry warning goes just before the first ReadyForQuery, which
+      // is the last message the login produced (always 6 bytes).
+      to_client.insert(to_client.end() - 6, d.notice.begin(), d.notice.end());
+    }
+    UpstreamSession s;
+    s.stream = std::move(upstream);
+    s.key = login.upstream_key();
+    s.tx_status = login.tx_status();
+    for (std::size_t at = 0; at < to_client.size();) {
+      auto fr = protocol::read_frame(ByteView(to_client).subspan(at), kMaxLoginMessageLength);
+      if (fr.status != protocol::FrameStatus::complete) break;
+      if (fr.frame.tag == protocol::backend_tag::ParameterStatus) {
+        if (auto ps = protocol::ParameterStatus::parse(fr.frame.body)) {
+          if (ps->name == "standard_conforming_strings")
+            s.standard_conforming_strings = ps->value == "on";
+          else if (ps->name == "client_encoding")
+            s.client_encoding = ps->value;
+        }
+      }
+      at += fr.frame.size;
+    }
+    s.to_client = std::move(to_client);
+    s.leftover = up.take();
+    co_return s;
+  }
+
+  std::string reason = login.failure_reason();
+  if (r.end == DriveResult::End::io_error || machine.error()) {
+    reason = machine.error() ? *machine.error() : "writing to the upstream failed: " + r.ec.message();
+    to_client = machine.error() && machine.error()->find("length") != std::string::npos
+                    ? fatal("08P01", "invalid message from the upstream server")
+                    : fatal("08006", "connection to the upstream server was lost");
+  }
+  if (d.upstream_decides) {
+    // password mode: the upstream judged the password; count and audit it
+    // like our own checks, and throttle before passing its answer on.
+    const bool bad_password = login.failure_reason().rfind("28P01", 0) == 0;
+    audit_login(sp.user, ctx.address, sp.application_name(), "password", bad_password ? "denied" : "error", reason);
+    if (bad_password) {
+      auto delay = throttle.record_failure(sp.user, ctx.address, Clock::now());
+      if (delay.count() > 0 && !co_await wait_unless_client_leaves(ctx, Clock::now() + delay))
+        co_return std::nullopt;
+    }
+  }
+  spdlog::info("login of user \"{}\" to database \"{}\" from {} failed upstream: {}", log_name(sp.user),
+               log_name(sp.database_or_user()), ctx.peer, log_text(reason));
+  if (!to_client.empty()) co_await ctx.client->write(asio::buffer(to_client));
+  co_return std::nullopt;
+}
+
+// ---- the session -------------------------------------------------------------------
 
 asio::awaitable<void> Server::Impl::session(std::unique_ptr<ByteStream> client, std::string peer,
                                             bool peer_is_local) {
@@ -392,226 +866,222 @@ asio::awaitable<void> Server::Impl::session(std::unique_ptr<ByteStream> client, 
   } count{active_sessions};
 
   auto exec = co_await asio::this_coro::executor;
-  const auto auth_deadline = Clock::now() + config.auth_timeout;
-  // The whole login must finish within auth_timeout; the timer closes the
-  // client socket, which fails whatever I/O is pending.
-  asio::steady_timer auth_timer(exec, config.auth_timeout);
-  auth_timer.async_wait([&client](error_code ec) {
-    if (!ec && client) client->close();
-  });
+  LoginContext ctx{client, peer, client_address(peer), Clock::now() + config.auth_timeout};
 
-  // ---- startup phase: the sans-io handshake decides, we perform ----------
-  const bool is_tcp = dynamic_cast<SocketStream<tcp::socket>*>(client.get()) != nullptr;
-  session::ClientHandshake handshake(session::ClientHandshake::Options{
-      .tls_available = is_tcp && tls != nullptr && tls_mode != ClientTlsMode::disable,
-      .require_tls = is_tcp && tls_mode == ClientTlsMode::require,
-      .refuse_plaintext_password = is_tcp && !peer_is_local && !config.allow_plaintext_passwords,
-  });
-  Bytes in;
-  std::size_t have = 0;
-  session::ClientHandshake::LoggedIn login_request;
-  for (bool logged_in = false; !logged_in;) {
-    std::size_t consumed = 0;
-    auto action = handshake.next(view(in, have), consumed);
-    if (consumed > 0) {
-      in.erase(in.begin(), in.begin() + std::ptrdiff_t(consumed));
-      have -= consumed;
-    }
-    if (std::holds_alternative<session::ClientHandshake::NeedMore>(action)) {
-      if (in.size() < have + 4096) in.resize(have + 4096);
-      auto [ec, n] = co_await client->read_some(asio::buffer(in.data() + have, in.size() - have));
-      if (ec) {
-        handshake.on_eof(view(in, have));
-        co_return;
-      }
-      have += n;
-    } else if (std::holds_alternative<session::ClientHandshake::StartTls>(action)) {
-      static constexpr std::uint8_t yes[] = {'S'};
-      if (auto [ec, n] = co_await client->write(asio::buffer(yes)); ec) co_return;
-      auto& plain = static_cast<SocketStream<tcp::socket>&>(*client);
-      tcp::socket raw = std::move(plain.socket());
-      auto result = co_await accept_tls(*tls, std::move(raw), auth_deadline);
-      if (result.ec) {
-        spdlog::info("TLS handshake with {} failed: {} {}", peer, result.ec.message(), result.detail);
-        client.reset();
-        co_return;
-      }
-      client = std::move(result.stream);
-      handshake.tls_established();
-    } else if (auto* reply = std::get_if<session::ClientHandshake::Reply>(&action)) {
-      auto [ec, n] = co_await client->write(asio::buffer(reply->bytes));
-      if (ec) co_return;
-    } else if (auto* reject = std::get_if<session::ClientHandshake::Reject>(&action)) {
-      spdlog::info("rejected connection from {}: {}", peer, reject->reason);
-      co_await client->write(asio::buffer(reject->bytes));
+  // Connections still logging in are bounded, in total and per address.
+  switch (login_slots.acquire(ctx.address, config.login_max_connections, config.login_max_connections_per_address)) {
+    case LoginSlots::Outcome::ok:
+      break;
+    case LoginSlots::Outcome::total:
+      spdlog::warn("refused a connection from {}: login.max_connections ({}) are logging in", peer,
+                   config.login_max_connections);
+      co_await client->write(asio::buffer(fatal("53300", "sorry, too many clients already")));
+      client->close();
       co_return;
-    } else if (auto* cancel = std::get_if<session::ClientHandshake::Cancel>(&action)) {
-      co_await forward_cancel(cancel->request);
+    case LoginSlots::Outcome::address:
+      spdlog::info("refused a connection from {}: login.max_connections_per_address ({}) are logging in", peer,
+                   config.login_max_connections_per_address);
+      co_await client->write(asio::buffer(fatal("53300", "too many connections from this address are logging in")));
+      client->close();
       co_return;
-    } else if (std::holds_alternative<session::ClientHandshake::Closed>(action)) {
-      co_return;
-    } else {
-      login_request = std::move(std::get<session::ClientHandshake::LoggedIn>(action));
-      logged_in = true;
-    }
   }
-  in.resize(have);  // anything the client sent after its password is relayed later
-
-  const std::string user = login_request.startup.find("user") ? *login_request.startup.find("user") : "";
-  const std::string database =
-      login_request.startup.find("database") ? *login_request.startup.find("database") : user;
-  const std::string app =
-      login_request.startup.find("application_name") ? *login_request.startup.find("application_name") : "";
-
-  // ---- who is it? ------------------------------------------------------------
-  LoginDecision decision = co_await decide_login(login_request.startup, login_request.password, peer);
-  // The password is not needed any more (the upstream one is in `decision`).
-  std::fill(login_request.password.begin(), login_request.password.end(), '\0');
-  if (!decision.ok) {
-    if (decision.delay.count() > 0) {
-      asio::steady_timer wait(exec, decision.delay);
-      co_await wait.async_wait(use_nothrow);
+  struct Slot {
+    LoginSlots& slots;
+    std::string address;
+    bool held = true;
+    void release() {
+      if (held) slots.release(address);
+      held = false;
     }
-    co_await client->write(asio::buffer(decision.reject));
+    ~Slot() { release(); }
+  } slot{login_slots, ctx.address};
+
+  // The client's part of the login (startup packet, password) must arrive
+  // within login.client_timeout, the whole login within auth_timeout; each
+  // timer closes what the login is waiting on.
+  ctx.set_client(client.get());
+  struct Leave {
+    LoginContext& ctx;
+    ~Leave() {
+      *ctx.cut = LoginCutoff{};
+      *ctx.client_cut = LoginCutoff{};
+    }
+  } leave{ctx};
+  asio::steady_timer auth_timer(exec), client_timer(exec);
+  arm(auth_timer, ctx.auth_deadline, ctx.cut);
+  ctx.client_deadline = std::min(ctx.auth_deadline, Clock::now() + config.login_client_timeout);
+  arm(client_timer, ctx.client_deadline, ctx.client_cut);
+
+  // Phase 1: the startup packet and the password.
+  auto request = co_await handshake_phase(ctx, peer_is_local);
+  *ctx.client_cut = LoginCutoff{};
+  client_timer.cancel();
+  if (!request) co_return;
+  const session::StartupParameters& sp = request->startup;
+
+  // Phase 2: who is it?
+  LoginDecision decision = co_await decide_login(ctx, sp, request->password);
+  if (decision.refusal) {
+    co_await refuse(ctx, sp, decision);
     co_return;
   }
-
-  // ---- upstream login ------------------------------------------------------
-  auto [cec, upstream, cdetail] = co_await connect_upstream(auth_deadline);
-  if (cec) {
-    spdlog::error("cannot connect to upstream {} for user \"{}\" from {}: {} {}", config.upstream.to_string(),
-                  user, peer, cec.message(), cdetail);
-    co_await client->write(asio::buffer(fatal("08006", "tokengate could not connect to the upstream server")));
-    co_return;
+  if (!decision.upstream_decides) {
+    throttle.record_success(sp.user, ctx.address, Clock::now());
+    audit_login(sp.user, ctx.address, sp.application_name(), decision.method, "ok", "", decision.token_name,
+                decision.tid);
   }
-  const protocol::BackendKeyData client_key = cancels.issue();
-  struct Release {
+  // A password is not needed any more (the upstream one is in `decision`); a
+  // token is, for the check after registration.
+  if (!decision.tid) request->password.wipe();
+
+  // Phase 3: the upstream login. The client's key is the backend's real
+  // process ID, known after the login, with a secret of tokengate's own.
+  protocol::BackendKeyData client_key{0, cancels.issue_secret()};
+  auto up = co_await login_upstream(ctx, sp, decision, client_key);
+  if (!up) co_return;
+  if (decision.upstream_decides) {
+    throttle.record_success(sp.user, ctx.address, Clock::now());
+    audit_login(sp.user, ctx.address, sp.application_name(), "password", "ok", "");
+  }
+  client_key.process_id = up->key.process_id;
+  cancels.bind(client_key, {&config.upstream, up->key});
+  struct Release {  // until the relay phase takes the key over
     CancelRegistry& r;
-    protocol::BackendKeyData k;
-    ~Release() { r.release(k); }
-  } release{cancels, client_key};
+    protocol::BackendKeyData k, upstream;
+    bool armed = true;
+    ~Release() {
+      if (armed) r.release(k, upstream);
+    }
+  } release{cancels, client_key, up->key};
 
-  session::UpstreamLogin login(std::move(login_request.startup), std::move(decision.upstream_password),
-                               client_key);
-  {
-    auto first = login.start();
-    if (auto [ec, n] = co_await upstream->write(asio::buffer(first)); ec) {
-      co_await client->write(asio::buffer(fatal("08006", "connection to the upstream server was lost")));
+  // Phase 4: the session is registered (so that a revocation, an expiry or
+  // a shutdown reaches it) before a token is checked once more: a revocation
+  // is seen either by that check or by the registry.
+  auto ending = std::make_shared<SessionEnd>();
+  struct Unregister {
+    SessionRegistry& registry;
+    SessionRegistry::Handle handle;
+    bool armed = true;
+    ~Unregister() {
+      if (armed) registry.remove(handle);
+    }
+  } unregister{sessions, sessions.add(decision.tid, decision.token_expires_at,
+                                      [exec, ending](const protocol::ErrorResponse& why) {
+                                        asio::post(exec, [ending, why] {
+                                          if (ending->relay)
+                                            ending->relay->end(why);
+                                          else if (!ending->pending)
+                                            ending->pending = why;
+                                        });
+                                      })};
+  if (decision.tid) {
+    auto again = tokens->verify(request->password.view(), sp.user, unix_now());
+    request->password.wipe();
+    if (again.status != tokenstore::verify_status::ok) {
+      decision.refusal = session::judge_token(sp.user, again, config.max_staleness.count());
+      if (!decision.refusal) decision.refusal = session::wrong_password(sp.user, "token no longer valid");
+      decision.refusal->reason += " (during login)";
+      decision.refusal->counts_as_failure = false;
+      co_await refuse(ctx, sp, decision);
       co_return;
     }
   }
-  Bytes up;
-  std::size_t up_have = 0;
-  char tx_status = protocol::tx_status::Idle;
-  for (bool done = false; !done;) {
-    auto fr = protocol::read_frame(view(up, up_have), kMaxLoginMessageLength);
-    if (fr.status == protocol::FrameStatus::bad_length) {
-      spdlog::error("upstream sent a malformed message during login of \"{}\"", user);
-      co_await client->write(asio::buffer(fatal("08P01", "invalid message from the upstream server")));
-      co_return;
-    }
-    if (fr.status == protocol::FrameStatus::need_more) {
-      if (up.size() < std::max(fr.need, up_have + 4096)) up.resize(std::max(fr.need, up_have + 4096));
-      auto [ec, n] = co_await upstream->read_some(asio::buffer(up.data() + up_have, up.size() - up_have));
-      if (ec) {
-        spdlog::error("upstream closed during login of \"{}\": {}", user, ec.message());
-        co_await client->write(asio::buffer(fatal("08006", "connection to the upstream server was lost")));
-        co_return;
-      }
-      up_have += n;
-      continue;
-    }
-    auto step = login.on_message(fr.frame);
-    up.erase(up.begin(), up.begin() + std::ptrdiff_t(fr.frame.size));
-    up_have -= fr.frame.size;
-    if (!step.to_upstream.empty()) {
-      if (auto [ec, n] = co_await upstream->write(asio::buffer(step.to_upstream)); ec) co_return;
-    }
-    done = step.status == session::UpstreamLogin::Status::done;
-    if (done && !decision.notice.empty()) {
-      // The expiry warning goes just before the first ReadyForQuery.
-      step.to_client.insert(step.to_client.begin(), decision.notice.begin(), decision.notice.end());
-    }
-    const bool failed = step.status == session::UpstreamLogin::Status::failed;
-    if (failed && decision.upstream_decides) {
-      // password mode: the upstream judged the password; count and audit it
-      // like our own checks, and throttle before passing its answer on.
-      const bool bad_password = login.failure_reason().rfind("28P01", 0) == 0;
-      audit_login(user, peer, app, "password", bad_password ? "denied" : "error", login.failure_reason());
-      if (bad_password) {
-        auto delay = throttle.record_failure(user, client_address(peer), Clock::now());
-        if (delay.count() > 0) {
-          asio::steady_timer wait(exec, delay);
-          co_await wait.async_wait(use_nothrow);
-        }
-      }
-    }
-    if (!step.to_client.empty()) {
-      if (auto [ec, n] = co_await client->write(asio::buffer(step.to_client)); ec) co_return;
-    }
-    if (failed) {
-      spdlog::info("login of user \"{}\" to database \"{}\" from {} failed upstream: {}", user, database, peer,
-                   login.failure_reason());
-      co_return;
-    }
-    if (done && decision.upstream_decides) {
-      throttle.record_success(user, client_address(peer), Clock::now());
-      audit_login(user, peer, app, "password", "ok", "");
-    }
-    tx_status = login.tx_status();
+  if (auto [ec, n] = co_await client->write(asio::buffer(up->to_client)); ec) co_return;
+  if (ending->pending) {
+    Bytes out;
+    ending->pending->serialize(out);
+    co_await client->write(asio::buffer(out));
+    co_return;
   }
   auth_timer.cancel();
-  cancels.bind(client_key, {config.upstream, login.upstream_key()});
-  spdlog::info("user \"{}\" logged in to database \"{}\" from {}{}", user, database, peer,
-               decision.tid ? " with an API token" : "");
+  *ctx.cut = LoginCutoff{};
+  slot.release();  // no longer logging in
+  spdlog::info("user \"{}\" logged in to database \"{}\" from {}{}", log_name(sp.user),
+               log_name(sp.database_or_user()), peer, decision.tid ? " with an API token" : "");
 
   // Whatever the upstream sent after ReadyForQuery (it should be nothing).
-  if (up_have > 0) {
-    if (auto [ec, n] = co_await client->write(asio::buffer(up.data(), up_have)); ec) co_return;
+  if (!up->leftover.empty()) {
+    if (auto [ec, n] = co_await client->write(asio::buffer(up->leftover)); ec) co_return;
   }
-  Bytes().swap(up);
+  std::unique_ptr<ByteStream> upstream = std::move(up->stream);
+  Bytes in = ctx.in.take();  // anything the client sent after its password is relayed
 
   // ---- relay ---------------------------------------------------------------
-  // Only logged-in sessions hold up a SIGTERM drain; one still logging in
-  // (or idle before its startup packet) is simply closed.
+  SessionInfo info;
+  info.user = sp.user;
+  info.database = sp.database_or_user();
+  info.application_name = sp.application_name();
+  info.peer = peer;
+  info.tx_status = up->tx_status;
+  info.via_token = decision.tid.has_value();
+  info.tid = decision.tid;
+  info.upstream = &config.upstream;
+  info.upstream_key = up->key;
+  info.standard_conforming_strings = up->standard_conforming_strings;
+  info.client_encoding = std::move(up->client_encoding);
+  release.armed = false;
+  unregister.armed = false;
+  start_relay(exec, std::move(client), std::move(upstream), std::move(info), client_key, unregister.handle,
+              std::move(ending), std::move(in));
+}
+
+// The relay phase of a logged-in session. It runs outside the login's
+// coroutine, whose frame (the handshake, the login's buffers and strings) ends
+// here: an idle session costs only what the relay keeps.
+void Server::Impl::start_relay(asio::any_io_executor exec, std::unique_ptr<ByteStream> client,
+                               std::unique_ptr<ByteStream> upstream, SessionInfo info,
+                               protocol::BackendKeyData client_key, SessionRegistry::Handle handle,
+                               std::shared_ptr<SessionEnd> ending, Bytes pending) {
+  // What a live session owns; it goes when the relay is done, upstream
+  // backend included, and takes the session out of the registries.
+  struct Live {
+    Live(Impl& i, asio::any_io_executor e, std::unique_ptr<ByteStream> c, std::unique_ptr<ByteStream> u,
+         protocol::BackendKeyData ck, protocol::BackendKeyData uk)
+        : impl(i), exec(std::move(e)), client(std::move(c)), upstream(std::move(u)), client_key(ck), upstream_key(uk) {}
+    Impl& impl;
+    asio::any_io_executor exec;
+    std::unique_ptr<ByteStream> client, upstream;
+    protocol::BackendKeyData client_key, upstream_key;
+    std::unique_ptr<Relay> relay;
+    SessionRegistry::Handle handle = 0;
+    std::shared_ptr<SessionEnd> ending;
+    ~Live() {
+      if (ending) ending->relay = nullptr;
+      if (handle != 0) impl.sessions.remove(handle);
+      impl.cancels.release(client_key, upstream_key);
+      relay.reset();
+      upstream->close();
+      client->close();
+      --impl.relaying_sessions;  // only logged-in sessions hold up a SIGTERM drain
+      --impl.active_sessions;
+    }
+  };
   ++relaying_sessions;
-  struct Relaying {
-    std::atomic<int>& n;
-    ~Relaying() { --n; }
-  } relaying{relaying_sessions};
-  Relay relay(exec, *client, *upstream,
-              RelayServices{tokens.get(), control.get(), audit.enabled() ? &audit : nullptr},
-              SessionInfo{user, database, app, peer, tx_status, decision.tid.has_value()});
-  // Token sessions end when their token is revoked (or expires, if so set).
-  std::optional<SessionRegistry::Handle> registered;
-  auto alive = std::make_shared<Relay*>(&relay);
-  if (decision.tid) {
-    registered = token_sessions.add(*decision.tid, decision.token_expires_at,
-                                    [exec, alive](const protocol::ErrorResponse& why) {
-                                      asio::post(exec, [alive, why] {
-                                        if (*alive) (*alive)->end(why);
-                                      });
-                                    });
-  }
-  co_await relay.run(std::move(in));
-  *alive = nullptr;
-  if (registered) token_sessions.remove(*registered);
-  upstream->close();
-  client->close();
-  spdlog::debug("session of \"{}\" from {} ended", user, peer);
+  ++active_sessions;  // the login's coroutine, which counted it, ends now
+  auto live = std::make_shared<Live>(*this, exec, std::move(client), std::move(upstream), client_key, info.upstream_key);
+  live->relay = std::make_unique<Relay>(exec, *live->client, *live->upstream, relay_services, std::move(info));
+  // Sessions end on revocation, expiry (if so set) and shutdown: the entry
+  // made at login now reaches this relay.
+  live->handle = handle;
+  live->ending = ending;
+  ending->relay = live->relay.get();
+  live->relay->set_registry_handle(handle);
+  Relay& relay = *live->relay;
+  relay.start(std::move(pending), [live]() mutable { live.reset(); });
+  if (ending->pending) relay.end(*ending->pending);  // told to end while its login finished
 }
 
 asio::awaitable<void> Server::Impl::forward_cancel(protocol::CancelRequest request) {
   auto target = cancels.find({request.process_id, request.secret_key});
   if (!target) {
-    spdlog::debug("ignored a cancel request with an unknown key");
+    co_await forward_cancel_to_peer(request);
     co_return;
   }
   // Cancel requests go in the clear, as libpq sends them (PostgreSQL accepts
   // a CancelRequest without TLS even when it requires TLS for sessions).
-  auto [ec, upstream] = co_await connect_to(target->upstream);
+  auto [ec, upstream] = co_await connect_to(*target->upstream);
   if (ec) {
-    spdlog::warn("cannot forward cancel request to {}: {}", target->upstream.to_string(), ec.message());
+    spdlog::warn("cannot forward cancel request to {}: {}", target->upstream->to_string(), ec.message());
     co_return;
   }
   Bytes out;
@@ -631,6 +1101,49 @@ asio::awaitable<void> Server::Impl::forward_cancel(protocol::CancelRequest reque
   timer.cancel();
 }
 
+// A key this instance did not issue but that names another instance of the
+// fleet goes to that instance, which handles it as its own CancelRequest (or
+// drops it if the key is unknown there too). Anything else is dropped.
+asio::awaitable<void> Server::Impl::forward_cancel_to_peer(protocol::CancelRequest request) {
+  const protocol::BackendKeyData key{request.process_id, request.secret_key};
+  const std::uint32_t owner = cancels.instance_of(key);
+  if (registry == nullptr || owner == 0 || owner == registry->instance_id()) {
+    spdlog::debug("ignored a cancel request with an unknown key");
+    co_return;
+  }
+  std::optional<Endpoint> peer;
+  if (auto it = peers.find(owner); it != peers.end()) peer = it->second;
+  else if (auto addr = registry->peer_address(owner)) peer = parse_endpoint(*addr, 6432);
+  if (!peer || !cancel_forwarding.begin(key)) {
+    spdlog::debug("ignored a cancel request for instance {}", owner);
+    co_return;
+  }
+  struct Done {
+    CancelForwarding& f;
+    ~Done() { f.done(); }
+  } done{cancel_forwarding};
+  auto [ec, stream] = co_await connect_to(*peer);
+  if (ec) {
+    spdlog::warn("cannot forward a cancel request to instance {} at {}: {}", owner, peer->to_string(), ec.message());
+    co_return;
+  }
+  Bytes out;
+  request.serialize(out);
+  co_await stream->write(asio::buffer(out));
+  // The peer closes once it has handled the request; wait for that (bounded).
+  asio::steady_timer timer(co_await asio::this_coro::executor, kCancelTimeout);
+  timer.async_wait([s = stream.get()](error_code e) {
+    if (!e) s->close();
+  });
+  std::uint8_t sink[64];
+  while (true) {
+    auto [rec, n] = co_await stream->read_some(asio::buffer(sink));
+    if (rec) break;
+  }
+  timer.cancel();
+  spdlog::debug("forwarded a cancel request to instance {}", owner);
+}
+
 // Ends sessions of tokens revoked by any process (the CLI included) and,
 // with expiry_ends_sessions, of tokens that expired.
 asio::awaitable<void> Server::Impl::watch_tokens() {
@@ -645,11 +1158,11 @@ asio::awaitable<void> Server::Impl::watch_tokens() {
       auto r = tokens->revocations_since(seq);
       seq = r.seq;
       if (config.revoke_ends_sessions && !r.tids.empty()) {
-        auto n = token_sessions.end_tokens(r.tids, revoked);
+        auto n = sessions.end_tokens(r.tids, revoked);
         if (n) spdlog::info("ended {} session(s) of revoked tokens", n);
       }
       if (config.expiry_ends_sessions) {
-        auto n = token_sessions.end_expired(unix_now(), expired);
+        auto n = sessions.end_expired(unix_now(), expired);
         if (n) spdlog::info("ended {} session(s) of expired tokens", n);
       }
     } catch (const std::exception& e) {
@@ -665,9 +1178,19 @@ asio::awaitable<void> Server::Impl::drain_then_stop() {
     tick.expires_after(100ms);
     co_await tick.async_wait(use_nothrow);
   }
-  if (relaying_sessions.load() > 0)
-    spdlog::warn("closing {} session(s) still open after {} s", relaying_sessions.load(),
+  if (relaying_sessions.load() > 0) {
+    // As PostgreSQL's fast shutdown: what they run upstream is cancelled and
+    // their backends end, so nothing they sent commits after tokengate stops.
+    spdlog::warn("ending {} session(s) still open after {} s", relaying_sessions.load(),
                  config.shutdown_timeout.count());
+    sessions.end_all(
+        protocol::ErrorResponse::make("FATAL", "57P01", "terminating connection due to administrator command"));
+    const auto give_up = Clock::now() + kSessionsEndTimeout;
+    while (relaying_sessions.load() > 0 && Clock::now() < give_up) {
+      tick.expires_after(50ms);
+      co_await tick.async_wait(use_nothrow);
+    }
+  }
   stop_all();
 }
 
@@ -706,18 +1229,31 @@ bool Server::Impl::open_services() {
     std::error_code ec;
     fs::create_directories(config.data_dir, ec);
     ::chmod(config.data_dir.c_str(), 0700);
-    keys = std::make_unique<tokenstore::keyring>(config.data_dir);
-    store = std::make_unique<tokenstore::store>(config.data_dir);
+    if (config.store_backend == "postgres") {
+      peers = parse_peers(config.peers);
+      keys = std::make_unique<tokenstore::keyring>(tokenstore::keyring::in_memory_t{});
+      auto pg = open_registry(config, *keys);
+      registry = pg.get();
+      registry->set_session_counter([this] { return std::uint32_t(std::max(0, relaying_sessions.load())); });
+      cancels.set_instance(kFleetInstanceBits, registry->instance_id());
+      store = std::move(pg);
+    } else {
+      keys = std::make_unique<tokenstore::keyring>(config.data_dir);
+      store = std::make_unique<tokenstore::store>(config.data_dir);
+    }
     tokenstore::service_config service_cfg;
     service_cfg.token_sessions_manage_credentials = config.token_sessions_manage_credentials;
     tokens = std::make_unique<tokenstore::token_service>(*store, *keys, service_cfg);
     tokens->on_revoked([this](std::span<const tokenstore::tid_t> tids) {
       if (!config.revoke_ends_sessions) return;
-      token_sessions.end_tokens(tids, protocol::ErrorResponse::make("FATAL", "57P01", "API token revoked"));
+      sessions.end_tokens(tids, protocol::ErrorResponse::make("FATAL", "57P01", "API token revoked"));
     });
     maintenance = std::make_unique<tokenstore::maintenance_thread>(*tokens);
   } catch (const std::exception& e) {
-    spdlog::critical("cannot open the token store in {}: {}", config.data_dir, e.what());
+    if (config.store_backend == "postgres")
+      spdlog::critical("cannot open the token registry: {}", e.what());
+    else
+      spdlog::critical("cannot open the token store in {}: {}", config.data_dir, e.what());
     return false;
   }
 
@@ -739,19 +1275,32 @@ bool Server::Impl::open_services() {
       return false;
     }
   }
-  auto upmode = parse_upstream_sslmode(config.upstream_sslmode, err);
+  // upstream.sslmode unset: a Unix socket or a loopback address never leaves
+  // the host, so `prefer` there; any other host is verified (verify-full,
+  // against the system's CAs unless upstream.sslrootcert names others): in
+  // trust mode whoever sits between tokengate and the upstream could
+  // otherwise read and change every session.
+  std::string sslmode = config.upstream_sslmode;
+  std::string rootcert = config.upstream_sslrootcert;
+  if (sslmode.empty()) {
+    sslmode = config.upstream.is_unix() || is_loopback_host(config.upstream.host) ? "prefer" : "verify-full";
+    if (sslmode == "verify-full" && rootcert.empty()) rootcert = "system";
+    spdlog::info("upstream.sslmode = {} (the default for {})", sslmode,
+                 sslmode == "prefer" ? "a local upstream" : "an upstream on another host");
+  }
+  auto upmode = parse_upstream_sslmode(sslmode, err);
   if (!upmode) {
     spdlog::critical("{}", err);
     return false;
   }
-  if (auto problem = check_upstream_tls_settings(*upmode, config.upstream_sslrootcert); !problem.empty()) {
+  if (auto problem = check_upstream_tls_settings(*upmode, rootcert); !problem.empty()) {
     spdlog::critical("{}", problem);
     return false;
   }
   if (config.upstream.is_unix() &&
       (*upmode == UpstreamSslMode::require || *upmode == UpstreamSslMode::verify_full))
-    spdlog::warn("upstream.sslmode = {} has no effect: the upstream is a Unix socket", config.upstream_sslmode);
-  upstream_tls = UpstreamTlsContext::create(*upmode, config.upstream_sslrootcert, err);
+    spdlog::warn("upstream.sslmode = {} has no effect: the upstream is a Unix socket", sslmode);
+  upstream_tls = UpstreamTlsContext::create(*upmode, rootcert, err);
   if (!upstream_tls) {
     spdlog::critical("upstream TLS: {}", err);
     return false;
@@ -786,6 +1335,21 @@ bool Server::Impl::open_services() {
   auth::ThrottleSettings ts;
   ts.max_failed_logins = config.max_failed_logins;
   throttle.reconfigure(ts);
+  verifiers = std::make_unique<auth::VerifierQueue>(config.max_pending_verifications, 1);
+
+  // What tokengate answers when the upstream asks it to authenticate: in
+  // trust mode nothing (it has no password to give), in password mode only
+  // SCRAM unless the operator lists more.
+  const std::string methods = !config.upstream_require_auth.empty() ? config.upstream_require_auth
+                              : config.upstream_auth == Config::UpstreamAuth::trust ? "none"
+                                                                                     : "scram-sha-256";
+  auto parsed_methods = session::UpstreamAuthMethods::parse(methods, err);
+  if (!parsed_methods) {
+    spdlog::critical("upstream.require_auth: {}", err.empty() ? "empty list" : err);
+    return false;
+  }
+  upstream_methods = *parsed_methods;
+  upstream_methods.max_scram_iterations = config.upstream_max_scram_iterations;
 
   ControlPoolSettings cs;
   cs.upstream = config.upstream;
@@ -795,7 +1359,14 @@ bool Server::Impl::open_services() {
   cs.admin_role = config.admin_role;
   cs.auth_query = config.auth_query;
   cs.tls = upstream_tls.get();
+  cs.upstream_methods = upstream_methods;
   control = std::make_unique<ControlPool>(contexts[0]->get_executor(), std::move(cs));
+
+  relay_services = RelayServices{tokens.get(), control.get(), audit.enabled() ? &audit : nullptr, &sessions,
+                                 &relay_memory};
+  relay_services.max_inspected_message = config.relay_max_inspected_message;
+  relay_services.session_memory_limit = config.relay_session_memory_limit;
+  relay_services.token_sessions_manage_credentials = config.token_sessions_manage_credentials;
   return true;
 }
 
@@ -805,81 +1376,55 @@ bool Server::Impl::open_services() {
 // or token in a wire login: decide_login with a startup packet for the
 // control database, then what the session would learn upstream.
 asio::awaitable<http::HttpLoginResult> Server::Impl::http_login(http::HttpLoginRequest r) {
-  protocol::StartupMessage startup;
-  startup.parameters = {{"user", r.user}, {"database", config.control_database}, {"application_name", r.application_name}};
   http::HttpLoginResult out;
   out.user = r.user;
-  LoginDecision d = co_await decide_login(startup, r.secret, r.peer);
-  if (!d.ok) {
-    auto text = http::error_text(d.reject);
+  // The same rules as a wire login's startup packet (a name with a control
+  // character is refused here too), for the control database.
+  protocol::StartupMessage startup;
+  startup.parameters.emplace_back("user", r.user);
+  startup.parameters.emplace_back("database", config.control_database);
+  if (!r.application_name.empty()) startup.parameters.emplace_back("application_name", r.application_name);
+  auto checked = session::validate_startup(startup);
+  if (auto* refused = std::get_if<session::StartupRefusal>(&checked)) {
+    out.sqlstate = refused->sqlstate;
+    out.message = refused->message;
+    co_return out;
+  }
+  const session::StartupParameters& sp = std::get<session::StartupParameters>(checked);
+  out.user = sp.user;
+  std::unique_ptr<ByteStream> no_client;  // the gateway watches its own connection
+  LoginContext ctx{no_client, r.peer, client_address(r.peer), Clock::now() + config.auth_timeout};
+  ctx.role_recheck = kHttpRoleRecheck;
+  const SecretString secret = SecretString::take(r.secret);
+
+  LoginDecision d = co_await decide_login(ctx, sp, secret);
+  if (d.refusal) {
+    out.delay = record_refusal(ctx, sp, d);
+    auto text = http::error_text(d.refusal->to_client);
     out.sqlstate = std::move(text.sqlstate);
     out.message = std::move(text.message);
     out.detail = std::move(text.detail);
-    out.delay = d.delay;
     co_return out;
   }
   if (d.upstream_decides) {
     // password mode: the upstream judges the password, audited and throttled
     // as the session does it.
-    auto check = co_await http::check_password_upstream(config.upstream, upstream_tls.get(), std::move(startup),
-                                                         std::move(r.secret), Clock::now() + config.auth_timeout);
+    auto check = co_await http::check_password_upstream(config.upstream, upstream_tls.get(), sp.for_upstream(sp.user),
+                                                         std::move(*d.upstream_password), upstream_methods,
+                                                         ctx.auth_deadline);
     const bool bad_password = check.outcome == http::UpstreamCheck::Outcome::refused && check.sqlstate == "28P01";
     if (check.outcome != http::UpstreamCheck::Outcome::accepted) {
-      audit_login(r.user, r.peer, r.application_name, "password", bad_password ? "denied" : "error", check.reason);
-      if (bad_password) out.delay = throttle.record_failure(r.user, client_address(r.peer), Clock::now());
+      audit_login(sp.user, ctx.address, sp.application_name(), "password", bad_password ? "denied" : "error",
+                  check.reason);
+      if (bad_password) out.delay = throttle.record_failure(sp.user, ctx.address, Clock::now());
       out.sqlstate = std::move(check.sqlstate);
       out.message = std::move(check.message);
       out.detail = std::move(check.detail);
       co_return out;
     }
-    throttle.record_success(r.user, client_address(r.peer), Clock::now());
-    audit_login(r.user, r.peer, r.application_name, "password", "ok", "");
-  } else if (d.tid) {
-    // What the token login checks after verify (tokenstore.hpp): the owner
-    // role as it is now, not as a cache saw it — the OID the token is bound
-    // to (a role dropped and created again under the name has another),
-    // LOGIN and VALID UNTIL, which the upstream would not check for tokengate.
-    // (No co_await inside ?: — GCC 12 destroys such temporaries twice.)
-    ControlResult<std::optional<RoleInfo>> role(ControlError{"no control connection"});
-    std::optional<RoleInfo> recent;
-    {
-      std::lock_guard lock(http_roles_mutex);
-      auto it = http_roles.find(r.user);
-      if (it != http_roles.end() && Clock::now() - it->second.at < kHttpRoleRecheck) recent = it->second.role;
-    }
-    if (recent) {
-      role = std::optional<RoleInfo>(std::move(*recent));
-    } else if (control) {
-      role = co_await control->role_info_fresh(r.user);
-      if (role && role->has_value()) {
-        std::lock_guard lock(http_roles_mutex);
-        if (http_roles.size() >= kHttpRoleChecksMax) http_roles.clear();
-        http_roles[r.user] = {Clock::now(), **role};
-      }
-    }
-    if (!role) {
-      spdlog::error("HTTP token login of \"{}\": role look-up failed: {}", r.user, role.error());
-      audit_login(r.user, r.peer, r.application_name, "token", "error", role.error(), d.token_name, d.tid);
-      out.sqlstate = "08006";
-      out.message = "tokengate could not check the role with the upstream server";
-      co_return out;
-    }
-    std::string why;
-    if (!role->has_value()) why = "role does not exist";
-    else if (d.token_owner_oid != 0 && d.token_owner_oid != (*role)->oid) why = "role was dropped and created again";
-    else if (d.token_owner_oid == 0 && !tokens->bind_owner_oid(*d.tid, (*role)->oid)) why = "token bound to another role";
-    else if (!(*role)->can_login) why = "role has NOLOGIN";
-    else if ((*role)->valid_until && *(*role)->valid_until < unix_now()) why = "role expired (VALID UNTIL)";
-    if (!why.empty()) {
-      spdlog::info("HTTP login of \"{}\" from {} refused (token): {}", r.user, r.peer, why);
-      audit_login(r.user, r.peer, r.application_name, "token", "denied", why, d.token_name, d.tid);
-      out.delay = throttle.record_failure(r.user, client_address(r.peer), Clock::now());
-      out.sqlstate = why == "role has NOLOGIN" ? "28000" : "28P01";
-      out.message = why == "role has NOLOGIN" ? "role \"" + r.user + "\" is not permitted to log in"
-                                               : "password authentication failed for user \"" + r.user + "\"";
-      co_return out;
-    }
   }
+  throttle.record_success(sp.user, ctx.address, Clock::now());
+  audit_login(sp.user, ctx.address, sp.application_name(), d.method, "ok", "", d.token_name, d.tid);
   out.ok = true;
   out.tid = d.tid;
   out.token_name = std::move(d.token_name);
@@ -920,6 +1465,7 @@ bool Server::Impl::start_http() {
     std::lock_guard lock(userlist_mutex);
     return userlist.password_for(user);
   };
+  ps.upstream_methods = upstream_methods;
   ps.connect_timeout = config.auth_timeout;
   ps.wait_timeout = config.pool_wait_timeout;
   ps.max_lifetime = config.pool_max_lifetime;
@@ -928,7 +1474,7 @@ bool Server::Impl::start_http() {
   http::add_sql_endpoint(*http_gateway, {http_pool.get(), tokens.get(), control.get(),
                                          audit.enabled() ? &audit : nullptr, services.login,
                                          config.http_max_response_size, config.token_sessions_manage_credentials,
-                                         nullptr /* the relay's password-change classifier, when it exists */});
+                                         +[](std::string_view sql) { return parser_ext::changes_role_password(sql); }});
   http::add_websocket_endpoint(*http_gateway, [this](std::unique_ptr<ByteStream> s, std::string peer, bool local) {
     return session(std::move(s), std::move(peer), local);
   });
@@ -947,7 +1493,10 @@ Server::~Server() = default;
 int Server::run() {
   auto& im = *impl_;
   unsigned n = im.config.threads ? im.config.threads : std::max(1u, std::thread::hardware_concurrency());
-  for (unsigned i = 0; i < n; ++i) im.contexts.push_back(std::make_unique<asio::io_context>(1));
+  for (unsigned i = 0; i < n; ++i) {
+    im.contexts.push_back(std::make_unique<asio::io_context>(1));
+    im.reactor_fds.push_back(find_reactor_epoll(*im.contexts.back()));
+  }
   auto& main_ctx = *im.contexts[0];
   if (!im.open_services()) return 1;
   // Before the wire listeners: once clients can connect there, HTTP works too.
@@ -1012,11 +1561,13 @@ int Server::run() {
   std::vector<std::thread> threads;
   for (unsigned i = 1; i < n; ++i) {
     threads.emplace_back([&, i] {
+      bind_thread_reactor(im.reactor_fds[i]);
       auto guard = asio::make_work_guard(*im.contexts[i]);
       im.contexts[i]->run();
     });
   }
   {
+    bind_thread_reactor(im.reactor_fds[0]);
     auto guard = asio::make_work_guard(main_ctx);
     main_ctx.run();
   }

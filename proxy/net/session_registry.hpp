@@ -1,12 +1,19 @@
-// Live sessions that logged in with a token, by tid, so that revoking a
-// token (here or from another process) or its expiry ends them.
+// Live logged-in sessions, so that revoking a token (here or from another
+// process), its expiry, or a shutdown can end them, and so that DROP API
+// TOKEN can wait until the sessions it ended are gone, upstream backends
+// included.
 #pragma once
 
+#include <boost/asio/awaitable.hpp>
+#include <chrono>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <unordered_map>
+#include <vector>
 
 #include "proxy/protocol/messages.hpp"
 #include "tokenstore/jwt.hpp"
@@ -20,24 +27,47 @@ class SessionRegistry {
   using EndFn = std::function<void(const protocol::ErrorResponse&)>;
   using Handle = std::uint64_t;
 
-  Handle add(const tokenstore::tid_t& tid, std::int64_t expires_at, EndFn end);
+  // A session that logged in; `tid` for a token session (then `expires_at`
+  // is its token's expiry).
+  Handle add(std::optional<tokenstore::tid_t> tid, std::int64_t expires_at, EndFn end);
+  // The session is over and its upstream backend is gone: wakes whoever
+  // waits for it (wait_ended).
   void remove(Handle h);
 
-  // Ends every session of these tokens; returns how many.
+  // Tells every session of these tokens to end; returns how many were told.
   std::size_t end_tokens(std::span<const tokenstore::tid_t> tids, const protocol::ErrorResponse& why);
-  // Ends every session whose token expired at or before `now`.
+  // Tells every token session whose token expired at or before `now` to end.
   std::size_t end_expired(std::int64_t now, const protocol::ErrorResponse& why);
+  // Tells every session to end (shutdown).
+  std::size_t end_all(const protocol::ErrorResponse& why);
   std::size_t size() const;
+
+  // Waits until every session of `tids` that was told to end, except `self`,
+  // has been removed, or until `timeout`; false on timeout. Call it on a
+  // single-threaded executor (a session's io_context).
+  boost::asio::awaitable<bool> wait_ended(std::vector<tokenstore::tid_t> tids, Handle self,
+                                          std::chrono::milliseconds timeout);
 
  private:
   struct Entry {
-    tokenstore::tid_t tid;
+    std::optional<tokenstore::tid_t> tid;
     std::int64_t expires_at;
     EndFn end;
+    bool ending = false;
   };
+  struct Waiter {
+    std::vector<tokenstore::tid_t> tids;
+    Handle self;
+    std::function<void()> wake;
+  };
+  template <typename Pred>
+  std::size_t end_if(Pred pred, const protocol::ErrorResponse& why);
+  bool pending_locked(const Waiter& w) const;
+
   mutable std::mutex mutex_;
   Handle next_ = 1;
   std::unordered_map<Handle, Entry> entries_;
+  std::vector<std::shared_ptr<Waiter>> waiters_;
 };
 
 }  // namespace tokengate::net

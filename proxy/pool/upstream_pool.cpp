@@ -15,6 +15,9 @@
 
 #include "proxy/http/sql_exchange.hpp"
 #include "proxy/net/connect.hpp"
+#include "proxy/net/drive.hpp"
+#include "proxy/protocol/input_buffer.hpp"
+#include "proxy/session/machine.hpp"
 #include "proxy/net/stream.hpp"
 #include "proxy/protocol/frame.hpp"
 #include "proxy/session/upstream_login.hpp"
@@ -254,7 +257,10 @@ struct Lease::Impl : std::enable_shared_from_this<Lease::Impl> {
       if (settings.password_for) password = settings.password_for(key.user);
       if (!password) password = client_password;
     }
-    session::UpstreamLogin login(std::move(startup), std::move(password), protocol::BackendKeyData{});
+    std::optional<auth::SecretString> secret;
+    if (password) secret = auth::SecretString::take(*password);
+    session::UpstreamLogin login(std::move(startup), std::move(secret), protocol::BackendKeyData{},
+                                 settings.upstream_methods);
 
     asio::steady_timer timer(exec, deadline);
     auto logged_in = co_await (log_in(*conn, login) || timer.async_wait(use_nothrow));
@@ -274,44 +280,37 @@ struct Lease::Impl : std::enable_shared_from_this<Lease::Impl> {
     co_return out;
   }
 
+  // The one driver of the login machines (net/drive.hpp), as for a session.
   asio::awaitable<std::optional<AcquireError>> log_in(Connection& c, session::UpstreamLogin& login) {
     Bytes first = login.start();
     if (auto [ec, n] = co_await c.stream->write(asio::buffer(first)); ec)
       co_return failure("08006", "connection to the upstream server was lost");
-    for (;;) {
-      auto fr = protocol::read_frame(ByteView(c.buf.data(), c.have), kMaxLoginMessageLength);
-      if (fr.status == protocol::FrameStatus::bad_length)
-        co_return failure("08P01", "invalid message from the upstream server");
-      if (fr.status == protocol::FrameStatus::need_more) {
-        const std::size_t want = std::max(fr.need, c.have + 4096);
-        if (c.buf.size() < want) c.buf.resize(want);
-        auto [ec, n] = co_await c.stream->read_some(asio::buffer(c.buf.data() + c.have, c.buf.size() - c.have));
-        if (ec) co_return failure("08006", "connection to the upstream server was lost");
-        c.have += n;
-        continue;
-      }
-      auto step = login.on_message(fr.frame);
-      std::memmove(c.buf.data(), c.buf.data() + fr.frame.size, c.have - fr.frame.size);
-      c.have -= fr.frame.size;
-      if (!step.to_upstream.empty()) {
-        if (auto [ec, n] = co_await c.stream->write(asio::buffer(step.to_upstream)); ec)
-          co_return failure("08006", "connection to the upstream server was lost");
-      }
-      if (step.status == session::UpstreamLogin::Status::failed) {
-        spdlog::info("HTTP pool: upstream login refused: {}", login.failure_reason());
-        AcquireError e;
-        e.upstream = login_error(step.to_client);
-        if (e.upstream) {
-          e.sqlstate = std::string(e.upstream->sqlstate());
-          e.message = std::string(e.upstream->message());
-        } else {
-          e.sqlstate = "08006";
-          e.message = "the upstream server refused the login";
-        }
-        co_return e;
-      }
-      if (step.status == session::UpstreamLogin::Status::done) co_return std::nullopt;
+    protocol::InputBuffer in(kMaxLoginMessageLength + 5);
+    session::FramedMachine<session::UpstreamLogin> machine(login, kMaxLoginMessageLength);
+    auto r = co_await net::drive(*c.stream, in, machine);
+    if (machine.finished()) {
+      // Anything after ReadyForQuery belongs to the first statement.
+      Bytes rest = in.take();
+      if (c.buf.size() < rest.size()) c.buf.resize(rest.size());
+      std::copy(rest.begin(), rest.end(), c.buf.begin());
+      c.have = rest.size();
+      co_return std::nullopt;
     }
+    if (machine.error() && machine.error()->find("length") != std::string::npos)
+      co_return failure("08P01", "invalid message from the upstream server");
+    if (r.end != net::DriveResult::End::stopped || machine.error())
+      co_return failure("08006", "connection to the upstream server was lost");
+    spdlog::info("HTTP pool: upstream login refused: {}", login.failure_reason());
+    AcquireError e;
+    e.upstream = login_error(machine.take_client_bytes());
+    if (e.upstream) {
+      e.sqlstate = std::string(e.upstream->sqlstate());
+      e.message = std::string(e.upstream->message());
+    } else {
+      e.sqlstate = "08006";
+      e.message = "the upstream server refused the login";
+    }
+    co_return e;
   }
 
   // One statement of tokengate's own (no result, no parameters): true when

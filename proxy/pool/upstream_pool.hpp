@@ -27,6 +27,7 @@
 #include "proxy/net/endpoint.hpp"
 #include "proxy/pool/pool_core.hpp"
 #include "proxy/protocol/messages.hpp"
+#include "proxy/session/upstream_login.hpp"
 
 namespace tokengate::net {
 class UpstreamTlsContext;
@@ -59,6 +60,8 @@ struct UpstreamPoolSettings {
   // with. trust: never send a password.
   bool password_mode = false;
   std::function<std::optional<std::string>(const std::string& user)> password_for;
+  // upstream.require_auth and upstream.max_scram_iterations, as for sessions.
+  session::UpstreamAuthMethods upstream_methods = session::UpstreamAuthMethods::any();
   // Connecting and logging in one new connection.
   std::chrono::milliseconds connect_timeout{10000};
   // Waiting in the queue for a connection (`pool.wait_timeout`).

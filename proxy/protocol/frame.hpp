@@ -36,6 +36,8 @@ FrameResult read_frame(ByteView data, std::size_t max_length = kMaxMessageLength
 
 // One untagged startup-phase packet (int32 length including itself, body);
 // `frame.body` is the whole packet, length included, for parse_startup_packet.
+// `max_length` bounds the packet without its length word, as PostgreSQL's
+// MAX_STARTUP_PACKET_LENGTH does; the length alone decides bad_length.
 FrameResult read_startup_frame(ByteView data, std::size_t max_length) noexcept;
 
 // Follows the message boundaries of a relayed stream chunk by chunk without

@@ -1,6 +1,7 @@
 // parse() and serialize() for the protocol messages in messages.hpp.
 #include "proxy/protocol/messages.hpp"
 
+#include <cctype>
 #include <string>
 
 namespace tokengate::protocol {
@@ -25,54 +26,108 @@ void CancelRequest::serialize(Bytes& out) const {
   w.i32(kCancelRequestCode).i32(process_id).i32(secret_key);
 }
 
-StartupPacket parse_startup_packet(ByteView packet) {
+Bytes StartupPacketError::answer() const {
+  Bytes out;
+  if (silent) return out;
+  if (old_format) {
+    // send_message_to_frontend() for a pre-3.0 client: 'E', the text, NUL.
+    out.push_back('E');
+    const std::string text = "FATAL:  " + message + "\n";
+    out.insert(out.end(), text.begin(), text.end());
+    out.push_back(0);
+    return out;
+  }
+  auto e = ErrorResponse::make("FATAL", sqlstate, message);
+  e.hint = hint;
+  e.serialize(out);
+  return out;
+}
+
+std::optional<bool> parse_pg_bool(std::string_view v) noexcept {
+  // src/backend/utils/adt/bool.c, parse_bool_with_len().
+  auto prefix_of = [&](std::string_view word, std::size_t at_least) {
+    if (v.size() < at_least || v.size() > word.size()) return false;
+    for (std::size_t i = 0; i < v.size(); ++i)
+      if (std::tolower(static_cast<unsigned char>(v[i])) != word[i]) return false;
+    return true;
+  };
+  if (v.empty()) return std::nullopt;
+  switch (v[0]) {
+    case 't': case 'T': if (prefix_of("true", 1)) return true; break;
+    case 'f': case 'F': if (prefix_of("false", 1)) return false; break;
+    case 'y': case 'Y': if (prefix_of("yes", 1)) return true; break;
+    case 'n': case 'N': if (prefix_of("no", 1)) return false; break;
+    case 'o': case 'O':
+      // "o" alone is ambiguous.
+      if (prefix_of("on", 2)) return true;
+      if (prefix_of("off", 2)) return false;
+      break;
+    case '1': if (v.size() == 1) return true; break;
+    case '0': if (v.size() == 1) return false; break;
+    default: break;
+  }
+  return std::nullopt;
+}
+
+StartupPacket parse_startup_packet(ByteView packet, bool ssl_done, bool gss_done) {
   BodyReader r(packet);
   auto length = r.i32();
   auto code = r.i32();
-  if (!length || !code || std::size_t(*length) != packet.size())
-    return StartupPacketError{"invalid length of startup packet"};
+  if (!length || !code || std::size_t(std::uint32_t(*length)) != packet.size())
+    return StartupPacketError{.message = "invalid length of startup packet", .silent = true};
 
-  switch (*code) {
-    case kSSLRequestCode:
-      if (!r.at_end()) return StartupPacketError{"invalid length of SSL request"};
-      return SSLRequest{};
-    case kGSSENCRequestCode:
-      if (!r.at_end()) return StartupPacketError{"invalid length of GSSENC request"};
-      return GSSENCRequest{};
-    case kCancelRequestCode: {
-      auto pid = r.i32();
-      auto key = r.i32();
-      if (!pid || !key || !r.at_end())
-        return StartupPacketError{"invalid length of cancel request"};
-      return CancelRequest{*pid, *key};
-    }
-    default:
-      break;
+  if (*code == kCancelRequestCode) {
+    // PostgreSQL never answers a cancel request, malformed or not.
+    auto pid = r.i32();
+    auto key = r.i32();
+    if (!pid || !key || !r.at_end())
+      return StartupPacketError{.message = "invalid length of cancel request", .silent = true};
+    return CancelRequest{*pid, *key};
   }
+  // Extra bytes after the code do not matter to PostgreSQL 15; a request
+  // repeated after it was answered is read as a protocol version (below).
+  if (*code == kSSLRequestCode && !ssl_done) return SSLRequest{};
+  if (*code == kGSSENCRequestCode && !gss_done) return GSSENCRequest{};
 
-  // Same wording as PostgreSQL's ProcessStartupPacket().
-  int major = *code >> 16, minor = *code & 0xffff;
-  // 3.x with x > 0 is accepted and negotiated down to 3.0 (as PostgreSQL does
-  // with NegotiateProtocolVersion); other majors are refused.
+  // Same wording as ProcessStartupPacket(). 3.x with x > 0 is accepted and
+  // negotiated down to 3.0 with NegotiateProtocolVersion.
+  const auto version = std::uint32_t(*code);
+  const unsigned major = version >> 16, minor = version & 0xffff;
   if (major != 3)
-    return StartupPacketError{"unsupported frontend protocol " + std::to_string(major) + "." +
-                              std::to_string(minor) +
-                              ": server supports 3.0 to 3.0"};
+    return StartupPacketError{.sqlstate = "0A000",
+                              .message = "unsupported frontend protocol " + std::to_string(major) + "." +
+                                         std::to_string(minor) + ": server supports 3.0 to 3.0",
+                              .old_format = major < 3};
 
+  // PostgreSQL's loop over the body: strings end at a NUL, or at the end of
+  // the packet (it appends one zero byte, so an unterminated last string is
+  // still read); a name whose value would start past the end ends the list.
+  // Only afterwards is the terminator checked.
+  std::string buf(reinterpret_cast<const char*>(packet.data()) + 4, packet.size() - 4);
+  const std::size_t len = buf.size();  // PostgreSQL's `len`: the code and the parameters
+  buf.push_back('\0');
   StartupMessage msg;
   msg.protocol_version = *code;
-  for (;;) {
-    auto name = r.cstr();
-    if (!name) return StartupPacketError{"invalid startup packet layout: expected terminator as last byte"};
-    if (name->empty()) break;
-    auto value = r.cstr();
-    if (!value) return StartupPacketError{"invalid startup packet layout: expected terminator as last byte"};
-    msg.parameters.emplace_back(std::string(*name), std::string(*value));
+  std::size_t offset = 4;
+  while (offset < len) {
+    const std::string name(buf.c_str() + offset);
+    if (name.empty()) break;  // the terminator
+    const std::size_t valoffset = offset + name.size() + 1;
+    if (valoffset >= len) break;  // no value: the layout check below complains
+    std::string value(buf.c_str() + valoffset);
+    offset = valoffset + value.size() + 1;
+    if (name == "replication" && value != "database" && !parse_pg_bool(value))
+      return StartupPacketError{.sqlstate = "22023",
+                                .message = "invalid value for parameter \"replication\": \"" + value + "\"",
+                                .hint = "Valid values are: \"false\", 0, \"true\", 1, \"database\"."};
+    if (name.rfind("_pq_.", 0) == 0)
+      msg.protocol_options.push_back(name);
+    else
+      msg.parameters.emplace_back(name, std::move(value));
   }
-  if (!r.at_end())
-    return StartupPacketError{"invalid startup packet layout: expected terminator as last byte"};
-  if (msg.find("user") == nullptr || msg.find("user")->empty())
-    return StartupPacketError{"no PostgreSQL user name specified in startup packet"};
+  if (offset != len - 1)
+    return StartupPacketError{.sqlstate = "08P01",
+                              .message = "invalid startup packet layout: expected terminator as last byte"};
   return msg;
 }
 

@@ -66,18 +66,28 @@ inline constexpr std::int32_t kCancelRequestCode = 80877102;
 inline constexpr std::int32_t kSSLRequestCode = 80877103;
 inline constexpr std::int32_t kGSSENCRequestCode = 80877104;
 
-// PostgreSQL rejects startup packets longer than this (MAX_STARTUP_PACKET_LENGTH
-// in src/include/libpq/pqcomm.h); so do we.
+// PostgreSQL rejects startup packets whose length, not counting the 4-byte
+// length word itself, exceeds this (MAX_STARTUP_PACKET_LENGTH in
+// src/include/libpq/pqcomm.h); so do we.
 inline constexpr std::size_t kMaxStartupPacketLength = 10000;
+// Names longer than NAMEDATALEN - 1 bytes are cut there by PostgreSQL
+// (src/include/pg_config_manual.h); user and database names from a startup
+// packet are cut the same way before anything looks at them.
+inline constexpr std::size_t kMaxNameLength = 63;
 
 // ---- startup phase (frontend, untagged) ------------------------------------
 
 struct StartupMessage {
   std::int32_t protocol_version = kProtocolVersion3;
-  // In the client's order; user, database, application_name, options and any
-  // others are all passed upstream unchanged.
+  // In the client's order, repeated keys included (PostgreSQL itself lets a
+  // later one win; tokengate refuses repeats, see startup_parameters.hpp).
+  // Protocol options (`_pq_.*`) are not here but in protocol_options.
   std::vector<std::pair<std::string, std::string>> parameters;
+  // `_pq_.*` names the client asked for; none is supported (PostgreSQL 15
+  // defines none), so each is named in NegotiateProtocolVersion.
+  std::vector<std::string> protocol_options;
 
+  // The first value of `name`, or null.
   const std::string* find(std::string_view name) const noexcept;
   void serialize(Bytes& out) const;
 };
@@ -90,15 +100,37 @@ struct CancelRequest {
 struct SSLRequest {};
 struct GSSENCRequest {};
 
-// What a complete startup-phase packet turned out to be.
+// A startup packet PostgreSQL refuses, with its answer. ProcessStartupPacket
+// answers some with a FATAL error and drops others without a word (it only
+// logs them, as COMMERROR); `silent` says which.
 struct StartupPacketError {
-  std::string message;  // for an ErrorResponse with SQLSTATE 08P01
+  std::string sqlstate{};  // empty when silent
+  std::string message{};   // for the error, or for our log when silent
+  std::string hint{};
+  bool silent = false;
+  // The client asked for a protocol older than 3.0: PostgreSQL answers in the
+  // old format ('E', then "FATAL:  message\n" and a NUL, no length word), the
+  // only one such a client can read.
+  bool old_format = false;
+
+  // The bytes PostgreSQL sends (nothing when silent).
+  Bytes answer() const;
 };
 using StartupPacket =
     std::variant<StartupMessage, CancelRequest, SSLRequest, GSSENCRequest, StartupPacketError>;
 
-// Parses one complete startup packet: `packet` includes the 4-byte length.
-StartupPacket parse_startup_packet(ByteView packet);
+// Parses one complete startup packet (`packet` includes the 4-byte length,
+// which read_startup_frame has checked) as PostgreSQL 15's
+// ProcessStartupPacket reads it: SSLRequest and GSSENCRequest whatever their
+// length, `ssl_done`/`gss_done` making a repeated request an unsupported
+// protocol version, the parameter list read up to the first empty name, the
+// `replication` value checked as it is met, then the layout. A missing user
+// name is not checked here: PostgreSQL sends NegotiateProtocolVersion first.
+StartupPacket parse_startup_packet(ByteView packet, bool ssl_done = false, bool gss_done = false);
+
+// PostgreSQL's parse_bool(): true/false/yes/no/on/off/1/0, case-insensitive,
+// and any unique prefix of them ("t", "of"). nullopt for anything else.
+std::optional<bool> parse_pg_bool(std::string_view value) noexcept;
 
 // ---- errors and notices -----------------------------------------------------
 

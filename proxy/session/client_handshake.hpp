@@ -1,17 +1,24 @@
 // The client side of the startup phase as a sans-io state machine: SSL/GSSENC
 // negotiation, the StartupMessage, CancelRequest, and the password exchange.
+// It answers what PostgreSQL 15's ProcessStartupPacket() and
+// recv_password_packet() answer, byte for byte (source file and line fields
+// of errors aside), including the cases where PostgreSQL closes without a
+// word; then tokengate's own checks of the parameters (startup_parameters.hpp).
 #pragma once
 
 #include <cstddef>
 #include <string>
 #include <variant>
 
+#include "proxy/auth/secret.hpp"
 #include "proxy/protocol/messages.hpp"
+#include "proxy/session/startup_parameters.hpp"
 
 namespace tokengate::session {
 
 // Passwords (and tokens) are short; PostgreSQL caps authentication messages
-// at PG_MAX_AUTH_TOKEN_LENGTH (65535) too.
+// at PG_MAX_AUTH_TOKEN_LENGTH (65535) too, length word included: a longer one
+// is dropped without an answer.
 inline constexpr std::size_t kMaxPasswordMessageLength = 65535;
 
 class ClientHandshake {
@@ -46,10 +53,12 @@ class ClientHandshake {
   struct Cancel {      // forward this cancel if the key is ours, then close
     protocol::CancelRequest request;
   };
-  struct Closed {};    // the client went away before logging in: close quietly
+  struct Closed {      // close without a word, as PostgreSQL does here
+    std::string reason;  // for the log; empty when PostgreSQL would not log either
+  };
   struct LoggedIn {    // startup and password received
-    protocol::StartupMessage startup;
-    std::string password;
+    StartupParameters startup;
+    auth::SecretString password;
   };
   using Action = std::variant<NeedMore, StartTls, Reply, Reject, Cancel, Closed, LoggedIn>;
 
@@ -60,23 +69,27 @@ class ClientHandshake {
   // The peer closed its side; returns what to do about bytes still pending.
   Action on_eof(protocol::ByteView received);
 
-  const protocol::StartupMessage& startup() const noexcept { return startup_; }
-
  private:
   enum class State {
     await_startup,   // waiting for SSLRequest/GSSENCRequest/CancelRequest/StartupMessage
     await_password,  // sent AuthenticationCleartextPassword, waiting for 'p'
     done,            // LoggedIn, Reject, Cancel or Closed was returned
   };
-  Action reject(std::string sqlstate, std::string message);
-  void negotiate_down(protocol::Bytes& out);
+  Action reject(protocol::Bytes prefix, std::string sqlstate, std::string message, std::string hint = {},
+                std::string detail = {});
+  Action closed(std::string reason);
+  Action on_startup(protocol::StartupMessage startup);
+  void negotiate_down(const protocol::StartupMessage& startup, protocol::Bytes& out);
 
   Options options_;
   bool tls_active_ = false;
-  bool ssl_done_ = false;  // SSLRequest answered
-  bool gss_done_ = false;  // GSSENCRequest answered, or TLS started
+  // As ProcessStartupPacket() passes them to itself after each request: a
+  // request that comes again while its flag is set is read as a protocol
+  // version (and refused).
+  bool ssl_done_ = false;
+  bool gss_done_ = false;
   State state_ = State::await_startup;
-  protocol::StartupMessage startup_;
+  StartupParameters startup_;
 };
 
 }  // namespace tokengate::session

@@ -65,7 +65,8 @@ std::string_view statement_words(pe::StatementKind k) noexcept {
     case pe::StatementKind::alter_role_reset_api_token_max_duration:
       return "ALTER ROLE … RESET API TOKEN MAX DURATION";
     case pe::StatementKind::show_api_tokens:
-    case pe::StatementKind::show_api_token_policies: return {};
+    case pe::StatementKind::show_api_token_policies:
+    case pe::StatementKind::show_tokengate_instances: return {};
   }
   return {};
 }
@@ -165,6 +166,16 @@ class Runner {
     auto res = svc_.reset_policy(who_, s.role, *f);
     r_.executed = true;
     if (!res) return fail(res.error_value());
+    done();
+  }
+
+  void operator()(const pe::ShowTokengateInstances&) {
+    auto res = svc_.list_instances(who_);
+    r_.executed = true;
+    if (!res) return fail(res.error_value());
+    for (const auto& i : *res)
+      r_.rows.push_back({std::int64_t(i.id), i.address, i.version, std::int64_t(i.sessions), ts_of(i.heartbeat_at),
+                         std::int64_t(i.feed_seq), ts_of(i.started_at)});
     done();
   }
 
@@ -270,6 +281,8 @@ FactsNeeded facts_needed(const parser_ext::Statement& stmt, std::string_view ses
                    if (s.for_user) add_unique(out.roles, *s.for_user);
                    out.acts_for_others = s.for_user && *s.for_user != session_user;
                  },
+                 // Administrators only: decided on the session user's facts, read fresh.
+                 [&](const pe::ShowTokengateInstances&) { out.acts_for_others = true; },
              },
              stmt);
   return out;
@@ -292,6 +305,10 @@ std::vector<protocol::Column> columns_of(const parser_ext::Statement& stmt) {
       }
       return cols;
     }
+    case pe::StatementKind::show_tokengate_instances:
+      return {Column::int8("instance_id"), Column::text("address"),    Column::text("version"),
+              Column::int8("sessions"),    Column::timestamptz("last_heartbeat"), Column::int8("feed_position"),
+              Column::timestamptz("started_at")};
     case pe::StatementKind::alter_api_token:
     case pe::StatementKind::drop_api_token:
     case pe::StatementKind::drop_all_api_tokens:

@@ -1,14 +1,17 @@
 // Logging in to the upstream on a client's behalf, as a sans-io state machine:
-// sends the client's StartupMessage, answers the upstream's authentication
-// request (SCRAM-SHA-256, MD5 or cleartext), then passes the upstream's
-// ParameterStatus/notices/ReadyForQuery to the client with tokengate's own
-// BackendKeyData in place of the upstream's.
+// sends the StartupMessage tokengate built, answers the upstream's
+// authentication request (SCRAM-SHA-256, MD5 or cleartext, as allowed), then
+// passes the upstream's ParameterStatus/notices/ReadyForQuery to the client
+// with tokengate's own BackendKeyData in place of the upstream's.
 #pragma once
 
+#include <cstddef>
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 
+#include "proxy/auth/secret.hpp"
 #include "proxy/protocol/frame.hpp"
 #include "proxy/protocol/messages.hpp"
 
@@ -18,11 +21,33 @@ class ScramClient;
 
 namespace tokengate::session {
 
+// Which authentication requests tokengate answers for the upstream, like
+// libpq's require_auth (setting `upstream.require_auth`): a cleartext
+// password goes to whoever asks for one, and an MD5 answer can be cracked
+// offline, so neither is sent to an upstream that was not expected to ask.
+struct UpstreamAuthMethods {
+  bool none = false;       // AuthenticationOk without any request (trust)
+  bool password = false;   // AuthenticationCleartextPassword
+  bool md5 = false;        // AuthenticationMD5Password
+  bool scram = false;      // SASL with SCRAM-SHA-256 (never -PLUS)
+  // PBKDF2 rounds a SCRAM server may demand (`upstream.max_scram_iterations`):
+  // each costs the login that much CPU. PostgreSQL's default is 4096.
+  std::size_t max_scram_iterations = 100'000;
+
+  // "none", "password", "md5", "scram-sha-256", comma-separated (libpq's
+  // names); nullopt with `error` set for anything else or an empty list.
+  static std::optional<UpstreamAuthMethods> parse(std::string_view list, std::string& error);
+  // The list in that form, for messages.
+  [[nodiscard]] std::string to_string() const;
+  // Every method: for tests.
+  static UpstreamAuthMethods any() { return {true, true, true, true}; }
+};
+
 class UpstreamLogin {
  public:
   // password: nullopt when the upstream is expected not to ask (trust).
-  UpstreamLogin(protocol::StartupMessage startup, std::optional<std::string> password,
-                protocol::BackendKeyData client_key);
+  UpstreamLogin(protocol::StartupMessage startup, std::optional<auth::SecretString> password,
+                protocol::BackendKeyData client_key, UpstreamAuthMethods allowed);
   ~UpstreamLogin();
   UpstreamLogin(UpstreamLogin&&) noexcept;
   UpstreamLogin& operator=(UpstreamLogin&&) noexcept;
@@ -57,10 +82,14 @@ class UpstreamLogin {
     finished,
   };
   Step fail(Step step, std::string sqlstate, std::string message);
+  Step refuse_method(Step step, std::string_view method);
   Step on_auth(const protocol::Frame& frame);
 
   protocol::StartupMessage startup_;
-  std::optional<std::string> password_;
+  std::optional<auth::SecretString> password_;
+  UpstreamAuthMethods allowed_;
+  bool asked_ = false;          // the upstream sent an authentication request
+  bool scram_verified_ = false;  // SASLFinal's server signature checked
   protocol::BackendKeyData client_key_;
   protocol::BackendKeyData upstream_key_;
   std::unique_ptr<auth::ScramClient> scram_;

@@ -167,16 +167,22 @@ def test_token_statements(conn, proxy):
         cur.execute("SHOW API TOKENS")
         assert {r[0]: r[5] for r in cur.fetchall()}[name] == "revoked"
 
-    # Inside a transaction: takes effect, NOTICE 25001, and ROLLBACK does not undo it.
-    conn.autocommit = False
+    # Inside a transaction (psycopg2's default): CREATE API TOKEN is refused, as CREATE DATABASE is; the other
+    # statements take effect at once, with NOTICE 25001, and ROLLBACK does not undo them.
     name2 = f"pg2tx_{uuid.uuid4().hex[:8]}"
     with conn.cursor() as cur:
         cur.execute(f"CREATE API TOKEN {name2} MAX DURATION '1h'")
         remember_secret(cur.fetchone()[1])
+    conn.autocommit = False
+    with conn.cursor() as cur:
+        with pytest.raises(psycopg2.errors.ActiveSqlTransaction):
+            cur.execute(f"CREATE API TOKEN pg2tx_{uuid.uuid4().hex[:8]} MAX DURATION '1h'")
+        conn.rollback()
+        cur.execute(f"ALTER API TOKEN {name2} SET COMMENT 'in a transaction'")
         assert any("not transactional" in n for n in conn.notices), conn.notices
         conn.rollback()
         cur.execute("SHOW API TOKENS")
-        assert {r[0]: r[5] for r in cur.fetchall()}[name2] == "active"
+        assert {r[0]: r[6] for r in cur.fetchall()}[name2] == "in a transaction"
         conn.rollback()
 
     with pytest.raises(psycopg2.OperationalError) as e:

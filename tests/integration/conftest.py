@@ -132,9 +132,11 @@ class PgCluster(LogFile):
             "# written by tests/integration/conftest.py",
             "local all postgres trust",  # the harness itself
             "local all all trust",  # tokengate's upstream login in trust mode: only it uses the socket
+            "local replication all trust",  # the same for physical replication connections (replication=true)
             "host all md5user 127.0.0.1/32 md5",  # md5user has an MD5 verifier: upstream asks MD5
             "host all plainuser 127.0.0.1/32 password",  # upstream asks cleartext
             "host all all 127.0.0.1/32 scram-sha-256",
+            "host replication all 127.0.0.1/32 scram-sha-256",  # direct twins of replication connections
             "",
         ]
     )
@@ -722,7 +724,11 @@ def _password_mode_process(binary: Path, pg: PgCluster) -> TokengateProcess:
                               {u: pw for u, pw in ROLES.items() if u != "nologin_role"})
     return TokengateProcess(binary, (pg.host, pg.port),
                             ["--upstream-auth", "password", "--userlist", str(userlist), "--control-user", "admin",
-                             "--max-failed-logins", "100000", *session_extra_args(binary)])
+                             "--max-failed-logins", "100000", *session_extra_args(binary),
+                             # md5user's and plainuser's logins make the cluster ask for MD5 and cleartext
+                             # passwords, which tokengate answers only when told to expect them.
+                             *(["--upstream-require-auth", "scram-sha-256,md5,password"]
+                               if binary_has_flag(binary, "--upstream-require-auth") else [])])
 
 
 @pytest.fixture

@@ -317,8 +317,10 @@ MAX_TEST_MESSAGE = 64 * 1024 * 1024
 class WireConnection:
     """A blocking socket with message framing. Every read has a deadline so that a hang fails the test."""
 
-    def __init__(self, host: str, port: int, timeout: float = 10.0):
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+    def __init__(self, host: str, port: int, timeout: float = 10.0, source: str | None = None):
+        # source: the local address to connect from (any 127.x.y.z is loopback: tests of per-address limits).
+        self.sock = socket.create_connection((host, port), timeout=timeout,
+                                             source_address=(source, 0) if source else None)
         self.sock.settimeout(timeout)
         self.buf = b""
         self.received: list[Message] = []  # for failure messages

@@ -7,6 +7,7 @@ from __future__ import annotations
 import socket
 import struct
 import time
+import uuid
 
 import pgwire
 from conftest import Target, Twin
@@ -288,3 +289,97 @@ def test_copy_out_raw(twin: Twin):
 def test_many_bare_syncs(twin: Twin):
     msgs = twin.run(lambda t: exchange(t, sync_message() * 100, ready=100))
     assert msgs == [("ReadyForQuery", "I")] * 100
+
+
+# ---------------------------------------------------------------- API TOKEN statements in a batch (issue 10)
+# tokengate's statement fails where an ordinary one fails at PostgreSQL; the client must see the same.
+
+
+def _failing_parse(t: Target) -> bytes:
+    # An error at Parse: tokengate's 42P02 (a parameter in an API TOKEN statement), PostgreSQL's 42601.
+    return parse_message("bad", "DROP API TOKEN $1" if t.name == "proxy" else "selec 1")
+
+
+def _errors_as_one(msgs: list[tuple]) -> list[tuple]:
+    return [("ErrorResponse",) if m[0] == "ErrorResponse" else m for m in msgs]
+
+
+def test_local_error_rolls_the_batch_back(twin: Twin, pg):
+    """An error in the middle of a pipelined batch: everything up to Sync is skipped and what ran before it
+    rolls back (the implicit transaction of the batch), whether the failing statement is tokengate's or not."""
+    table = f"tg_batch_{uuid.uuid4().hex[:8]}"
+    with pg.admin_conn() as a:
+        a.execute(f"CREATE TABLE {table} (v int)")
+        a.execute(f"GRANT ALL ON {table} TO analyst")
+
+    def run(t: Target):
+        data = (parse_message("", f"insert into {table} values (1)") + bind_message("", "") + execute_message("")
+                + _failing_parse(t) + bind_message("", "bad") + execute_message("")
+                + parse_message("", f"insert into {table} values (2)") + bind_message("", "") + execute_message("")
+                + sync_message() + query_message(f"select count(*) from {table}"))
+        return _errors_as_one(exchange(t, data, ready=2))
+
+    try:
+        msgs = twin.run(run)
+        assert ("DataRow", ("0",)) in msgs, msgs
+    finally:
+        with pg.admin_conn() as a:
+            a.execute(f"DROP TABLE {table}")
+
+
+def test_local_error_fails_the_transaction_block(twin: Twin):
+    """Inside BEGIN … in one batch (pgjdbc with autocommit off): the block fails, later statements get 25P02,
+    COMMIT answers ROLLBACK."""
+
+    def run(t: Target):
+        data = (query_message("BEGIN") + _failing_parse(t) + bind_message("", "bad") + execute_message("")
+                + sync_message() + query_message("select 1") + query_message("COMMIT"))
+        return _errors_as_one(exchange(t, data, ready=4))
+
+    msgs = twin.run(run)
+    assert ("CommandComplete", "ROLLBACK") in msgs and ("ReadyForQuery", "E") in msgs, msgs
+
+
+def test_parse_under_a_name_prepared_upstream_is_42P05(twin: Twin):
+    def run(t: Target):
+        second = "SHOW API TOKENS" if t.name == "proxy" else "select 2"
+        data = (parse_message("s1", "select 1") + sync_message() + parse_message("s1", second) + sync_message())
+        return exchange(t, data, ready=2)
+
+    msgs = twin.run(run)
+    assert [m[1]["sqlstate"] for m in msgs if m[0] == "ErrorResponse"] == ["42P05"], msgs
+
+
+def test_create_api_token_after_begin_in_one_batch_is_refused(proxy: Target):
+    """pgjdbc with autocommit off sends BEGIN in the same batch as the statement: tokengate sees that the
+    block began (the BEGIN's CommandComplete) and refuses CREATE API TOKEN with 25001, as PostgreSQL refuses
+    CREATE DATABASE there."""
+    data = (parse_message("", "BEGIN") + bind_message("", "") + execute_message("")
+            + parse_message("", "CREATE API TOKEN tg_batch_refused") + bind_message("", "") + execute_message("")
+            + sync_message() + query_message("ROLLBACK"))
+    msgs = exchange(proxy, data, ready=2)
+    errors = [m[1] for m in msgs if m[0] == "ErrorResponse"]
+    assert [e["sqlstate"] for e in errors] == ["25001"], msgs
+    assert errors[0]["message"] == "CREATE API TOKEN cannot run inside a transaction block"
+    assert ("ReadyForQuery", "E") in msgs, msgs
+
+
+def test_client_bytes_arriving_while_a_local_answer_waits_are_read(proxy: Target):
+    """The client's next messages arrive while tokengate holds a local answer behind a slow statement: they must
+    be read once the upstream has answered (edge-triggered readiness is not announced twice)."""
+    w = login(proxy)
+    try:
+        w.send(parse_message("", "select pg_sleep(0.5)") + bind_message("", "") + execute_message("")
+               + parse_message("t", "SHOW API TOKENS"))
+        time.sleep(0.2)
+        w.send(describe_message(b"S", "t") + sync_message())
+        names_seen = []
+        while True:
+            m = w.read_message()
+            names_seen.append(m.name)
+            if m.tag == b"Z":
+                break
+        assert names_seen == ["ParseComplete", "BindComplete", "DataRow", "CommandComplete", "ParseComplete",
+                              "ParameterDescription", "RowDescription", "ReadyForQuery"], names_seen
+    finally:
+        w.close()

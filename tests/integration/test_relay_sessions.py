@@ -252,3 +252,102 @@ def test_client_half_close_after_query(target: Target):
         assert pgwire.data_rows_text(msgs) == [("answered",)], msgs
     else:
         assert not msgs or msgs[-1].tag == b"Z", f"answer cut short: {msgs}"
+
+
+# ---------------------------------------------------------------- the backend's real process ID (issue 10)
+
+
+def test_backend_key_carries_the_real_pid(twin: Twin):
+    def run(t: Target):
+        with t.wire() as w:
+            r = pgwire.login(w, "analyst", "analyst")
+            assert r.ok, r.error
+            (pid,) = pgwire.data_rows_text(w.simple_query("select pg_backend_pid()"))[0]
+            return int(pid) == r.backend_key[0]
+
+    assert twin.run(run) is True
+
+
+def test_client_terminates_its_own_backend(twin: Twin):
+    """A reconnect test: pg_terminate_backend(the PID from BackendKeyData) from another session ends this one."""
+
+    def run(t: Target):
+        with t.wire() as w:
+            r = pgwire.login(w, "analyst", "analyst")
+            assert r.ok, r.error
+            with t.connect(user="admin") as admin:
+                assert admin.execute("select pg_terminate_backend(%s, 5000)", (r.backend_key[0],)).fetchone() == (True,)
+            msgs, closed = w.read_until_closed(5)
+            return [(m.name, m.error().sqlstate) for m in msgs if m.tag == b"E"], closed
+
+    errors, closed = twin.run(run)
+    assert errors == [("ErrorResponse", "57P01")] and closed
+
+
+def test_own_notifications_carry_the_session_pid(twin: Twin):
+    """Clients tell their own NOTIFY from others' by the PID in NotificationResponse."""
+
+    def run(t: Target):
+        with t.wire() as w:
+            r = pgwire.login(w, "analyst", "analyst")
+            assert r.ok, r.error
+            w.simple_query("LISTEN tg_pid_check")
+            msgs = w.simple_query("NOTIFY tg_pid_check, 'mine'")
+            notes = [m for m in msgs if m.tag == b"A"]
+            assert notes, msgs
+            (pid,) = struct.unpack("!i", notes[0].body[:4])
+            return pid == r.backend_key[0]
+
+    assert twin.run(run) is True
+
+
+def test_cancel_needs_tokengates_secret(proxy: Target):
+    """The PID is public now; the secret is what protects a cancel: a wrong one, or the key of a session that
+    ended, cancels nothing (a late cancel never hits a later user of the backend's PID)."""
+    with proxy.wire() as old:
+        r_old = pgwire.login(old, "analyst", "analyst")
+        assert r_old.ok
+        old.send(pgwire.terminate_message())
+    with proxy.wire() as w:
+        r = pgwire.login(w, "analyst", "analyst")
+        assert r.ok, r.error
+        pid, secret = r.backend_key
+        w.send(pgwire.query_message("select pg_sleep(1), 'finished'"))
+        time.sleep(0.2)
+        for key in ((pid, secret ^ 1), (pid, r_old.backend_key[1]), r_old.backend_key):
+            with proxy.wire() as c:
+                c.send(pgwire.cancel_request(*key))
+                c.read_raw_until_closed(3)
+        msgs = w.read_until_ready()
+        assert not [m for m in msgs if m.tag == b"E"], f"a cancel with a wrong key cancelled: {msgs}"
+        # The right key still works.
+        w.send(pgwire.query_message("select pg_sleep(5)"))
+        time.sleep(0.2)
+        with proxy.wire() as c:
+            c.send(pgwire.cancel_request(pid, secret))
+            c.read_raw_until_closed(3)
+        msgs = w.read_until_ready()
+        assert [m.error().sqlstate for m in msgs if m.tag == b"E"] == ["57014"], msgs
+
+
+# ---------------------------------------------------------------- the splitter follows the session's settings
+
+
+@pytest.mark.parametrize("how", ["set", "startup"])
+def test_standard_conforming_strings_off_cannot_smuggle(proxy: Target, pg: PgCluster, how: str):
+    """With standard_conforming_strings off, 'x\\'; SELECT …' is one string: the relay must split the Query as
+    PostgreSQL would, whether the setting came with SET or in the startup packet (the relay learns it from the
+    upstream's ParameterStatus), and nothing of it may run."""
+    mark = pg.log_mark()
+    with proxy.wire() as w:
+        extra = {"standard_conforming_strings": "off"} if how == "startup" else None
+        r = pgwire.login(w, "analyst", "analyst", extra=extra)
+        assert r.ok, r.error
+        if how == "set":
+            assert not [m for m in w.simple_query("SET standard_conforming_strings = off") if m.tag == b"E"]
+        assert r.parameters.get("standard_conforming_strings") == ("off" if how == "startup" else "on")
+        msgs = w.simple_query("CREATE API TOKEN t COMMENT 'x\\'; SELECT 'smuggled'; --'")
+        errors = [m.error() for m in msgs if m.tag == b"E"]
+        assert errors and errors[0].sqlstate == "42601", msgs
+        assert not [m for m in msgs if m.tag == b"D"], f"a smuggled statement ran: {msgs}"
+    assert not any("smuggled" in s for s in pg.logged_statements(mark)), "the smuggled statement reached PostgreSQL"

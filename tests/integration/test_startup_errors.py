@@ -1,8 +1,10 @@
-# Bad or unusual startup input over raw sockets: clear 08P01 errors, no hangs, and tokengate keeps serving (issue 2).
+# The startup phase, case by case, side by side with PostgreSQL 15 (the twin): bad and unusual startup packets,
+# requests, and password messages get exactly what PostgreSQL gives them, silence included (the cases its
+# ProcessStartupPacket only logs before it closes: "invalid length of startup packet", "incomplete startup packet").
 #
-# Direct PostgreSQL is run through the same cases to pin down the harness and to document where tokengate
-# deliberately differs: PostgreSQL closes silently on most bad packets (and answers protocol 2.0 in the v2
-# format), while tokengate always sends one v3 ErrorResponse with SQLSTATE 08P01 before closing.
+# Each case sends bytes to both and compares what comes back, decoded: the message sequence, every ErrorResponse field
+# except the server's source location (F, L, R: file and line of a PostgreSQL build), and whether the server closed.
+# Password-phase cases log in as `plainuser`, for whom the cluster asks for a cleartext password as tokengate does.
 from __future__ import annotations
 
 import socket
@@ -12,9 +14,11 @@ import time
 import pytest
 
 import pgwire
-from conftest import Target
+from conftest import Target, Twin
 
-STARTUP_LIMIT = 10_000  # bytes; PostgreSQL's MAX_STARTUP_PACKET_LENGTH
+STARTUP_LIMIT = 10_000  # bytes after the length word; PostgreSQL's MAX_STARTUP_PACKET_LENGTH
+P3 = pgwire.PROTOCOL_3_0
+SSL = pgwire.ssl_request()
 
 
 def assert_still_serving(t: Target) -> None:
@@ -23,94 +27,146 @@ def assert_still_serving(t: Target) -> None:
         assert conn.execute("select 'alive'").fetchone() == ("alive",)
 
 
-def send_raw(t: Target, data: bytes, half_close: bool = False, timeout: float = 5.0) -> tuple[bytes, bool]:
+def decode(data: bytes) -> list[str]:
+    """What a server sent, readable and comparable: one entry per message; source-location fields left out."""
+    if data[:1] == b"E" and (len(data) < 5 or struct.unpack("!i", data[1:5])[0] > len(data)):
+        return [f"old-format error {data!r}"]  # PostgreSQL's answer to a pre-3.0 client: no length word
+    out = []
+    for m in pgwire.parse_messages(data):
+        if m.tag in (b"E", b"N"):
+            fields = {c: v for c, v in m.error().fields if c not in "FLR"}
+            out.append(f"{m.name}{fields}")
+        else:
+            out.append(pgwire.describe(m))
+    return out
+
+
+class Request(bytes):
+    """A step whose first bytes are an SSLRequest or GSSENCRequest: its one-byte answer is read right after."""
+
+
+def exchange(t: Target, steps: list, timeout: float = 3.0) -> tuple[list[str], bool]:
+    """Sends each bytes step (a float: pause that long; "half-close": shutdown(SHUT_WR); a Request: then read its
+    answer byte), then reads until the server closes or `timeout` passes. Returns (decoded answer, closed)."""
+    out: list[str] = []
     with t.wire(timeout=timeout) as w:
-        try:
-            w.send(data)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the server may close before reading everything
-        if half_close:
-            try:
+        for step in steps:
+            if isinstance(step, float):
+                time.sleep(step)
+            elif step == "half-close":
                 w.shutdown_write()
-            except OSError:
-                pass
-        return w.read_raw_until_closed(timeout)
+            else:
+                try:
+                    w.send(step)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the server may close before reading everything
+                if isinstance(step, Request):
+                    out.append(f"answer byte {w.read_bytes(1)!r}")
+        data, closed = w.read_raw_until_closed(timeout)
+    return out + decode(data), closed
 
 
-def assert_one_08P01_then_close(data: bytes, closed: bool, case: str) -> pgwire.ErrorFields:
-    assert closed, f"{case}: connection still open 5 s later; received {data!r}"
-    msgs = pgwire.parse_messages(data)
-    assert msgs, f"{case}: the connection was closed without an ErrorResponse"
-    assert [m.tag for m in msgs] == [b"E"], f"{case}: expected exactly one ErrorResponse, got {msgs}"
-    err = msgs[0].error()
-    assert err.sqlstate == "08P01", f"{case}: expected SQLSTATE 08P01, got {err}"
-    assert err.get("S") == "FATAL", f"{case}: a startup error is FATAL: {err}"
-    assert err.message, f"{case}: the error needs a message: {err}"
-    return err
+def startup(params: dict[str, str], version: int = P3) -> bytes:
+    return pgwire.startup_message(params, version=version)
 
 
-def _startup_of_total_length(n: int, **params: str) -> bytes:
-    base = {"user": "analyst", "database": "postgres", **params, "tg.pad": ""}
-    pad = n - len(pgwire.startup_message(base))
+def startup_of_total_length(n: int, **params: str) -> bytes:
+    base = {"user": "plainuser", "database": "postgres", **params, "tg.pad": ""}
+    pad = n - len(startup(base))
     assert pad >= 0
-    return pgwire.startup_message({**base, "tg.pad": "p" * pad})
+    return startup({**base, "tg.pad": "p" * pad})
 
 
-# name -> (bytes to send, half-close afterwards)
-BAD_STARTUPS = {
-    "protocol-2.0": (pgwire.startup_message({"user": "analyst"}, version=2 << 16), False),
-    "protocol-4.0": (pgwire.startup_message({"user": "analyst"}, version=4 << 16), False),
-    "unknown-request-code": (struct.pack("!ii", 8, 1234 << 16 | 5678), False),
-    # The length alone must be enough: the rest never comes, and waiting for it would hang.
-    "length-100000-header-only": (struct.pack("!ii", 100_000, pgwire.PROTOCOL_3_0), False),
-    "length-over-limit-full-packet": (_startup_of_total_length(STARTUP_LIMIT + 100), False),
-    "length-20000-full-packet": (_startup_of_total_length(20_000), False),
-    "http-request": (b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n", False),  # "GET " read as a length
+PLAIN = startup({"user": "plainuser", "database": "postgres"})
+
+# name -> steps. Every case is run against PostgreSQL and through tokengate; the answers must be identical.
+CASES: dict[str, list] = {
+    # Nothing, or part of a length word, then the client hangs up: PostgreSQL closes without a word.
+    "hang up at once": ["half-close"],
+    "two bytes then hang up": [b"\0\0", "half-close"],
+    "half a packet then hang up": [struct.pack("!ii", 100, P3) + b"user\0plainuser", "half-close"],
+    # An impossible length is dropped as soon as it is read; waiting for more would hang.
+    "length 4": [struct.pack("!i", 4)],
+    "Terminate before the startup packet": [pgwire.terminate_message()],
+    "an HTTP request": [b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"],
+    "length one over the limit": [struct.pack("!ii", STARTUP_LIMIT + 5, P3)],
+    "a full packet over the limit": [startup_of_total_length(STARTUP_LIMIT + 100)],
+    # Protocol versions.
+    "protocol 2.0 (old-format answer)": [startup({"user": "plainuser"}, version=2 << 16)],
+    "protocol 4.0": [startup({"user": "plainuser"}, version=4 << 16)],
+    "protocol 3.2 without a user": [startup({"database": "postgres", "_pq_.tg_option": "1"}, version=(3 << 16) | 2)],
+    # Malformed packets.
+    "no user": [startup({"database": "postgres"})],
+    "empty user": [startup({"user": "", "database": "postgres"})],
+    "no terminator": [struct.pack("!i", 4 + 4 + len(b"user\0plainuser\0")) + struct.pack("!i", P3) + b"user\0plainuser\0"],
+    "unterminated value": [struct.pack("!i", 4 + 4 + len(b"user\0plainuser")) + struct.pack("!i", P3) + b"user\0plainuser"],
+    "bad replication value": [startup({"user": "plainuser", "replication": "maybe"})],
+    "bad replication value, then a broken layout": [
+        struct.pack("!i", 8 + len(b"replication\0maybe\0user\0x")) + struct.pack("!i", P3) + b"replication\0maybe\0user\0x"],
+    # Cancel requests are never answered, well-formed or not.
+    "cancel request with an unknown key": [pgwire.cancel_request(12345, 67890)],
+    "cancel request too short": [struct.pack("!iii", 12, 80877102, 1)],
+    # SSLRequest: answered 'N' (no certificate configured), once.
+    "SSLRequest with data pipelined after it": [Request(SSL + PLAIN)],
+    "SSLRequest twice": [Request(SSL), SSL],
+    "SSLRequest, then hang up": [Request(SSL), "half-close"],
+    # The password message (the cluster asks plainuser for a cleartext password, as tokengate asks everyone).
+    "Terminate instead of the password": [PLAIN, 0.2, pgwire.terminate_message()],
+    "a Query instead of the password": [PLAIN, 0.2, pgwire.query_message("select 1")],
+    "hang up instead of the password": [PLAIN, 0.2, "half-close"],
+    "half a password message, then hang up": [PLAIN, 0.2, b"p\0\0", "half-close"],
+    "password message over 65535 bytes": [PLAIN, 0.2, b"p" + struct.pack("!i", 65536) + b"a" * 100],
+    "password message of length 3": [PLAIN, 0.2, b"p" + struct.pack("!i", 3)],
+    "bytes after the password's NUL": [PLAIN, 0.2, pgwire.password_message(b"plainuser\0xx")],
+    "password without its NUL": [PLAIN, 0.2, pgwire.password_message(b"plainuser")],
+    "wrong password": [PLAIN, 0.2, pgwire.password_message(b"not-the-password\0")],
 }
 
-# Cases where PostgreSQL itself closes silently: tokengate may close silently too, or send one 08P01.
-CLOSE_CASES = {
-    "truncated-100-then-20-bytes": (struct.pack("!ii", 100, pgwire.PROTOCOL_3_0) + b"user\0analyst", True),
-    "length-under-8": (struct.pack("!i", 4), True),
-    "empty-then-close": (b"", True),
-}
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_startup_case_as_postgresql(twin: Twin, case: str):
+    steps = CASES[case]
+    answer = twin.run(lambda t: exchange(t, steps), f"answer to {case!r} (decoded messages, closed)")
+    print(f"{case}: {answer}")
+    assert_still_serving(twin.target)
 
 
-@pytest.mark.parametrize("case", sorted(BAD_STARTUPS))
-def test_bad_startup_gets_08P01_and_close(target: Target, case: str):
-    data, half_close = BAD_STARTUPS[case]
-    started = time.monotonic()
-    received, closed = send_raw(target, data, half_close)
-    if target.name == "direct":
-        # PostgreSQL: silent close, a v3 0A000 for unsupported versions, or a v2-format error for 2.0.
-        assert closed, f"{case}: PostgreSQL kept the connection open: {received!r}"
-        assert received == b"" or received.startswith(b"E"), received
-    else:
-        err = assert_one_08P01_then_close(received, closed, case)
-        assert time.monotonic() - started < 5
-        print(f"{case}: {err}")
-    assert_still_serving(target)
+def test_silent_cases_are_silent(target: Target):
+    """The cases PostgreSQL drops without a word: not one byte, and closed at once (no wait for the timeout)."""
+    asked = ["AuthenticationCleartextPassword"]
+    for case, before in (("length 4", []), ("Terminate before the startup packet", []), ("an HTTP request", []),
+                         ("length one over the limit", []), ("cancel request too short", []),
+                         ("hang up instead of the password", asked), ("password message over 65535 bytes", asked)):
+        started = time.monotonic()
+        answer, closed = exchange(target, CASES[case])
+        assert (answer, closed) == (before, True), f"{case}: {answer} (closed={closed})"
+        assert time.monotonic() - started < 2.5, f"{case}: closing took {time.monotonic() - started:.1f} s"
 
 
-@pytest.mark.parametrize("case", sorted(CLOSE_CASES))
-def test_truncated_startup_closes(target: Target, case: str):
-    data, half_close = CLOSE_CASES[case]
-    received, closed = send_raw(target, data, half_close)
-    assert closed, f"{case}: connection still open 5 s after the client half-closed; received {received!r}"
-    if received:
-        assert_one_08P01_then_close(received, closed, case)
-    assert_still_serving(target)
+def test_length_at_the_limit_waits_for_the_rest(twin: Twin):
+    """10,004 bytes in all (10,000 after the length word) is a legal length: the server waits for the body."""
+
+    def run(t: Target):
+        with t.wire(timeout=5) as w:
+            w.send(struct.pack("!ii", STARTUP_LIMIT + 4, P3))
+            early, closed_early = w.read_raw_until_closed(1.0)
+            w.shutdown_write()
+            late, closed = w.read_raw_until_closed(3.0)
+            return decode(early), closed_early, decode(late), closed
+
+    assert twin.run(run) == ([], False, [], True)
 
 
-def test_startup_at_the_limit_is_accepted(twin):
-    """A 10,000-byte StartupMessage is legal, and every parameter in it reaches the upstream intact."""
-    pkt = _startup_of_total_length(STARTUP_LIMIT)
-    assert len(pkt) == STARTUP_LIMIT
+@pytest.mark.parametrize("total", [STARTUP_LIMIT, STARTUP_LIMIT + 4])
+def test_startup_at_the_limit_is_accepted(twin: Twin, total: int):
+    """A startup packet as long as PostgreSQL allows is legal, and every parameter in it reaches the upstream."""
+    pkt = startup_of_total_length(total)
+    assert len(pkt) == total
 
     def run(t: Target):
         with t.wire() as w:
             w.send(pkt)
-            r = pgwire.login(w, "analyst", "analyst", send_startup=False)
+            r = pgwire.login(w, "plainuser", "plainuser", send_startup=False)
             assert r.ok, f"login with a {len(pkt)}-byte startup packet failed: {r.error}"
             rows = pgwire.data_rows_text(w.simple_query("select length(current_setting('tg.pad'))"))
             w.send(pgwire.terminate_message())
@@ -120,7 +176,7 @@ def test_startup_at_the_limit_is_accepted(twin):
     assert int(rows[0][0]) > 9_900
 
 
-def test_ssl_request_then_startup_on_same_connection(twin):
+def test_ssl_request_then_startup_on_same_connection(twin: Twin):
     def run(t: Target):
         with t.wire() as w:
             w.send(pgwire.ssl_request())
@@ -133,6 +189,37 @@ def test_ssl_request_then_startup_on_same_connection(twin):
             return answer, rows
 
     assert twin.run(run) == (b"N", [("analyst",)])
+
+
+def test_ssl_request_with_a_longer_length_is_an_ssl_request(twin: Twin):
+    """PostgreSQL 15 reads the request code and ignores the rest of the packet: answered 'N', then a login works."""
+
+    def run(t: Target):
+        with t.wire() as w:
+            w.send(struct.pack("!iii", 12, 80877103, 0))
+            answer = w.read_bytes(1)
+            r = pgwire.login(w, "plainuser", "plainuser")
+            w.send(pgwire.terminate_message())
+            return answer, r.ok, r.error
+
+    assert twin.run(run) == (b"N", True, None)
+
+
+def test_newer_minor_version_is_negotiated_down(twin: Twin):
+    """Protocol 3.2 (PostgreSQL 18 clients can ask for it) plus a _pq_ option: NegotiateProtocolVersion(3.0,
+    [option]), then the login goes on."""
+
+    def run(t: Target):
+        with t.wire() as w:
+            w.send(startup({"user": "plainuser", "database": "postgres", "_pq_.tg_option": "1"}, version=(3 << 16) | 2))
+            r = pgwire.login(w, "plainuser", "plainuser", send_startup=False)
+            assert r.ok, r.error
+            negotiated = [pgwire.describe(m) for m in r.messages if m.tag == b"v"]
+            rows = pgwire.data_rows_text(w.simple_query("select 1"))
+            w.send(pgwire.terminate_message())
+            return negotiated, rows
+
+    assert twin.run(run) == (["NegotiateProtocolVersion(3.0, unrecognized=['_pq_.tg_option'])"], [("1",)])
 
 
 def test_gssenc_request_is_declined(target: Target):
@@ -161,29 +248,15 @@ def test_gssenc_then_ssl_then_startup_proxy(proxy: Target):
         assert r.ok, f"startup after GSSENC+SSL requests failed: {r.error}"
 
 
-def test_malformed_startup_layout(twin):
-    """Parameters not terminated by a zero byte: PostgreSQL says 08P01, so must tokengate."""
-    body = struct.pack("!i", pgwire.PROTOCOL_3_0) + b"user\0analyst"
-    pkt = struct.pack("!i", len(body) + 4) + body
-
-    def run(t: Target):
-        data, closed = send_raw(t, pkt)
-        return assert_one_08P01_then_close(data, closed, "no terminator").sqlstate
-
-    assert twin.run(run) == "08P01"
-    assert_still_serving(twin.target)
-
-
-def test_startup_without_user(target: Target):
-    received, closed = send_raw(target, pgwire.startup_message({"database": "postgres"}))
-    assert closed, f"connection still open: {received!r}"
-    msgs = pgwire.parse_messages(received)
-    assert [m.tag for m in msgs] == [b"E"], msgs
-    err = msgs[0].error()
-    # PostgreSQL says 28000 "no PostgreSQL user name specified in startup packet".
-    expected = {"28000"} if target.name == "direct" else {"28000", "08P01"}
-    assert err.sqlstate in expected, err
-    assert_still_serving(target)
+def test_gssenc_data_pipelined_proxy(proxy: Target):
+    """As PostgreSQL does after an SSLRequest (tested against it above): the answer, then FATAL 08P01."""
+    answer, closed = exchange(proxy, [Request(pgwire.gssenc_request() + PLAIN)])
+    assert closed
+    assert answer == [
+        "answer byte b'N'",
+        "ErrorResponse{'S': 'FATAL', 'V': 'FATAL', 'C': '08P01', 'M': 'received unencrypted data after GSSAPI "
+        "encryption request', 'D': 'This could be either a client-software bug or evidence of an attempted "
+        "man-in-the-middle attack.'}"], answer
 
 
 def test_idle_half_open_connections_do_not_block_others(target: Target):
@@ -193,7 +266,7 @@ def test_idle_half_open_connections_do_not_block_others(target: Target):
         for i in range(20):
             s = socket.create_connection((target.host, target.port), timeout=5)
             if i % 2:
-                s.sendall(struct.pack("!ii", 100, pgwire.PROTOCOL_3_0))  # half a startup packet
+                s.sendall(struct.pack("!ii", 100, P3))  # half a startup packet
             stalled.append(s)
         started = time.monotonic()
         assert_still_serving(target)
@@ -211,25 +284,4 @@ def test_connect_and_close_storm(target: Target):
         with target.wire() as w:
             w.send(pgwire.startup_message({"user": "analyst", "database": "postgres"}))
             # close in the middle of authentication
-    assert_still_serving(target)
-
-
-def test_newer_minor_version(target: Target):
-    """Protocol 3.2 (PostgreSQL 18 clients can ask for it) plus a _pq_ option. PostgreSQL 15 answers
-    NegotiateProtocolVersion(3.0, [option]) and carries on. tokengate currently treats it as an unknown
-    version (08P01 and close), which issue 2 allows; negotiating down like PostgreSQL would be friendlier.
-    Either is accepted here; hangs, crashes and anything else are not."""
-    with target.wire() as w:
-        w.send(pgwire.startup_message({"user": "analyst", "database": "postgres", "_pq_.tg_option": "1"},
-                                      version=(3 << 16) | 2))
-        r = pgwire.login(w, "analyst", "analyst", send_startup=False)
-        if r.ok:
-            negotiated = [pgwire.describe(m) for m in r.messages if m.tag == b"v"]
-            assert negotiated == ["NegotiateProtocolVersion(3.0, unrecognized=['_pq_.tg_option'])"], r.messages
-            assert pgwire.data_rows_text(w.simple_query("select 1")) == [("1",)]
-        else:
-            assert target.name == "proxy", f"PostgreSQL refused protocol 3.2: {r.error}"
-            assert r.error.sqlstate == "08P01" and r.error.get("S") == "FATAL", r.error
-            rest, closed = w.read_until_closed(5)
-            assert closed and not rest, (rest, closed)
     assert_still_serving(target)

@@ -1,5 +1,5 @@
 # What happens to a token after login (issue 5): SHOW API TOKENS shows last_used_at (the store batches these writes
-# every 5 s), and with expiry_ends_sessions a live session ends when its token expires (FATAL 57P01). The
+# every 5 s), and a live session ends when its token expires (FATAL 57P01; expiry_ends_sessions, on by default). The
 # expiry-warning notice at login is tested in test_token_login.py. Tokens appear in messages only through mask().
 from __future__ import annotations
 
@@ -61,14 +61,9 @@ def _token_login(t: Target, user: str, token: str) -> pgwire.WireConnection:
     return c
 
 
-def test_expiry_ends_sessions(spawn_tokengate, pg: PgCluster):
-    binary = tokengate_binary()
-    if not binary_has_flag(binary, "--expiry-ends-sessions"):
-        pytest.skip("this tokengate binary has no --expiry-ends-sessions")
-    tg = spawn_tokengate(upstream=(str(pg.socket_dir), pg.port),
-                         extra_args=["--upstream-auth", "trust", "--max-failed-logins", "100000",
-                                     "--expiry-ends-sessions", "true"])
-    t = tg.target()
+def test_expiry_ends_sessions_by_default(proxy: Target):
+    """A session must not outlive its token: the session tokengate runs with the default settings."""
+    t = proxy
     _, long_token, _ = create_token(t, user="analyst", name=uniq("long"), duration="1h")
     _, token, expires_at = create_token(t, user="analyst", name=uniq("brief"), duration="2s")
     victim = _token_login(t, "analyst", token)
@@ -95,16 +90,24 @@ def test_expiry_ends_sessions(spawn_tokengate, pg: PgCluster):
         bystander.close()
 
 
-def test_expired_token_session_goes_on_by_default(proxy: Target, mint_token):
-    # expiry_ends_sessions is off by default (issue 5): the session outlives its token; new logins fail.
-    _, token, expires_at = mint_token(user="analyst", name=uniq("outlive"), duration="2s")
-    c = _token_login(proxy, "analyst", token)
+def test_expired_token_session_goes_on_when_set_off(spawn_tokengate, pg: PgCluster):
+    # expiry_ends_sessions = false: the session outlives its token, as PostgreSQL lets a session outlive VALID UNTIL;
+    # new logins fail.
+    binary = tokengate_binary()
+    if not binary_has_flag(binary, "--expiry-ends-sessions"):
+        pytest.skip("this tokengate binary has no --expiry-ends-sessions")
+    tg = spawn_tokengate(upstream=(str(pg.socket_dir), pg.port),
+                         extra_args=["--upstream-auth", "trust", "--max-failed-logins", "100000",
+                                     "--expiry-ends-sessions", "false"])
+    t = tg.target()
+    _, token, expires_at = create_token(t, user="analyst", name=uniq("outlive"), duration="2s")
+    c = _token_login(t, "analyst", token)
     try:
         time.sleep(max(0.0, expires_at.timestamp() - time.time()) + 2.5)
         assert pgwire.data_rows_text(c.simple_query("select 1")) == [("1",)], \
-            "a token session ended at expiry although expiry_ends_sessions is off by default"
+            "a token session ended at expiry although expiry_ends_sessions is off"
     finally:
         c.close()
-    with proxy.wire() as w:
+    with t.wire() as w:
         r = pgwire.login(w, "analyst", token)
         assert r.error is not None and r.error.sqlstate == "28P01", r.error

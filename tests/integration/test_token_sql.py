@@ -18,7 +18,7 @@ import psycopg
 import pytest
 
 import pgwire
-from conftest import ROLES, PgCluster, Target, create_token, mask, remember_secret
+from conftest import ROLES, PgCluster, Target, Twin, create_token, mask, remember_secret
 
 UTC = dt.timezone.utc
 SHOW_COLUMNS = ["name", "user", "created_at", "expires_at", "last_used_at", "status", "comment", "created_by"]
@@ -396,29 +396,28 @@ def test_dollar_parameter_is_42P02(proxy: Target, pg: PgCluster):
 
 
 def test_mixed_multi_statement_query(proxy: Target, pg: PgCluster):
-    name = uniq("mix")
+    name, other = uniq("mix"), uniq("mix_other")
+    with session(proxy) as c:
+        for n in (name, other):
+            remember_secret(pgwire.data_rows_text(c.simple_query(f"CREATE API TOKEN {n}"))[0][1])
     mark = pg.log_mark()
     with session(proxy) as c:
-        msgs = c.simple_query(f"select 1 as a; CREATE API TOKEN {name}; select 2 as b")
+        msgs = c.simple_query(f"select 1 as a; ALTER API TOKEN {name} SET COMMENT 'mixed'; select 2 as b")
         s = summary(msgs)
-        assert s == [("T", ("a",)), ("D",), ("C", "SELECT 1"),
-                     ("T", ("name", "token", "expires_at")), ("D",), ("C", "CREATE API TOKEN"),
+        assert s == [("T", ("a",)), ("D",), ("C", "SELECT 1"), ("C", "ALTER API TOKEN"),
                      ("T", ("b",)), ("D",), ("C", "SELECT 1"), ("Z", "I")], describe_all(msgs)
         rows = pgwire.data_rows_text(msgs)
-        remember_secret(rows[1][1])
-        assert rows[0] == ("1",) and rows[1][0] == name and rows[2] == ("2",)
-        t = next(m for m in msgs if m.tag == b"T" and row_description(m)[0][0] == "name")
-        assert [(n, o) for n, o, _ in row_description(t)] == [
-            ("name", OID_TEXT), ("token", OID_TEXT), ("expires_at", OID_TIMESTAMPTZ)]
+        assert rows == [("1",), ("2",)]
+        assert token_rows(c)[name][6] == "mixed"
 
         # An error in the middle stops the rest; exactly one ReadyForQuery.
-        later = uniq("never")
-        msgs = c.simple_query(f"select 1; CREATE API TOKEN {name}; CREATE API TOKEN {later}; select 2")
-        assert summary(msgs) == [("T", ("?column?",)), ("D",), ("C", "SELECT 1"), ("E", "42710"), ("Z", "I")], \
+        msgs = c.simple_query(f"select 1; DROP API TOKEN {uniq('missing')}; DROP API TOKEN {other}; select 2")
+        assert summary(msgs) == [("T", ("?column?",)), ("D",), ("C", "SELECT 1"), ("E", "42704"), ("Z", "I")], \
             describe_all(msgs)
-        msgs = c.simple_query(f"select 1/0; CREATE API TOKEN {later}; select 3")
+        assert token_rows(c)[other][5] == "active", "a token statement after a failed one ran"
+        msgs = c.simple_query(f"select 1/0; DROP API TOKEN {other}; select 3")
         assert summary(msgs) == [("E", "22012"), ("Z", "I")], describe_all(msgs)
-        assert later not in token_rows(c), "a token statement after a failed statement ran"
+        assert token_rows(c)[other][5] == "active", "a token statement after a failed statement ran"
 
         # Consecutive ordinary statements around token statements still run (and a token statement alone).
         msgs = c.simple_query(f"SHOW API TOKENS; select 4; select 5; ALTER API TOKEN {name} SET COMMENT NULL")
@@ -428,50 +427,85 @@ def test_mixed_multi_statement_query(proxy: Target, pg: PgCluster):
     assert any("select 1 as a" in s for s in stmts), stmts
     assert any("select 2 as b" in s for s in stmts), stmts
     assert not any("select 3" in s for s in stmts), f"a statement after the error reached the upstream: {stmts}"
-    assert_never_upstream(pg, mark, name, later)
+    assert_never_upstream(pg, mark, name, other)
+
+
+def test_create_in_multi_statement_query_is_refused(proxy: Target, pg: PgCluster):
+    """CREATE API TOKEN shows a secret that no rollback can take back, so, like CREATE DATABASE, it refuses to run
+    in a multi-statement Query (an implicit transaction block): 25001, and nothing of the string runs."""
+    name = uniq("mix_create")
+    mark = pg.log_mark()
+    with session(proxy) as c:
+        for sql in (f"select 'before'; CREATE API TOKEN {name}", f"CREATE API TOKEN {name}; select 'after'",
+                    f"CREATE API TOKEN {name}; SHOW API TOKENS"):
+            msgs = c.simple_query(sql)
+            assert summary(msgs) == [("E", "25001"), ("Z", "I")], describe_all(msgs)
+            assert only_error(msgs).message == "CREATE API TOKEN cannot run inside a transaction block"
+        assert name not in token_rows(c)
+    stmts = pg.logged_statements(mark)
+    assert not any("before" in s or "after" in s for s in stmts), stmts
 
 
 def test_psql_multi_statement(proxy: Target):
     name = uniq("psqlmix")
-    r = proxy.psql("--csv", "-c", f"select 'x' as before; CREATE API TOKEN {name}; select 'y' as after",
-                   user="analyst")
+    with session(proxy) as c:
+        remember_secret(pgwire.data_rows_text(c.simple_query(f"CREATE API TOKEN {name}"))[0][1])
+    r = proxy.psql("--csv", "-c", f"select 'x' as before; ALTER API TOKEN {name} SET COMMENT 'psql'; "
+                   "select 'y' as after", user="analyst")
     assert r.rc == 0, r.stderr
     # psql 15 prints every result of a multi-statement -c string; the last one is the final select.
     assert r.stdout.splitlines()[-2:] == ["after", "y"], r.stdout
-    assert name in psql_show(proxy)
+    r = proxy.psql("-c", f"select 1; CREATE API TOKEN {uniq('psqlmix')}", user="analyst")
+    assert r.rc != 0 and "CREATE API TOKEN cannot run inside a transaction block" in r.stderr, r
 
 
-def test_inside_transaction_block(proxy: Target):
-    name, failed = uniq("txn"), uniq("txn_failed")
-    with session(proxy) as c:
-        assert summary(c.simple_query("BEGIN")) == [("C", "BEGIN"), ("Z", "T")]
-        msgs = c.simple_query(f"CREATE API TOKEN {name}")
-        s = summary(msgs)
-        assert any(x[0] == "N" for x in s), f"no NOTICE inside a block: {describe_all(msgs)}"
-        assert ("C", "CREATE API TOKEN") in s and s[-1] == ("Z", "T"), describe_all(msgs)
-        remember_secret(pgwire.data_rows_text(msgs)[0][1])
-        notice = next(m for m in msgs if m.tag == b"N").error()
-        assert notice.severity in ("NOTICE", "WARNING"), notice
-        assert summary(c.simple_query("ROLLBACK")) == [("C", "ROLLBACK"), ("Z", "I")]
-        assert token_rows(c)[name][5] == "active", "API TOKEN statements are not transactional"
+def test_inside_transaction_block(twin: Twin):
+    """API TOKEN statements in a transaction block behave as PostgreSQL's own statements do there: CREATE API TOKEN
+    is refused as CREATE DATABASE is (25001), an error fails the block (25P02 after it, COMMIT answers ROLLBACK), and
+    the other statements run at once with a NOTICE. Each case is compared with PostgreSQL's own counterpart."""
+    setup = {}
+    if twin.is_proxy:
+        with session(twin.target) as c:
+            setup["name"] = uniq("txn")
+            remember_secret(pgwire.data_rows_text(c.simple_query(f"CREATE API TOKEN {setup['name']}"))[0][1])
 
-        assert summary(c.simple_query("BEGIN")) == [("C", "BEGIN"), ("Z", "T")]
-        assert summary(c.simple_query("select 1/0"))[-2:] == [("E", "22012"), ("Z", "E")]
-        msgs = c.simple_query(f"CREATE API TOKEN {failed}")
-        assert summary(msgs) == [("E", "25P02"), ("Z", "E")], describe_all(msgs)
-        err = only_error(msgs)
-        assert "current transaction is aborted" in err.message, err
-        msgs = c.simple_query("SHOW API TOKENS")
-        assert summary(msgs) == [("E", "25P02"), ("Z", "E")], describe_all(msgs)
-        assert summary(c.simple_query("ROLLBACK")) == [("C", "ROLLBACK"), ("Z", "I")]
-        assert failed not in token_rows(c)
+    def statements(t: Target) -> dict[str, str]:
+        # The proxy's API TOKEN statement and the ordinary statement PostgreSQL treats the same way.
+        if t.name == "proxy":
+            return {"create": f"CREATE API TOKEN {uniq('txn_refused')}",
+                    "failing": f"DROP API TOKEN {uniq('missing')}",
+                    "ok": f"ALTER API TOKEN {setup['name']} SET COMMENT 'in a block'"}
+        return {"create": f"CREATE DATABASE {uniq('txn_db')}",
+                "failing": f"DROP TABLE {uniq('missing')}",
+                "ok": "SET LOCAL work_mem = '5MB'"}
 
-        # An error in an API TOKEN statement leaves the block usable (docs/sql.md, transaction blocks).
-        assert summary(c.simple_query("BEGIN")) == [("C", "BEGIN"), ("Z", "T")]
-        msgs = c.simple_query(f"DROP API TOKEN {uniq('missing')}")
-        assert summary(msgs) == [("E", "42704"), ("Z", "T")], describe_all(msgs)
-        assert pgwire.data_rows_text(c.simple_query("select 1")) == [("1",)]
-        assert summary(c.simple_query("COMMIT")) == [("C", "COMMIT"), ("Z", "I")]
+    def run(t: Target) -> list:
+        sql = statements(t)
+        out = []
+        with session(t) as c:
+            for steps in (["BEGIN", sql["create"], "select 1", "COMMIT"],
+                          ["BEGIN", sql["failing"], "select 1", "COMMIT"],
+                          ["BEGIN", sql["ok"], "select 1", "COMMIT"]):
+                for q in steps:
+                    msgs = c.simple_query(q)
+                    # Errors by SQLSTATE where both must agree; the statement's own error only as "E".
+                    out.append([("E", m.error().sqlstate if m.error().sqlstate in ("25001", "25P02") else "")
+                                if m.tag == b"E" else ("Z", m.body.decode()) for m in msgs if m.tag in (b"E", b"Z")])
+                    if q == "COMMIT":
+                        out.append(next(m.body.rstrip(b"\0").decode() for m in msgs if m.tag == b"C"))
+        return out
+
+    got = twin.run(run, "transaction-block behaviour")
+    assert got[1] == [("E", "25001"), ("Z", "E")] and got[2] == [("E", "25P02"), ("Z", "E")], got
+    assert got[4] == "ROLLBACK" and got[6] == [("E", ""), ("Z", "E")] and got[9] == "ROLLBACK", got
+    assert got[14] == "COMMIT", got
+    if twin.is_proxy:
+        with session(twin.target) as c:
+            assert token_rows(c)[setup["name"]][6] == "in a block", "API TOKEN statements are not transactional"
+            msgs = c.simple_query("BEGIN")
+            msgs = c.simple_query(f"ALTER API TOKEN {setup['name']} SET COMMENT 'noticed'")
+            assert any(m.tag == b"N" for m in msgs), f"no NOTICE inside a block: {describe_all(msgs)}"
+            c.simple_query("ROLLBACK")
 
 
 def test_command_tags(proxy: Target, fresh_role):
@@ -646,13 +680,19 @@ def test_psycopg_pipeline_error_skips_token_statement(proxy: Target):
 def test_psycopg_transaction_rollback_keeps_token(proxy: Target):
     name = uniq("psy_txn")
     notices = []
+    with proxy.connect(user="analyst", autocommit=True) as conn:
+        remember_secret(conn.execute(f"CREATE API TOKEN {name}").fetchone()[1])
     with proxy.connect(user="analyst", autocommit=False) as conn:
         conn.add_notice_handler(lambda d: notices.append(d.message_primary))
-        remember_secret(conn.execute(f"CREATE API TOKEN {name}").fetchone()[1])
+        conn.execute(f"ALTER API TOKEN {name} SET COMMENT 'rolled back?'")
         assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
         conn.rollback()
         assert notices, "no NOTICE that the statement is not transactional"
-        assert name in {r[0] for r in conn.execute("SHOW API TOKENS").fetchall()}
+        assert {r[0]: r[6] for r in conn.execute("SHOW API TOKENS").fetchall()}[name] == "rolled back?"
+        conn.rollback()
+        # CREATE API TOKEN needs autocommit, as CREATE DATABASE does.
+        with pytest.raises(psycopg.errors.ActiveSqlTransaction):
+            conn.execute(f"CREATE API TOKEN {uniq('psy_refused')}")
         conn.rollback()
 
 
@@ -725,11 +765,16 @@ def test_pgjdbc_token_statements(proxy: Target, pg: PgCluster, threshold: int):
                                     "last_used_at:timestamptz,status:text,comment:text,created_by:text"], shown
     assert any(r.startswith(f"{name}|active|из JDBC|") for r in f["ac_show_row"]), shown
     assert "alter_count" in f and f["ordinary"] == ["42"] and f["tx_ordinary"] == ["true"], shown
+    # Inside a transaction: CREATE API TOKEN is refused and fails the transaction; ALTER runs, with a NOTICE,
+    # and stays after the rollback.
+    assert f.get("tx_create_error") == ["25001"], shown
+    assert f.get("tx_after_create_error") == ["25P02"], shown
+    assert "tx_refused_name" not in f, shown
     assert f.get("tx_notice"), f"no NOTICE (SQLWarning) for the API TOKEN statement in a transaction: {shown}"
-    assert any(r.startswith(f"{tx}|active|") for r in f["tx_show_row"]), shown
-    assert any(r.startswith(f"{tx}|active|") for r in f["after_rollback_row"]), \
-        f"the token created in the rolled-back transaction is gone: {shown}"
-    assert any(r.startswith(f"{name}|active|changed by JDBC|") for r in f["after_rollback_row"]), shown
+    assert any(r.startswith(f"{name}|active|in a transaction|") for r in f["tx_show_row"]), shown
+    assert any(r.startswith(f"{name}|active|in a transaction|") for r in f["after_rollback_row"]), \
+        f"the comment changed in the rolled-back transaction was undone: {shown}"
+    assert any(r.startswith(f"{tx}|active|") for r in f["after_rollback_row"]), shown
     assert f.get("meta_table") == [table], f"DatabaseMetaData.getTables through tokengate: {shown}"
     assert f["missing_error"] == ["42704"] and f["after_error"] == ["1"], shown
     assert_never_upstream(pg, mark, name, tx)

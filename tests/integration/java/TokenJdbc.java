@@ -73,7 +73,9 @@ public class TokenJdbc {
                 out("ordinary", rs.getInt(1));
             }
         }
-        // In a transaction: pgjdbc sends BEGIN in the same batch as the statement; rollback does not undo it.
+        // In a transaction (pgjdbc sends BEGIN in the same batch as the statement): CREATE API TOKEN is refused
+        // (25001) as PostgreSQL refuses CREATE DATABASE, and the transaction fails; other API TOKEN statements
+        // run at once, with a NOTICE, and a rollback does not undo them.
         c.setAutoCommit(false);
         try (Statement st = c.createStatement()) {
             try (ResultSet rs = st.executeQuery("select txid_current() > 0")) {
@@ -81,10 +83,25 @@ public class TokenJdbc {
                 out("tx_ordinary", rs.getBoolean(1));
             }
         }
-        create(c, txName, "tx");
+        try {
+            create(c, txName, "tx_refused");
+        } catch (SQLException e) {
+            out("tx_create_error", e.getSQLState());
+        }
+        try (Statement st = c.createStatement(); ResultSet rs = st.executeQuery("select 1")) {
+            out("tx_after_create", "ran");
+        } catch (SQLException e) {
+            out("tx_after_create_error", e.getSQLState());
+        }
+        c.rollback();
+        try (Statement st = c.createStatement()) {
+            st.executeUpdate("ALTER API TOKEN " + name + " SET COMMENT 'in a transaction'");
+            for (SQLWarning w = st.getWarnings(); w != null; w = w.getNextWarning()) out("tx_notice", w.getMessage());
+        }
         show(c, "tx_show");
         c.rollback();
         c.setAutoCommit(true);
+        create(c, txName, "tx");
         show(c, "after_rollback");
         // Metadata through the proxy (DBeaver's first screen).
         DatabaseMetaData md = c.getMetaData();

@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "parser_ext/classifier.hpp"
 #include "test_support.hpp"
 
 using namespace parser_ext_test;
@@ -56,6 +57,8 @@ TEST_CASE("every form of the API TOKEN grammar parses into its AST", "[parser]")
        ok(AlterRoleResetApiTokenMaxDuration{"Service Accounts"})},
       {"SHOW API TOKEN POLICIES", ok(ShowApiTokenPolicies{})},
       {"SHOW API TOKEN POLICIES FOR USER analyst", ok(ShowApiTokenPolicies{"analyst"})},
+      {"SHOW TOKENGATE INSTANCES", ok(ShowTokengateInstances{})},
+      {"show tokengate instances;", ok(ShowTokengateInstances{})},
   };
   for (const auto& c : cases) {
     INFO("sql: " << c.sql);
@@ -336,6 +339,9 @@ TEST_CASE("look-alike statements are not API TOKEN statements", "[parser][classi
       "SHOW api.tokens",
       "SHOW api . tokens",
       "SHOW \"api\" tokens",
+      "SHOW tokengate",
+      "SHOW tokengate.instances",
+      "SHOW tokengate;",
       "DROP TABLE tokens",
       "DROP TABLE api",
       "DROP ROLE api",
@@ -377,4 +383,14 @@ TEST_CASE("an API TOKEN statement followed by another in one Parse is rejected a
   CHECK(error_summary(parse_statement("DROP API TOKEN x;; -- c\n;DROP API TOKEN y")) ==
         "42601 cannot insert multiple commands into a prepared statement @0");
   CHECK(parse_statement("DROP API TOKEN x;; -- c\n;") == ok(DropApiToken{"x", false, {}}));
+}
+
+TEST_CASE("SHOW TOKENGATE INSTANCES: found as a Query's first statement, other words refused", "[parser][classifier]") {
+  CHECK(tokengate::parser_ext::could_be_api_token_statement("SHOW TOKENGATE INSTANCES"));
+  CHECK(tokengate::parser_ext::query_may_contain_api_token_statement("  show tokengate instances"));
+  CHECK_FALSE(tokengate::parser_ext::query_may_contain_api_token_statement("SHOW tokengate.x"));
+  CHECK_FALSE(tokengate::parser_ext::query_may_contain_api_token_statement("SELECT 'tokengate instances'"));
+  auto r = parse_statement("SHOW TOKENGATE SESSIONS");
+  REQUIRE(std::holds_alternative<ParseError>(r));
+  CHECK(std::get<ParseError>(r).code == ParseErrc::syntax_error);
 }

@@ -79,10 +79,11 @@ constexpr const char* kJwt =
     "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCIsImtpZCI6ImsxIn0."
     "eyJ1c2VyIjoiYWxpY2UiLCJ0aWQiOiIwMTIzIn0.c2lnbmF0dXJlLXNpZ25hdHVyZQ";
 
+// The value (moved out: a Userlist cannot be copied), or fails the test.
 template <class T>
-const T& ok(const std::variant<T, UserlistError>& r) {
+T ok(std::variant<T, UserlistError> r) {
   if (auto* e = std::get_if<UserlistError>(&r)) FAIL("unexpected error: " << e->message);
-  return std::get<T>(r);
+  return std::get<T>(std::move(r));
 }
 std::string error_of(const std::variant<Userlist, UserlistError>& r) {
   if (auto* e = std::get_if<UserlistError>(&r)) return e->message;
@@ -471,6 +472,16 @@ TEST_CASE("userlist: syntax errors name the file and the line, never the passwor
   CHECK(err("\r\n\"\" \"x\"\n") == "userlist file \"/etc/u.txt\", line 2: empty user name");
   CHECK(err("\"bob\" \"hunter2\n").find("hunter2") == std::string::npos);
   CHECK(ok(Userlist::parse("", "x")).size() == 0);
+}
+
+TEST_CASE("userlist: bounded lines and names, NUL bytes refused, each with its line number") {
+  auto err = [](const std::string& text) { return error_of(Userlist::parse(text, "/etc/u.txt")); };
+  const std::string long_line = "\"alice\" \"" + std::string(9000, 'p') + "\"\n";
+  CHECK(err("; fine\n" + long_line) == "userlist file \"/etc/u.txt\", line 2: longer than 8192 bytes");
+  CHECK(err("\"" + std::string(64, 'u') + "\" \"pw\"\n") ==
+        "userlist file \"/etc/u.txt\", line 1: the user name is longer than 63 bytes, PostgreSQL's longest");
+  CHECK(ok(Userlist::parse("\"" + std::string(63, 'u') + "\" \"pw\"\n", "x")).size() == 1);
+  CHECK(err(std::string("\"a\" \"p\0w\"\n", 10)) == "userlist file \"/etc/u.txt\", line 1: contains a NUL byte");
 }
 
 TEST_CASE("userlist: load() reads a file and reports one it cannot read") {

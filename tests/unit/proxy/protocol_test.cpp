@@ -4,7 +4,6 @@
 
 #include "proxy/protocol/frame.hpp"
 #include "proxy/protocol/messages.hpp"
-#include "proxy/session/client_stream.hpp"
 #include "tests/common/pg_bytes.hpp"
 
 using namespace tokengate::protocol;
@@ -26,44 +25,90 @@ TEST_CASE("a StartupMessage keeps every parameter in order") {
   CHECK(again == pkt);
 }
 
+namespace {
+// The error a parse gave, or fails the test.
+StartupPacketError error_of(const StartupPacket& parsed) {
+  REQUIRE(std::holds_alternative<StartupPacketError>(parsed));
+  return std::get<StartupPacketError>(parsed);
+}
+}  // namespace
+
 TEST_CASE("startup packets PostgreSQL would refuse are refused with its words") {
-  SECTION("protocol 2.0") {
-    auto parsed = parse_startup_packet(startup_packet(0x00020000, startup_params({{"user", "a"}})));
-    REQUIRE(std::holds_alternative<StartupPacketError>(parsed));
-    CHECK(std::get<StartupPacketError>(parsed).message ==
-          "unsupported frontend protocol 2.0: server supports 3.0 to 3.0");
+  SECTION("protocol 2.0: answered in the old format, the only one such a client reads") {
+    auto err = error_of(parse_startup_packet(startup_packet(0x00020000, startup_params({{"user", "a"}}))));
+    CHECK(err.old_format);
+    Bytes expected{'E'};
+    put_str(expected, "FATAL:  unsupported frontend protocol 2.0: server supports 3.0 to 3.0\n");
+    expected.push_back(0);
+    CHECK(err.answer() == expected);
   }
   SECTION("protocol 3.2 is accepted, to be negotiated down") {
     auto parsed = parse_startup_packet(startup_packet(0x00030002, startup_params({{"user", "a"}})));
     REQUIRE(std::holds_alternative<StartupMessage>(parsed));
   }
-  SECTION("protocol 4.0") {
-    auto parsed = parse_startup_packet(startup_packet(0x00040000, startup_params({{"user", "a"}})));
-    REQUIRE(std::holds_alternative<StartupPacketError>(parsed));
+  SECTION("protocol 4.0: 0A000") {
+    auto err = error_of(parse_startup_packet(startup_packet(0x00040000, startup_params({{"user", "a"}}))));
+    CHECK(err.answer() == error_response("FATAL", "0A000", "unsupported frontend protocol 4.0: server supports 3.0 to 3.0"));
   }
-  SECTION("no user") {
+  SECTION("no user: left to the handshake, which sends NegotiateProtocolVersion first") {
     auto parsed = parse_startup_packet(startup_packet(kProtocolVersion3, startup_params({{"database", "d"}})));
-    REQUIRE(std::holds_alternative<StartupPacketError>(parsed));
-    CHECK(std::get<StartupPacketError>(parsed).message == "no PostgreSQL user name specified in startup packet");
+    REQUIRE(std::holds_alternative<StartupMessage>(parsed));
   }
   SECTION("missing terminator") {
     Bytes payload;
     put_cstr(payload, "user");
     put_cstr(payload, "a");
-    auto parsed = parse_startup_packet(startup_packet(kProtocolVersion3, payload));
-    REQUIRE(std::holds_alternative<StartupPacketError>(parsed));
+    auto err = error_of(parse_startup_packet(startup_packet(kProtocolVersion3, payload)));
+    CHECK(err.answer() ==
+          error_response("FATAL", "08P01", "invalid startup packet layout: expected terminator as last byte"));
   }
   SECTION("unterminated value") {
     Bytes payload;
     put_cstr(payload, "user");
     put_str(payload, "alice");
-    auto parsed = parse_startup_packet(startup_packet(kProtocolVersion3, payload));
-    REQUIRE(std::holds_alternative<StartupPacketError>(parsed));
+    auto err = error_of(parse_startup_packet(startup_packet(kProtocolVersion3, payload)));
+    CHECK(err.sqlstate == "08P01");
   }
-  SECTION("cancel request of the wrong size") {
-    auto parsed = parse_startup_packet(startup_packet(kCancelRequestCode, body_i32s({1})));
-    REQUIRE(std::holds_alternative<StartupPacketError>(parsed));
+  SECTION("a bad replication value is named before the layout is checked") {
+    Bytes payload;
+    put_cstr(payload, "replication");
+    put_cstr(payload, "maybe");
+    put_cstr(payload, "user");
+    put_str(payload, "x");  // and no terminator
+    auto err = error_of(parse_startup_packet(startup_packet(kProtocolVersion3, payload)));
+    auto e = ErrorResponse::make("FATAL", "22023", "invalid value for parameter \"replication\": \"maybe\"");
+    e.hint = "Valid values are: \"false\", 0, \"true\", 1, \"database\".";
+    Bytes expected;
+    e.serialize(expected);
+    CHECK(err.answer() == expected);
   }
+  SECTION("cancel request of the wrong size: dropped without a word") {
+    auto err = error_of(parse_startup_packet(startup_packet(kCancelRequestCode, body_i32s({1}))));
+    CHECK(err.silent);
+    CHECK(err.answer().empty());
+  }
+  SECTION("a repeated SSLRequest is an unsupported protocol version") {
+    auto err = error_of(parse_startup_packet(startup_packet(kSSLRequestCode), true, false));
+    CHECK(err.message == "unsupported frontend protocol 1234.5679: server supports 3.0 to 3.0");
+    CHECK(err.sqlstate == "0A000");
+  }
+}
+
+TEST_CASE("startup parameters: repeats are kept for the caller to judge, _pq_ options apart") {
+  auto parsed = parse_startup_packet(startup_packet(
+      kProtocolVersion3, startup_params({{"user", "a"}, {"_pq_.x", "1"}, {"user", "b"}, {"replication", "on"}})));
+  auto* m = std::get_if<StartupMessage>(&parsed);
+  REQUIRE(m != nullptr);
+  const std::vector<std::pair<std::string, std::string>> expected{{"user", "a"}, {"user", "b"}, {"replication", "on"}};
+  CHECK(m->parameters == expected);
+  const std::vector<std::string> options{"_pq_.x"};
+  CHECK(m->protocol_options == options);
+}
+
+TEST_CASE("parse_pg_bool reads what PostgreSQL's parse_bool reads") {
+  for (const char* yes : {"true", "TRUE", "t", "tr", "yes", "y", "on", "ON", "1"}) CHECK(parse_pg_bool(yes) == true);
+  for (const char* no : {"false", "f", "no", "n", "off", "of", "0"}) CHECK(parse_pg_bool(no) == false);
+  for (const char* neither : {"", "o", "truex", "2", "01", "database", "nope"}) CHECK_FALSE(parse_pg_bool(neither));
 }
 
 TEST_CASE("SSLRequest, GSSENCRequest and CancelRequest are recognised") {
@@ -86,8 +131,12 @@ TEST_CASE("read_startup_frame asks for more, and rejects impossible lengths") {
   CHECK(partial.status == FrameStatus::need_more);
   CHECK(partial.need == 8);
   CHECK(read_startup_frame(pkt, 10000).status == FrameStatus::complete);
+  // The limit is on what follows the length word, as in PostgreSQL.
+  Bytes at_limit;
+  put_i32(at_limit, 10004);
+  CHECK(read_startup_frame(at_limit, 10000).status == FrameStatus::need_more);
   Bytes huge;
-  put_i32(huge, 10001);
+  put_i32(huge, 10005);
   CHECK(read_startup_frame(huge, 10000).status == FrameStatus::bad_length);
   Bytes tiny;
   put_i32(tiny, 7);
@@ -179,38 +228,4 @@ TEST_CASE("StreamTracker reports an overlong ReadyForQuery's last byte, however 
     INFO("chunk size " << chunk);
     CHECK(statuses == "E");
   }
-}
-
-TEST_CASE("ClientStream makes Query and Parse whole and streams everything else") {
-  tokengate::session::ClientStream cs;
-  auto copy = msg('d', Bytes(50000, 'z'));
-  auto query = msg('Q', body_cstrs({"select 1"}));
-  auto stream = concat({copy, query, msg('S', {})});
-  std::vector<char> inspected;
-  auto on = [&](const Frame& f) { inspected.push_back(f.tag); };
-
-  // Half of the CopyData may go at once: it is not held back.
-  auto s1 = cs.scan(ByteView(stream.data(), 20000), on);
-  CHECK(s1.forward == 20000);
-  CHECK(s1.need == 0);
-  // The rest of the CopyData and part of the Query: the Query waits.
-  auto rest = ByteView(stream.data() + 20000, copy.size() - 20000 + 6);
-  auto s2 = cs.scan(rest, on);
-  CHECK(s2.forward == copy.size() - 20000);
-  CHECK(s2.need == query.size());
-  CHECK(inspected.empty());
-  // Whole Query and Sync.
-  auto s3 = cs.scan(ByteView(stream.data() + copy.size(), query.size() + 5), on);
-  CHECK(s3.forward == query.size() + 5);
-  CHECK(inspected == std::vector<char>{'Q'});
-}
-
-TEST_CASE("ClientStream stops at Terminate and flags impossible lengths") {
-  tokengate::session::ClientStream cs;
-  auto s = cs.scan(concat({msg('S', {}), msg('X', {}), msg('Q', body_cstrs({"x"}))}), [](const Frame&) {});
-  CHECK(s.terminate);
-  CHECK(s.forward == 10);
-  tokengate::session::ClientStream cs2;
-  auto bad = cs2.scan(Bytes{'B', 0, 0, 0, 1}, [](const Frame&) {});
-  CHECK(bad.bad_length);
 }

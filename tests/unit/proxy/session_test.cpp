@@ -50,8 +50,9 @@ TEST_CASE("handshake: SSLRequest gets N, then startup, then a cleartext password
   auto a3 = s.feed(msg('p', body_cstrs({"s3cret"})));
   REQUIRE(std::holds_alternative<ClientHandshake::LoggedIn>(a3));
   const auto& in = std::get<ClientHandshake::LoggedIn>(a3);
-  CHECK(in.password == "s3cret");
-  CHECK(*in.startup.find("user") == "alice");
+  CHECK(in.password.view() == "s3cret");
+  CHECK(in.startup.user == "alice");
+  CHECK(in.startup.database == "d");
 }
 
 TEST_CASE("handshake: protocol 3.2 and _pq_ options are negotiated down to 3.0") {
@@ -64,8 +65,11 @@ TEST_CASE("handshake: protocol 3.2 and _pq_ options are negotiated down to 3.0")
   auto in = s.feed(msg('p', body_cstrs({"pw"})));
   REQUIRE(std::holds_alternative<ClientHandshake::LoggedIn>(in));
   const auto& startup = std::get<ClientHandshake::LoggedIn>(in).startup;
-  CHECK(startup.protocol_version == kProtocolVersion3);
-  CHECK(startup.parameters.size() == 1);
+  CHECK(startup.user == "u");
+  CHECK(startup.settings.empty());
+  // The upstream sees 3.0 and no protocol options.
+  CHECK(startup.for_upstream("u").protocol_version == kProtocolVersion3);
+  CHECK(startup.for_upstream("u").parameters.size() == 1);
 }
 
 TEST_CASE("handshake: GSSENCRequest then SSLRequest (libpq's order) both get N") {
@@ -92,29 +96,42 @@ TEST_CASE("handshake: a packet arriving byte by byte is waited for") {
   CHECK(std::holds_alternative<ClientHandshake::Reply>(s.feed(Bytes{pkt.back()})));
 }
 
-TEST_CASE("handshake: bad startup input is answered with FATAL 08P01") {
+TEST_CASE("handshake: bad startup input is answered as PostgreSQL answers it") {
   HandshakeScript s;
-  Bytes expected;
-  SECTION("too long") {
+  SECTION("too long: dropped without a word, as soon as the length is known") {
     Bytes huge;
-    put_i32(huge, 10001);
-    put_i32(huge, kProtocolVersion3);
+    put_i32(huge, 10005);
     auto a = s.feed(huge);
-    REQUIRE(std::holds_alternative<ClientHandshake::Reject>(a));
-    CHECK(std::get<ClientHandshake::Reject>(a).bytes ==
-          error_response("FATAL", "08P01", "invalid length of startup packet"));
+    REQUIRE(std::holds_alternative<ClientHandshake::Closed>(a));
+    CHECK(std::get<ClientHandshake::Closed>(a).reason == "invalid length of startup packet");
   }
-  SECTION("unknown protocol version") {
+  SECTION("Terminate before any startup packet: its bytes read as a length, dropped") {
+    auto a = s.feed(msg('X', {}));
+    REQUIRE(std::holds_alternative<ClientHandshake::Closed>(a));
+  }
+  SECTION("unknown protocol version: 0A000") {
     auto a = s.feed(startup_packet(0x00040000, startup_params({{"user", "u"}})));
     REQUIRE(std::holds_alternative<ClientHandshake::Reject>(a));
     CHECK(std::get<ClientHandshake::Reject>(a).bytes ==
-          error_response("FATAL", "08P01", "unsupported frontend protocol 4.0: server supports 3.0 to 3.0"));
+          error_response("FATAL", "0A000", "unsupported frontend protocol 4.0: server supports 3.0 to 3.0"));
   }
-  SECTION("data pipelined after SSLRequest") {
+  SECTION("data pipelined after SSLRequest: answered, then refused") {
     auto a = s.feed(concat({startup_packet(kSSLRequestCode), startup_packet(kProtocolVersion3)}));
     REQUIRE(std::holds_alternative<ClientHandshake::Reject>(a));
+    auto e = ErrorResponse::make("FATAL", "08P01", "received unencrypted data after SSL request");
+    e.detail = "This could be either a client-software bug or evidence of an attempted man-in-the-middle attack.";
+    Bytes expected{'N'};
+    e.serialize(expected);
+    CHECK(std::get<ClientHandshake::Reject>(a).bytes == expected);
+  }
+  SECTION("no user: NegotiateProtocolVersion first, then 28000") {
+    auto a = s.feed(startup_packet(0x00030002, startup_params({{"database", "d"}, {"_pq_.a", "1"}})));
+    REQUIRE(std::holds_alternative<ClientHandshake::Reject>(a));
+    Bytes nego = body_i32s({kProtocolVersion3, 1});
+    put_cstr(nego, "_pq_.a");
     CHECK(std::get<ClientHandshake::Reject>(a).bytes ==
-          error_response("FATAL", "08P01", "received unencrypted data after SSL request"));
+          concat({msg('v', nego),
+                  error_response("FATAL", "28000", "no PostgreSQL user name specified in startup packet")}));
   }
   SECTION("a query instead of a password") {
     s.feed(startup_packet(kProtocolVersion3, startup_params({{"user", "u"}})));
@@ -123,6 +140,37 @@ TEST_CASE("handshake: bad startup input is answered with FATAL 08P01") {
     CHECK(std::get<ClientHandshake::Reject>(a).bytes ==
           error_response("FATAL", "08P01", "expected password response, got message type 81"));
   }
+  SECTION("the message type is judged before its length") {
+    s.feed(startup_packet(kProtocolVersion3, startup_params({{"user", "u"}})));
+    auto a = s.feed(Bytes{'X'});
+    REQUIRE(std::holds_alternative<ClientHandshake::Reject>(a));
+  }
+  SECTION("a password message over 65535 bytes: dropped without a word") {
+    s.feed(startup_packet(kProtocolVersion3, startup_params({{"user", "u"}})));
+    Bytes big{'p'};
+    put_i32(big, 65536);
+    auto a = s.feed(big);
+    REQUIRE(std::holds_alternative<ClientHandshake::Closed>(a));
+  }
+  SECTION("a password with bytes after its NUL") {
+    s.feed(startup_packet(kProtocolVersion3, startup_params({{"user", "u"}})));
+    auto a = s.feed(msg('p', body_cstrs({"pw", "x"})));
+    REQUIRE(std::holds_alternative<ClientHandshake::Reject>(a));
+    CHECK(std::get<ClientHandshake::Reject>(a).bytes == error_response("FATAL", "08P01", "invalid password packet size"));
+  }
+}
+
+TEST_CASE("handshake: hanging up is quiet where PostgreSQL is quiet") {
+  ClientHandshake nothing;
+  auto a = nothing.on_eof({});
+  REQUIRE(std::holds_alternative<ClientHandshake::Closed>(a));
+  CHECK(std::get<ClientHandshake::Closed>(a).reason.empty());
+
+  ClientHandshake partial;
+  Bytes two{0, 0};
+  auto b = partial.on_eof(two);
+  REQUIRE(std::holds_alternative<ClientHandshake::Closed>(b));
+  CHECK(std::get<ClientHandshake::Closed>(b).reason == "incomplete startup packet");
 }
 
 TEST_CASE("handshake: a cleartext password is not asked for when refused") {
@@ -155,7 +203,7 @@ TEST_CASE("handshake: with TLS available, SSLRequest starts TLS; require refuses
   auto again = twice.next(ssl, consumed);
   REQUIRE(std::holds_alternative<ClientHandshake::Reject>(again));
   CHECK(std::get<ClientHandshake::Reject>(again).bytes ==
-        error_response("FATAL", "08P01", "unsupported frontend protocol 1234.5679: server supports 3.0 to 3.0"));
+        error_response("FATAL", "0A000", "unsupported frontend protocol 1234.5679: server supports 3.0 to 3.0"));
 
   ClientHandshake plain({.tls_available = true, .require_tls = true, .refuse_plaintext_password = false});
   auto refused = plain.next(startup_packet(kProtocolVersion3, startup_params({{"user", "u"}})), consumed);
@@ -189,18 +237,20 @@ UpstreamLogin::Step feed(UpstreamLogin& login, const Bytes& message) {
 }
 
 const BackendKeyData kClientKey{1111, 2222};
+const auto kAny = session::UpstreamAuthMethods::any();
+std::optional<auth::SecretString> pw(std::string_view p) { return auth::SecretString(p); }
 
 }  // namespace
 
-TEST_CASE("upstream login: sends the client's StartupMessage unchanged") {
-  UpstreamLogin login(alice_startup(), "pw", kClientKey);
+TEST_CASE("upstream login: sends the StartupMessage it was given") {
+  UpstreamLogin login(alice_startup(), pw("pw"), kClientKey, kAny);
   CHECK(login.start() == startup_packet(kProtocolVersion3, startup_params({{"user", "alice"},
                                                                            {"database", "db"},
                                                                            {"application_name", "t"}})));
 }
 
-TEST_CASE("upstream login: trust, then our BackendKeyData replaces the upstream's") {
-  UpstreamLogin login(alice_startup(), std::nullopt, kClientKey);
+TEST_CASE("upstream login: trust, then the upstream's process ID with our own secret") {
+  UpstreamLogin login(alice_startup(), std::nullopt, kClientKey, kAny);
   auto ok = feed(login, msg('R', body_i32s({0})));
   CHECK(ok.status == UpstreamLogin::Status::in_progress);
   CHECK(ok.to_client == msg('R', body_i32s({0})));
@@ -208,7 +258,7 @@ TEST_CASE("upstream login: trust, then our BackendKeyData replaces the upstream'
   CHECK(feed(login, msg('S', body_cstrs({"server_version", "15.18"}))).to_client ==
         msg('S', body_cstrs({"server_version", "15.18"})));
   auto key = feed(login, msg('K', body_i32s({99, 77})));
-  CHECK(key.to_client == msg('K', body_i32s({1111, 2222})));
+  CHECK(key.to_client == msg('K', body_i32s({99, 2222})));
   auto ready = feed(login, msg('Z', Bytes{'I'}));
   CHECK(ready.status == UpstreamLogin::Status::done);
   CHECK(ready.to_client == msg('Z', Bytes{'I'}));
@@ -217,12 +267,12 @@ TEST_CASE("upstream login: trust, then our BackendKeyData replaces the upstream'
 }
 
 TEST_CASE("upstream login: cleartext and MD5 requests are answered") {
-  UpstreamLogin login(alice_startup(), "secret", kClientKey);
+  UpstreamLogin login(alice_startup(), pw("secret"), kClientKey, kAny);
   auto clear = feed(login, msg('R', body_i32s({3})));
   CHECK(clear.to_upstream == msg('p', body_cstrs({"secret"})));
   CHECK(clear.to_client.empty());
 
-  UpstreamLogin login2(alice_startup(), "secret", kClientKey);
+  UpstreamLogin login2(alice_startup(), pw("secret"), kClientKey, kAny);
   Bytes md5 = body_i32s({5});
   md5.insert(md5.end(), {1, 2, 3, 4});
   auto step = feed(login2, msg('R', md5));
@@ -230,7 +280,7 @@ TEST_CASE("upstream login: cleartext and MD5 requests are answered") {
 }
 
 TEST_CASE("upstream login: a full SCRAM-SHA-256 exchange against a simulated server") {
-  UpstreamLogin login(alice_startup(), "pencil", kClientKey);
+  UpstreamLogin login(alice_startup(), pw("pencil"), kClientKey, kAny);
   Bytes sasl = body_i32s({10});
   put_cstr(sasl, "SCRAM-SHA-256-PLUS");
   put_cstr(sasl, "SCRAM-SHA-256");
@@ -271,7 +321,7 @@ TEST_CASE("upstream login: a full SCRAM-SHA-256 exchange against a simulated ser
 }
 
 TEST_CASE("upstream login: SCRAM-SHA-256-PLUS alone is refused, never used") {
-  UpstreamLogin login(alice_startup(), "pw", kClientKey);
+  UpstreamLogin login(alice_startup(), pw("pw"), kClientKey, kAny);
   Bytes sasl = body_i32s({10});
   put_cstr(sasl, "SCRAM-SHA-256-PLUS");
   sasl.push_back(0);
@@ -281,7 +331,7 @@ TEST_CASE("upstream login: SCRAM-SHA-256-PLUS alone is refused, never used") {
 }
 
 TEST_CASE("upstream login: upstream errors reach the client unchanged") {
-  UpstreamLogin login(alice_startup(), "wrong", kClientKey);
+  UpstreamLogin login(alice_startup(), pw("wrong"), kClientKey, kAny);
   feed(login, msg('R', body_i32s({3})));
   Bytes err_body;
   for (auto [c, v] : std::initializer_list<std::pair<char, const char*>>{
@@ -299,7 +349,7 @@ TEST_CASE("upstream login: upstream errors reach the client unchanged") {
 }
 
 TEST_CASE("upstream login: 3D000 after AuthenticationOk is passed on too") {
-  UpstreamLogin login(alice_startup(), std::nullopt, kClientKey);
+  UpstreamLogin login(alice_startup(), std::nullopt, kClientKey, kAny);
   feed(login, msg('R', body_i32s({0})));
   auto err = error_response("FATAL", "3D000", "database \"db\" does not exist");
   auto step = feed(login, err);
@@ -308,18 +358,18 @@ TEST_CASE("upstream login: 3D000 after AuthenticationOk is passed on too") {
 }
 
 TEST_CASE("upstream login: unexpected messages fail cleanly") {
-  UpstreamLogin login(alice_startup(), std::nullopt, kClientKey);
+  UpstreamLogin login(alice_startup(), std::nullopt, kClientKey, kAny);
   auto step = feed(login, msg('D', body_i32s({0})));
   CHECK(step.status == UpstreamLogin::Status::failed);
   CHECK(step.to_client ==
         error_response("FATAL", "08P01", "unexpected message type 'D' from upstream during authentication"));
 
-  UpstreamLogin no_pw(alice_startup(), std::nullopt, kClientKey);
+  UpstreamLogin no_pw(alice_startup(), std::nullopt, kClientKey, kAny);
   auto asked = feed(no_pw, msg('R', body_i32s({3})));
   CHECK(asked.status == UpstreamLogin::Status::failed);
   CHECK(asked.to_client ==
         error_response("FATAL", "28000", "upstream asked for a password and none is configured"));
 
-  UpstreamLogin gss(alice_startup(), "pw", kClientKey);
+  UpstreamLogin gss(alice_startup(), pw("pw"), kClientKey, kAny);
   CHECK(feed(gss, msg('R', body_i32s({7}))).status == UpstreamLogin::Status::failed);
 }
