@@ -227,13 +227,28 @@ def seeds_startup() -> None:
 
 # ---------------------------------------------------------------- relay
 
-def relay_records(records: list[tuple[int, bytes]]) -> bytes:
-    """The relay target's input: per read, <(len << 1) | direction> then the bytes, 127 at most each."""
-    out = bytearray()
-    for direction, data in records:
-        for i in range(0, len(data), 127):
-            piece = data[i:i + 127]
-            out.append((len(piece) << 1) | direction)
+RESULT = "result"  # a record of relay_records: the result of the statement requested last
+EVENT = "event"    # a record of relay_records: 0 client EOF, 1 upstream EOF, 2 end(FATAL)
+
+
+def relay_records(records: list[tuple], options: int = 0) -> bytes:
+    """The relay target's input (see relay_fuzz.cpp): an options byte, then per record
+    <(len << 2) | side> and the bytes (len 1-63; 0 and a big-endian u16 for longer reads),
+    or <(shape << 2) | 2> for a statement result, or <(event << 2) | 3>."""
+    out = bytearray([options])
+    for side, data in records:
+        if side == RESULT:
+            out.append(((data & 63) << 2) | 2)
+            continue
+        if side == EVENT:
+            out.append(((data & 63) << 2) | 3)
+            continue
+        for i in range(0, len(data), 0xFFFF):
+            piece = data[i:i + 0xFFFF]
+            if len(piece) < 64:
+                out.append((len(piece) << 2) | side)
+            else:
+                out += bytes([side]) + struct.pack("!H", len(piece))
             out += piece
     return bytes(out)
 
@@ -435,31 +450,138 @@ def seeds_relay() -> None:
     finally:
         pg.stop()
 
-    # Queries holding API TOKEN statements, answered by tokengate itself in
-    # part: the ordinary parts' answers come from upstream (made by hand).
+    # Sessions with API TOKEN statements, answered by tokengate itself in
+    # part, and the relay's other paths (made by hand, after
+    # tests/unit/proxy/relay_test.cpp): the upstream's answers, the results of
+    # the statements (RESULT records), endings, memory limits.
     def ready(s: bytes) -> bytes:
         return msg(b"Z", s)
 
     def q(sql: str) -> bytes:
         return msg(b"Q", cstr(sql))
 
+    def parse(name: str, sql: str) -> bytes:
+        return msg(b"P", cstr(name) + cstr(sql) + b"\0\0")
+
+    def bind(portal: str, stmt: str) -> bytes:
+        return msg(b"B", cstr(portal) + cstr(stmt) + b"\0\0\0\0\0\0")
+
+    def execute(portal: str = "", max_rows: int = 0) -> bytes:
+        return msg(b"E", cstr(portal) + i32(max_rows))
+
+    def describe(kind: bytes, name: str) -> bytes:
+        return msg(b"D", kind + cstr(name))
+
+    def close(kind: bytes, name: str) -> bytes:
+        return msg(b"C", kind + cstr(name))
+
+    def error(sqlstate: str, text: str, severity: str = "ERROR") -> bytes:
+        return msg(b"E", b"S" + cstr(severity) + b"V" + cstr(severity) + b"C" + cstr(sqlstate) + b"M" + cstr(text) + b"\0")
+
+    def complete(tag: str) -> bytes:
+        return msg(b"C", cstr(tag))
+
+    def param(name: str, value: str) -> bytes:
+        return msg(b"S", cstr(name) + cstr(value))
+
+    sync, flush, terminate = msg(b"S", b""), msg(b"H", b""), msg(b"X", b"")
+    parse_ok, bind_ok, close_ok = msg(b"1", b""), msg(b"2", b""), msg(b"3", b"")
     one_row = (msg(b"T", struct.pack("!H", 1) + cstr("?column?") + i32(0) + struct.pack("!H", 0) + i32(23)
                    + struct.pack("!hih", 4, -1, 0)) + msg(b"D", struct.pack("!H", 1) + i32(1) + b"1")
-               + msg(b"C", cstr("SELECT 1")))
-    w.add("api-token-between-selects", relay_records([
-        (0, q("select 1; create api token ci max duration '30d'; select 1")),
-        (1, one_row + ready(b"I")), (1, one_row + ready(b"I"))]))
-    w.add("api-token-in-transaction", relay_records([
-        (0, q("begin; show api tokens; select 1; commit")),
-        (1, msg(b"C", cstr("BEGIN")) + ready(b"T")), (1, one_row + msg(b"C", cstr("COMMIT")) + ready(b"I"))]))
-    w.add("api-token-parse", relay_records([
-        (0, msg(b"P", cstr("") + cstr("drop api token if exists x") + b"\0\0") + msg(b"B", b"\0\0\0\0\0\0\0\0")
-         + msg(b"E", cstr("") + i32(0)) + msg(b"S", b"")),
-        (1, ready(b"I"))]))
-    w.add("notification-split", relay_records([
-        (0, q("select 1")),
-        (1, one_row[:7]), (1, one_row[7:] + msg(b"A", i32(7) + cstr("ch") + cstr("x"))[:9]),
-        (1, msg(b"A", i32(7) + cstr("ch") + cstr("x"))[9:] + ready(b"I"))]))
+               + complete("SELECT 1"))
+    data_row = msg(b"D", struct.pack("!H", 1) + i32(1) + b"1")
+    notification = msg(b"A", i32(7) + cstr("ch") + cstr("x"))
+    notice = msg(b"N", b"SNOTICE\0C00000\0Mhello\0\0")
+    syntax_error = error("42601", 'syntax error at or near "tokengate"')
+    rows2, failed, with_notice = 2 << 1, 1, 16
+    IN_BLOCK, REFUSE_PASSWORDS, SCS_OFF, SJIS = 1, 4, 8, 1 << 4
+    SMALL_INSPECT, SMALL_SESSION, SMALL_PROCESS = 1 << 6, 2 << 6, 3 << 6
+
+    hand = {
+        "api-token-between-selects": ([
+            (0, q("select 1; show api tokens; select 2")), (1, one_row + ready(b"I")), (RESULT, rows2),
+            (1, one_row + ready(b"I"))], 0),
+        "api-token-in-transaction": ([
+            (0, q("begin; show api tokens; select 1; commit")), (1, complete("BEGIN") + ready(b"T")),
+            (RESULT, rows2 | with_notice), (1, one_row + complete("COMMIT") + ready(b"I"))], 0),
+        "api-token-parse": ([
+            (0, parse("", "drop api token if exists x") + bind("", "") + execute() + sync), (RESULT, 0),
+            (1, ready(b"I"))], 0),
+        "create-in-multi-statement-query": ([(0, q("select 1; CREATE API TOKEN t"))], 0),
+        "syntax-error-in-query": ([(0, q("select 1; CREATE API TOKEN MAX DURATIN '1d'"))], 0),
+        "notification-split": ([
+            (0, q("select 1")), (1, one_row[:7]), (1, one_row[7:] + notification[:9]),
+            (1, notification[9:] + ready(b"I"))], 0),
+        "notification-split-around-local-answer": ([
+            (1, notification[:7]), (0, q("SHOW API TOKENS")), (1, notification[7:]), (RESULT, rows2)], 0),
+        "notice-while-statement-runs": ([
+            (0, q("SHOW API TOKENS")), (1, notice[:3]), (RESULT, 0), (1, notice[3:])], 0),
+        "pipeline-mixed": ([
+            (0, parse("s1", "select 1") + bind("", "s1") + execute() + parse("t", "SHOW API TOKENS") + bind("p", "t")
+             + describe(b"P", "p") + execute("p") + parse("", "select 2") + bind("", "") + execute() + sync),
+            (1, parse_ok + bind_ok + data_row + complete("SELECT 1")), (RESULT, rows2),
+            (1, parse_ok + bind_ok + data_row + complete("SELECT 1") + ready(b"I"))], 0),
+        "pipeline-upstream-error-skips-local": ([
+            (0, parse("", "select 1/0") + bind("", "") + execute() + parse("t", "DROP API TOKEN x") + bind("", "t")
+             + execute() + sync + q("select 'after'")),
+            (1, parse_ok + bind_ok + error("22012", "division by zero")), (1, ready(b"I")),
+            (1, data_row + complete("SELECT 1") + ready(b"I"))], 0),
+        "pipeline-local-error-injects-failure": ([
+            (0, parse("", "insert into t values (1)") + bind("", "") + execute()
+             + parse("bad", "CREATE API TOKEN MAX DURATIN '1d'") + bind("", "bad") + execute() + sync),
+            (1, parse_ok + bind_ok + complete("INSERT 0 1")), (1, syntax_error + ready(b"I"))], 0),
+        "row-limits-local-portal": ([
+            (0, parse("t", "SHOW API TOKENS") + bind("p", "t") + execute("p", 1) + execute("p", 1) + execute("p", 1)
+             + sync), (RESULT, 3 << 1), (1, ready(b"I"))], 0),
+        "local-statement-describe-close-reparse": ([
+            (0, parse("s", "SHOW API TOKENS") + describe(b"S", "s") + close(b"S", "s") + parse("s", "select 1")
+             + describe(b"S", "s") + sync),
+            (1, parse_ok + msg(b"t", b"\0\0") + one_row[:one_row.index(b"D")] + ready(b"I"))], 0),
+        "failed-statement-in-block": ([
+            (0, q("DROP API TOKEN nope")), (RESULT, failed), (1, syntax_error + ready(b"E")),
+            (0, q("SHOW API TOKENS")), (RESULT, failed | with_notice)], IN_BLOCK),
+        "fatal-answer-to-injected-parse": ([
+            (0, q("DROP API TOKEN nope")), (RESULT, failed),
+            (1, error("57P01", "terminating connection due to administrator command", "FATAL"))], IN_BLOCK),
+        "copy-in": ([
+            (0, q("copy t from stdin")), (1, msg(b"G", b"\0\0\1\0\0")),
+            (0, msg(b"d", b"1\n") + msg(b"d", b"2\n") + msg(b"c", b"")), (1, complete("COPY 2") + ready(b"I"))], 0),
+        "copy-both": ([
+            (0, q("START_REPLICATION SLOT s LOGICAL 0/0")), (1, msg(b"W", b"\0\0\0") + msg(b"d", b"w-record")),
+            (0, msg(b"d", b"r-status")), (0, msg(b"c", b"")),
+            (1, msg(b"c", b"") + complete("START_REPLICATION") + ready(b"I"))], 0),
+        "password-change-refused": ([
+            (0, q("ALTER ROLE me PASSWORD 'x'") + parse("", "alter role me password 'y'") + bind("", "")
+             + execute() + sync), (1, ready(b"I"))], REFUSE_PASSWORDS),
+        "oversized-query-with-api": ([
+            (0, q("select '" + "y" * 1500 + "'; CREATE API TOKEN x"))], SMALL_INSPECT),
+        "oversized-query-plain": ([
+            (0, q("select '" + "y" * 1500 + "'")), (1, one_row + ready(b"I"))], SMALL_INSPECT),
+        "oversized-bind-to-local-statement": ([
+            (0, parse("t", "SHOW API TOKENS") + msg(b"B", cstr("") + cstr("t") + b"\0\0\0\1" + i32(1500)
+                                                    + b"p" * 1500 + b"\0\0") + sync),
+            (1, ready(b"I"))], SMALL_INSPECT),
+        "session-memory-limit": ([(0, sync * 1700)], SMALL_SESSION),
+        "process-memory-limit": ([(0, q("x" * 3000)[:-1])], SMALL_PROCESS),
+        "end-inside-data-row": ([
+            (0, q("select repeat('x', 100)")), (1, one_row[:20]), (EVENT, 2), (0, q("select 'dropped'")),
+            (1, one_row[20:])], 0),
+        "standard-conforming-strings-off": ([
+            (1, param("standard_conforming_strings", "off") + param("client_encoding", "SJIS")),
+            (0, q("select 'a\\'; show api tokens; select '\x95\\'")), (1, one_row + ready(b"I")),
+            (RESULT, rows2)], SCS_OFF | SJIS),
+        "deallocate-all": ([
+            (0, parse("t", "SHOW API TOKENS") + parse("s", "select 1") + sync), (1, parse_ok + ready(b"I")),
+            (0, q("DEALLOCATE ALL")), (1, complete("DEALLOCATE ALL") + ready(b"I")),
+            (0, describe(b"S", "t") + parse("s", "SHOW API TOKENS") + sync),
+            (1, error("26000", 'prepared statement "t" does not exist')), (1, ready(b"I"))], 0),
+        "terminate": ([(0, q("select 1") + terminate + q("select 'never'"))], 0),
+        "client-eof-while-statement-runs": ([(0, q("SHOW API TOKENS")), (EVENT, 0), (RESULT, 0)], 0),
+        "upstream-bad-length-after-split-header": ([
+            (0, q("select 1")), (1, b"oz\0"), (1, b"\x11\x0a")], 0),
+    }
+    for name, (records, options) in hand.items():
+        w.add(name, relay_records(records, options))
     w.done()
 
 
