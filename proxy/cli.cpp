@@ -18,6 +18,7 @@
 #include <toml++/toml.h>
 
 #include "proxy/audit.hpp"
+#include "proxy/build_info.hpp"
 #include "proxy/config.hpp"
 #include "proxy/net/fleet.hpp"
 #include "proxy/net/server.hpp"
@@ -499,7 +500,7 @@ int run_cli(int argc, char** argv) {
 
   auto* serve = app.add_subcommand("serve", "Run the proxy (the default)");
   serve->fallthrough();
-  auto* version = app.add_subcommand("version", "Print the version");
+  auto* version = app.add_subcommand("version", "Print the version, git commit and library versions");
   app.require_subcommand(0, 1);
 
   try {
@@ -508,7 +509,7 @@ int run_cli(int argc, char** argv) {
     return app.exit(e);
   }
   if (version->parsed()) {
-    std::cout << "tokengate " << TOKENGATE_VERSION << "\n";
+    std::cout << version_report();
     return 0;
   }
 

@@ -38,13 +38,28 @@ Key sha256(const Key& in) {
   return out;
 }
 
+// SHA-256's block: HMAC hashes a longer key first (RFC 2104, section 2).
+constexpr std::size_t kHmacBlockBytes = 64;
+
 Key salted_password(std::string_view password, const std::vector<std::uint8_t>& salt,
                     std::size_t iterations) {
+  // PBKDF2's password is its HMAC key. Botan refuses keys over 4,096 bytes
+  // (an exception that used to end the process), while PostgreSQL takes any
+  // password up to its 65,535-byte message; hashing a long one first, as HMAC
+  // itself would, gives PostgreSQL's result for every length.
+  Key hashed;
+  if (password.size() > kHmacBlockBytes) {
+    auto h = Botan::HashFunction::create_or_throw("SHA-256");
+    h->update(reinterpret_cast<const std::uint8_t*>(password.data()), password.size());
+    h->final(hashed.data());
+    password = std::string_view(reinterpret_cast<const char*>(hashed.data()), hashed.size());
+  }
   auto family = Botan::PasswordHashFamily::create_or_throw("PBKDF2(SHA-256)");
   auto pbkdf = family->from_params(iterations);
   Key out;
   pbkdf->derive_key(out.data(), out.size(), password.data(), password.size(), salt.data(),
                     salt.size());
+  Botan::secure_scrub_memory(hashed.data(), hashed.size());
   return out;
 }
 

@@ -4,6 +4,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <memory>
@@ -11,7 +14,10 @@
 #include "parser_ext/parser.hpp"
 #include "proxy/http/sql_exchange.hpp"
 #include "proxy/http/sql_protocol.hpp"
+#include "proxy/log_text.hpp"
+#include "proxy/net/control_pool.hpp"
 #include "proxy/net/local_sql.hpp"
+#include "proxy/net/session_registry.hpp"
 #include "proxy/net/stream.hpp"
 #include "proxy/pool/upstream_pool.hpp"
 #include "proxy/session/startup_parameters.hpp"
@@ -63,6 +69,28 @@ HttpResponse extra_parameters(std::size_t n) {
                                         " parameters, but prepared statement \"\" requires 0"));
 }
 
+// A request authenticated by a token is a live session while it runs: a
+// revocation, an expiry or a shutdown ends it (SqlEndpointServices::sessions).
+// Touched only on the request's executor.
+struct Ending {
+  std::optional<protocol::ErrorResponse> why;  // set once the session was ended
+  bool finished = false;                        // the request no longer uses its connection
+};
+
+// Ends the backend an ended request runs on, as an ended wire session's is
+// ended: what it runs is interrupted and its open transaction rolled back, so
+// nothing the request sent commits after the revocation is answered.
+asio::awaitable<void> terminate_backend(net::ControlPool* control, std::int32_t pid) {
+  if (control == nullptr || pid == 0) co_return;
+  std::vector<session::QueryParam> params;
+  params.emplace_back(std::to_string(pid));
+  std::string sql = "SELECT pg_catalog.pg_terminate_backend($1::int)";
+  auto r = co_await control->query(std::move(sql), std::move(params));
+  if (!r) spdlog::warn("HTTP /sql: cannot terminate upstream backend {}: {}", pid, log_text(r.error()));
+  else if (r->error) spdlog::warn("HTTP /sql: cannot terminate upstream backend {}: {}",
+                                  pid, log_text(r->error->message()));
+}
+
 }  // namespace
 
 class SqlEndpoint {
@@ -79,7 +107,15 @@ class SqlEndpoint {
     net::SessionInfo* info = nullptr;
     char tx = protocol::tx_status::Idle;
     bool usable = true;  // the connection may be reset and reused
+    std::shared_ptr<Ending> ending;
+    net::SessionRegistry::Handle registered = 0;  // this request's entry, if it has one
   };
+  // The answer for a request whose session was ended, once it was.
+  static std::optional<HttpResponse> ended(Context& ctx) {
+    if (!ctx.ending || !ctx.ending->why) return std::nullopt;
+    ctx.usable = false;
+    return answer(status_for_sqlstate(ctx.ending->why->sqlstate), error_json(*ctx.ending->why));
+  }
   // One statement; nullopt when it succeeded (its result is in the writer).
   asio::awaitable<std::optional<HttpResponse>> statement(Context& ctx, const SqlQuery& q, bool array_mode,
                                                          bool raw);
@@ -95,6 +131,7 @@ class SqlEndpoint {
 asio::awaitable<std::optional<HttpResponse>> SqlEndpoint::upstream_statement(
     Context& ctx, const std::string& text, const std::vector<std::optional<std::string>>& params,
     ResultWriter* writer, bool array_mode, bool raw) {
+  if (auto e = ended(ctx)) co_return e;
   SqlExchange x(writer, array_mode, raw);
   protocol::Bytes first = x.start(text, params);
   if (x.status() == SqlExchange::Status::failed)
@@ -104,13 +141,17 @@ asio::awaitable<std::optional<HttpResponse>> SqlEndpoint::upstream_statement(
     ctx.usable = false;  // the rest of the result is still coming: the connection goes
     co_return too_large(s_.max_response_size);
   }
+  // Its backend was terminated: the statement broke off (a statement that
+  // completed first came before the revocation).
+  if (r.outcome == pool::Lease::Outcome::io_error || x.status() == SqlExchange::Status::failed || x.error())
+    if (auto e = ended(ctx)) co_return e;
   if (r.outcome == pool::Lease::Outcome::io_error) {
-    spdlog::warn("HTTP /sql of \"{}\": {}", ctx.info->user, r.reason);
+    spdlog::warn("HTTP /sql of \"{}\": {}", log_name(ctx.info->user), log_text(r.reason));
     ctx.usable = false;
     co_return upstream_lost();
   }
   if (x.status() == SqlExchange::Status::failed) {
-    spdlog::warn("HTTP /sql of \"{}\": {}", ctx.info->user, x.failure_reason());
+    spdlog::warn("HTTP /sql of \"{}\": {}", log_name(ctx.info->user), log_text(x.failure_reason()));
     ctx.usable = false;
     if (x.failure_reason().rfind("upstream ended the connection", 0) == 0) co_return upstream_lost();
     co_return answer(502, error_json("08P01", "invalid message from the upstream server"));
@@ -150,8 +191,15 @@ asio::awaitable<std::optional<HttpResponse>> SqlEndpoint::statement(Context& ctx
     co_return answer(kStatementErrorStatus, error_json(net::local_sql_error(*e)));
   if (auto* stmt = std::get_if<pe::Statement>(&parsed)) {
     if (!q.params.empty()) co_return extra_parameters(q.params.size());
+    if (auto e = ended(ctx)) co_return e;
     net::LocalSql local(*ctx.relay, *ctx.info);
     session::LocalResult r = co_await local.run(*stmt, ctx.tx);
+    // A revocation answers once the sessions it ended are gone (this
+    // request's own aside), upstream backends included, as on the wire.
+    if (!r.revoked.empty() && s_.sessions != nullptr &&
+        !co_await s_.sessions->wait_ended(r.revoked, ctx.registered, net::kRevokedSessionsWait))
+      spdlog::warn("HTTP /sql of \"{}\": sessions of revoked tokens were still open after {} s", log_name(ctx.info->user),
+                   net::kRevokedSessionsWait.count());
     if (r.error) co_return answer(kStatementErrorStatus, error_json(*r.error));
     co_return write_local(ctx, r, array_mode, raw);
   }
@@ -174,6 +222,9 @@ asio::awaitable<HttpResponse> SqlEndpoint::handle(HttpRequest& req) {
   // connection string's password or token, checked as a wire login.
   std::string user;
   bool via_token = false;                     // authenticated by a token, not a password
+  std::optional<tokenstore::tid_t> tid;       // the token's, for the session registry
+  std::int64_t token_expires_at = 0;
+  std::string token;                          // the token itself, checked once more after registration
   std::optional<std::string> login_password;  // a password (not a token): password mode may log in with it
   if (req.header("Authorization") != nullptr || cs == nullptr || !cs->password) {
     if (auto refusal = co_await gateway_.authenticate(req)) co_return std::move(*refusal);
@@ -181,9 +232,13 @@ asio::awaitable<HttpResponse> SqlEndpoint::handle(HttpRequest& req) {
     // The cookie of a browser login made with a password is a token too:
     // /sql treats every Bearer and cookie request as a token session.
     via_token = true;
+    tid = req.identity.tid;
+    token_expires_at = req.identity.expires_at;
+    token = req.identity.token;
     if (cs != nullptr && !cs->user.empty() && cs->user != user) {
       // The token is not this user's: what a wire login with it would say.
-      spdlog::info("HTTP /sql from {}: a token of \"{}\" presented for user \"{}\"", req.peer, user, cs->user);
+      spdlog::info("HTTP /sql from {}: a token of \"{}\" presented for user \"{}\"", req.peer, log_name(user),
+                   log_name(cs->user));
       co_return login_refused("28P01", "password authentication failed for user \"" + cs->user + "\"", {});
     }
   } else {
@@ -206,7 +261,13 @@ asio::awaitable<HttpResponse> SqlEndpoint::handle(HttpRequest& req) {
     }
     user = result.user;
     via_token = result.tid.has_value();
-    if (!via_token) login_password = *cs->password;
+    if (via_token) {
+      tid = result.tid;
+      token_expires_at = result.expires_at;
+      token = *cs->password;
+    } else {
+      login_password = *cs->password;
+    }
   }
 
   // ---- where: a pooled connection of this role, database and settings.
@@ -240,6 +301,43 @@ asio::awaitable<HttpResponse> SqlEndpoint::handle(HttpRequest& req) {
     co_return answer(status_for_sqlstate(e.sqlstate), error_json(e.sqlstate, e.message));
   }
 
+  // ---- a token request is a live session while it runs: registered before
+  // its token is checked once more, so that a revocation is seen by that
+  // check or by the registry, as for a wire session.
+  auto ending = std::make_shared<Ending>();
+  struct Unregister {
+    net::SessionRegistry* registry = nullptr;
+    net::SessionRegistry::Handle handle = 0;
+    ~Unregister() {
+      if (registry != nullptr) registry->remove(handle);
+    }
+  } unregister;
+  if (tid && s_.sessions != nullptr) {
+    auto exec = co_await asio::this_coro::executor;
+    const std::int32_t pid = acquired.lease.backend_pid();
+    net::ControlPool* control = s_.control;
+    unregister.handle = s_.sessions->add(
+        *tid, token_expires_at, [exec, ending, pid, control](const protocol::ErrorResponse& why) {
+          asio::post(exec, [exec, ending, pid, control, why] {
+            if (ending->finished || ending->why) return;
+            ending->why = why;
+            asio::co_spawn(exec, terminate_backend(control, pid), asio::detached);
+          });
+        });
+    unregister.registry = s_.sessions;
+    if (s_.tokens != nullptr) {
+      const auto now = std::chrono::duration_cast<std::chrono::seconds>(
+                           std::chrono::system_clock::now().time_since_epoch()).count();
+      auto again = s_.tokens->verify(token, user, now);
+      if (again.status != tokenstore::verify_status::ok) {
+        acquired.lease.release(true, protocol::tx_status::Idle);  // nothing ran on it
+        spdlog::info("HTTP /sql from {}: the token of \"{}\" is no longer valid", req.peer, log_name(user));
+        co_return login_refused("28P01", "password authentication failed for user \"" + user + "\"", {});
+      }
+    }
+  }
+  std::fill(token.begin(), token.end(), '\0');  // not needed any more
+
   // ---- run
   std::string body;
   ResultWriter writer(body, s_.max_response_size);
@@ -258,6 +356,8 @@ asio::awaitable<HttpResponse> SqlEndpoint::handle(HttpRequest& req) {
   ctx.writer = &writer;
   ctx.relay = &relay;
   ctx.info = &info;
+  ctx.ending = ending;
+  ctx.registered = unregister.handle;
 
   std::optional<HttpResponse> failed;
   if (!sql.batch) {
@@ -281,6 +381,11 @@ asio::awaitable<HttpResponse> SqlEndpoint::handle(HttpRequest& req) {
     if (!failed) failed = co_await upstream_statement(ctx, commit, no_params, nullptr, true, true);
     writer.end_batch();
   }
+  // Ended after its last statement answered: what it did came before the
+  // revocation; the connection goes all the same (its backend is being
+  // terminated). The registry entry goes after the connection is closed.
+  ending->finished = true;
+  if (ending->why) ctx.usable = false;
   ctx.lease.release(ctx.usable, ctx.tx);
   if (failed) co_return std::move(*failed);
   co_return answer(200, std::move(body));

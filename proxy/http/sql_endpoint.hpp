@@ -17,6 +17,7 @@ class token_service;
 }
 namespace tokengate::net {
 class ControlPool;
+class SessionRegistry;
 }
 namespace tokengate::pool {
 class UpstreamPool;
@@ -42,6 +43,12 @@ struct SqlEndpointServices {
   // ROLE … PASSWORD), such statements are refused with the relay's 42501.
   bool token_sessions_manage_credentials = false;
   bool (*changes_role_password)(std::string_view sql) = nullptr;
+  // Live sessions: a request authenticated by a token is one while it runs,
+  // so that revoking the token (or its expiry, or a shutdown) ends it as it
+  // ends a wire session: its upstream backend is terminated over `control`
+  // and nothing it sent commits after the revocation is answered. Null: not
+  // registered (tests of the endpoint alone).
+  net::SessionRegistry* sessions = nullptr;
 };
 
 // Registers POST /sql on `gateway`.

@@ -18,6 +18,7 @@
 
 #include "parser_ext/ast.hpp"
 #include "proxy/http/credentials.hpp"
+#include "proxy/log_text.hpp"
 #include "proxy/net/control_pool.hpp"
 #include "proxy/net/local_sql.hpp"
 #include "proxy/net/stream.hpp"
@@ -214,7 +215,14 @@ asio::awaitable<session::LocalResult> TokenApi::run(const HttpRequest& req, pe::
   net::SessionInfo info{req.identity.user, "", application_name(req), req.peer, 'I',
                         as_token_session.value_or(via_token(req.identity))};
   net::LocalSql sql(services, info);
-  co_return co_await sql.run(stmt, 'I');
+  auto r = co_await sql.run(stmt, 'I');
+  // A revocation answers once the sessions it ended are gone, upstream
+  // backends included: nothing they sent commits after the answer.
+  if (!r.revoked.empty() && s_.sessions != nullptr &&
+      !co_await s_.sessions->wait_ended(r.revoked, 0, net::kRevokedSessionsWait))
+    spdlog::warn("HTTP {} {}: sessions of revoked tokens were still open after {} s", req.method, req.path,
+                 net::kRevokedSessionsWait.count());
+  co_return r;
 }
 
 asio::awaitable<HttpResponse> TokenApi::list(HttpRequest& req) {
@@ -289,7 +297,7 @@ asio::awaitable<HttpResponse> TokenApi::me(HttpRequest& req) {
   if (s_.control == nullptr) co_return json_error(503, "58030", "role information is unavailable");
   auto role = co_await s_.control->role_info(req.identity.user);
   if (!role) {
-    spdlog::error("GET /api/me of \"{}\": role look-up failed: {}", req.identity.user, role.error());
+    spdlog::error("GET /api/me of \"{}\": role look-up failed: {}", log_name(req.identity.user), role.error());
     co_return json_error(503, "58030", "could not read role information from the upstream server");
   }
   json::object o;
@@ -311,7 +319,7 @@ asio::awaitable<HttpResponse> TokenApi::users(HttpRequest& req) {
   // statements that do (a superuser demoted a second ago).
   auto me = co_await s_.control->role_info_fresh(req.identity.user);
   if (!me) {
-    spdlog::error("GET /api/users of \"{}\": role look-up failed: {}", req.identity.user, me.error());
+    spdlog::error("GET /api/users of \"{}\": role look-up failed: {}", log_name(req.identity.user), me.error());
     co_return json_error(503, "58030", "could not read role information from the upstream server");
   }
   if (!me->has_value() || !(*me)->is_admin)
@@ -326,7 +334,7 @@ asio::awaitable<HttpResponse> TokenApi::users(HttpRequest& req) {
           std::to_string(kMaxListedUsers + 1),
       {});
   if (!found || found->error || found->columns.size() != 1) {
-    spdlog::error("GET /api/users of \"{}\": role list failed: {}", req.identity.user,
+    spdlog::error("GET /api/users of \"{}\": role list failed: {}", log_name(req.identity.user),
                   !found ? found.error() : found->error ? std::string(found->error->message()) : "unexpected columns");
     co_return json_error(503, "58030", "could not read role information from the upstream server");
   }
@@ -334,7 +342,7 @@ asio::awaitable<HttpResponse> TokenApi::users(HttpRequest& req) {
   if (!superuser) {
     auto p = co_await s_.control->protected_roles();
     if (!p) {
-      spdlog::error("GET /api/users of \"{}\": protected roles look-up failed: {}", req.identity.user, p.error());
+      spdlog::error("GET /api/users of \"{}\": protected roles look-up failed: {}", log_name(req.identity.user), p.error());
       co_return json_error(503, "58030", "could not read role information from the upstream server");
     }
     protected_roles = std::move(*p);
@@ -421,7 +429,7 @@ asio::awaitable<HttpResponse> TokenApi::login(HttpRequest& req) {
   std::int64_t lifetime = s_.session_duration.count();
   auto role = co_await s_.control->role_info(result.user);
   if (!role) {
-    spdlog::error("POST /api/login of \"{}\": role look-up failed: {}", result.user, role.error());
+    spdlog::error("POST /api/login of \"{}\": role look-up failed: {}", log_name(result.user), role.error());
     co_return json_error(503, "58030", "could not read role information from the upstream server");
   }
   if (!role->has_value()) co_return json_error(401, "28P01", "password authentication failed for user \"" + result.user + "\"");

@@ -22,6 +22,7 @@ class token_service;
 }
 namespace tokengate::net {
 class ControlPool;
+class SessionRegistry;
 }
 
 namespace tokengate::http {
@@ -50,6 +51,9 @@ struct TokenApiServices {
   // token_sessions.manage_credentials: whether requests authenticated by a
   // token (not by a password login's web session) may create tokens.
   bool token_sessions_manage_credentials = false;
+  // Live sessions: a revocation answers once the sessions it ended are gone
+  // upstream, as DROP API TOKEN on the wire does. May be null.
+  net::SessionRegistry* sessions = nullptr;
 };
 
 // Registers the routes above on `gateway`. The services must outlive it.

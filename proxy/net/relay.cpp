@@ -61,10 +61,15 @@ constexpr auto kCancelGrace = 1s;
 // ...and the backend this long to exit (its socket closes) before tokengate
 // gives up waiting and only closes. Bounds a DROP API TOKEN too.
 constexpr auto kBackendExitTimeout = 10s;
+// An ended session's client that does not read gets this long for the FATAL
+// before its connection is closed without it (as PostgreSQL's backend, ended
+// while blocked writing to its client, exits without a message): a client
+// that stopped reading must not keep an ended session, or its backend, alive.
+constexpr auto kClientWriteGrace = 1s;
 // How long a forwarded CancelRequest may take to be delivered.
 constexpr auto kCancelTimeout = 5s;
-// DROP API TOKEN waits at most this long for the sessions it ended.
-constexpr auto kRevokedSessionsWait = 12s;
+// DROP API TOKEN waits at most kRevokedSessionsWait (session_registry.hpp)
+// for the sessions it ended.
 
 std::uint8_t* thread_read_buffer() {
   thread_local std::unique_ptr<std::uint8_t[]> buf(new std::uint8_t[kReadBufferSize]);
@@ -236,10 +241,17 @@ struct Relay::State : std::enable_shared_from_this<State> {
   bool done = false;
   bool closing = false;
   bool forced = false;  // ended by end() or a limit: the backend must go
+  // Ended: the CancelRequest was delivered (or could not be), so the upstream
+  // connection may now be half-closed. A pooler such as PgBouncer forgets a
+  // client's cancel key once that client has gone, and drops the server
+  // connection without stopping the backend: a statement running then would
+  // go on, and an autocommit one would commit after DROP API TOKEN answered.
+  bool cancel_done = false;
   bool in_after = false, again = false;
   int coroutines = 0;  // run() returns only once none of them can touch a stream
   std::unique_ptr<asio::steady_timer> close_timer;
   std::unique_ptr<asio::steady_timer> grace_timer;
+  std::unique_ptr<asio::steady_timer> client_timer;  // kClientWriteGrace
 };
 
 // ---- start, feeding the machine ----------------------------------------------------
@@ -582,6 +594,16 @@ void Relay::State::begin_close() {
       break;
   }
   if (forced) spawn(end_backend(), "ending the upstream backend");
+  if (forced && c.blocked()) {
+    client_timer = std::make_unique<asio::steady_timer>(ex, kClientWriteGrace);
+    client_timer->async_wait([self = shared_from_this()](error_code ec) {
+      if (ec || self->done || self->c.closed) return;
+      spdlog::info("session of \"{}\" from {}: the client did not read its last messages; closing it",
+                   self->info.user, self->info.peer);
+      self->c.dead = true;
+      self->continue_close();
+    });
+  }
   close_timer = std::make_unique<asio::steady_timer>(ex, kBackendExitTimeout);
   close_timer->async_wait([self = shared_from_this()](error_code ec) {
     if (ec || self->done) return;
@@ -606,12 +628,21 @@ asio::awaitable<void> Relay::State::end_backend() {
   if (info.upstream != nullptr && info.upstream_key.process_id != 0)
     co_await send_cancel(*info.upstream, info.upstream_key);
   if (done) co_return;
+  cancel_done = true;
+  continue_close();
+  if (done) co_return;
   grace_timer = std::make_unique<asio::steady_timer>(ex, kCancelGrace);
   co_await grace_timer->async_wait(use_nothrow);
   if (done || u.eof || services.control == nullptr || info.upstream_key.process_id == 0) co_return;
   std::vector<session::QueryParam> params;
   params.emplace_back(std::to_string(info.upstream_key.process_id));
-  std::string sql = "SELECT pg_catalog.pg_terminate_backend($1::int)";
+  params.emplace_back(info.user);
+  // Behind a pooler the key's "process ID" is the pooler's own (PgBouncer's is
+  // random) and may be some other backend's PID: terminate only a backend of
+  // this session's role.
+  std::string sql =
+      "SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity "
+      "WHERE pid = $1::int AND usename = $2";
   auto r = co_await services.control->query(std::move(sql), std::move(params));
   if (!r) spdlog::warn("cannot terminate upstream backend {}: {}", info.upstream_key.process_id, r.error());
   else if (r->error)
@@ -625,7 +656,7 @@ void Relay::State::continue_close() {
   if (!u.closed && (!u.blocked() || u.dead)) {
     if (!forced || u.eof || u.dead) {
       close_side(u);
-    } else if (!u.half_closed) {
+    } else if (!u.half_closed && cancel_done) {
       // Ended: the backend sees end of input once it is done with what it
       // has (the cancel cuts that short) and exits; wait for its socket to close.
       u.half_closed = true;
@@ -662,6 +693,7 @@ void Relay::State::finish() {
   Bytes().swap(u.pending);
   if (close_timer) close_timer->cancel();
   if (grace_timer) grace_timer->cancel();
+  if (client_timer) client_timer->cancel();
   if (c.event) c.event->notify();
   if (u.event) u.event->notify();
   maybe_done();

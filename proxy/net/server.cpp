@@ -49,6 +49,7 @@
 #include "proxy/net/fleet.hpp"
 #include "proxy/net/relay.hpp"
 #include "proxy/net/session_registry.hpp"
+#include "proxy/net/systemd_notify.hpp"
 #include "proxy/net/stream.hpp"
 #include "proxy/net/tls.hpp"
 #include "proxy/pool/upstream_pool.hpp"
@@ -722,15 +723,20 @@ asio::awaitable<std::optional<auth::VerifierCheck>> Server::Impl::verify_off_thr
   job->password = password.copy();
   job->max_iterations = config.max_scram_iterations;
   const bool queued = verifiers->submit(user, [job, exec](bool stopping) {
-    if (!stopping && !job->abandoned.load()) {
-      if (job->verifier.empty()) {
-        auth::dummy_verifier_check(job->user, job->password.view());
-        job->result = auth::VerifierCheck::mismatch;
-      } else {
-        job->result = auth::check_password_verifier(job->verifier, job->user, job->password.view(),
-                                                    job->max_iterations);
+    // An exception must not leave the verification thread (it would end the
+    // process): the login is then refused, unchecked.
+    if (!stopping && !job->abandoned.load()) try {
+        if (job->verifier.empty()) {
+          auth::dummy_verifier_check(job->user, job->password.view());
+          job->result = auth::VerifierCheck::mismatch;
+        } else {
+          job->result = auth::check_password_verifier(job->verifier, job->user, job->password.view(),
+                                                      job->max_iterations);
+        }
+      } catch (const std::exception& e) {
+        spdlog::error("password check of \"{}\" failed: {}", log_name(job->user), log_text(e.what()));
+        job->result = auth::VerifierCheck::unsupported;
       }
-    }
     job->password.wipe();
     asio::post(exec, [job] { job->done.cancel(); });
   });
@@ -1451,7 +1457,7 @@ bool Server::Impl::start_http() {
                                                  [this]() -> asio::io_context& { return next_context(); });
   http::add_token_api(*http_gateway, {tokens.get(), control.get(), audit.enabled() ? &audit : nullptr,
                                       services.login, config.http_session_duration,
-                                      config.token_sessions_manage_credentials});
+                                      config.token_sessions_manage_credentials, &sessions});
   // SQL over HTTP on pooled upstream connections, and the wire protocol over
   // WebSocket as one more kind of client stream for session().
   pool::UpstreamPoolSettings ps;
@@ -1474,7 +1480,8 @@ bool Server::Impl::start_http() {
   http::add_sql_endpoint(*http_gateway, {http_pool.get(), tokens.get(), control.get(),
                                          audit.enabled() ? &audit : nullptr, services.login,
                                          config.http_max_response_size, config.token_sessions_manage_credentials,
-                                         +[](std::string_view sql) { return parser_ext::changes_role_password(sql); }});
+                                         +[](std::string_view sql) { return parser_ext::changes_role_password(sql); },
+                                         &sessions});
   http::add_websocket_endpoint(*http_gateway, [this](std::unique_ptr<ByteStream> s, std::string peer, bool local) {
     return session(std::move(s), std::move(peer), local);
   });
@@ -1539,10 +1546,13 @@ int Server::run() {
     if (ec) return;
     if (sig == SIGHUP) {
       spdlog::info("SIGHUP: reloading");
+      systemd_notify("RELOADING=1");
       im.reload();
+      systemd_notify("READY=1");
       signals.async_wait(on_signal);
       return;
     }
+    systemd_notify("STOPPING=1");
     for (auto& a : im.tcp_acceptors) a->close();
     for (auto& a : im.unix_acceptors) a->close();
     if (im.http_gateway) im.http_gateway->close();
@@ -1557,6 +1567,8 @@ int Server::run() {
     }
   };
   signals.async_wait(on_signal);
+  // Listeners are up and signals handled: a Type=notify unit is started.
+  systemd_notify("READY=1");
 
   std::vector<std::thread> threads;
   for (unsigned i = 1; i < n; ++i) {

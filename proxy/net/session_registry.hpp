@@ -20,6 +20,11 @@
 
 namespace tokengate::net {
 
+// How long a revocation waits, before answering, for the sessions it ended
+// to be gone upstream (a backend the cancel cannot reach is terminated after
+// a second; this leaves room for a slow control connection).
+inline constexpr std::chrono::seconds kRevokedSessionsWait{12};
+
 class SessionRegistry {
  public:
   // Ends one session with the given error; it must post to the session's own

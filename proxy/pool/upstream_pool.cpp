@@ -14,6 +14,7 @@
 #include <unordered_map>
 
 #include "proxy/http/sql_exchange.hpp"
+#include "proxy/log_text.hpp"
 #include "proxy/net/connect.hpp"
 #include "proxy/net/drive.hpp"
 #include "proxy/protocol/input_buffer.hpp"
@@ -300,7 +301,7 @@ struct Lease::Impl : std::enable_shared_from_this<Lease::Impl> {
       co_return failure("08P01", "invalid message from the upstream server");
     if (r.end != net::DriveResult::End::stopped || machine.error())
       co_return failure("08006", "connection to the upstream server was lost");
-    spdlog::info("HTTP pool: upstream login refused: {}", login.failure_reason());
+    spdlog::info("HTTP pool: upstream login refused: {}", log_text(login.failure_reason()));
     AcquireError e;
     e.upstream = login_error(machine.take_client_bytes());
     if (e.upstream) {

@@ -141,6 +141,54 @@ def test_token_revoked_by_the_command_line(http_api, tokengate, mint_token):
     error(sql(http_api, tokengate, "select 1", password=tok), 401, "28P01")
 
 
+def running_request_revoked(http_api, tokengate, pg, proxy, mint_token, body: dict, in_token: str) -> tuple:
+    """Sends `body` with a fresh token (as Bearer or in the connection string), drops the token while it runs, and
+    returns (the answer, the request's backend PIDs still alive after DROP API TOKEN answered)."""
+    name, tok, _ = mint_token(user="analyst", name=f"http_victim_{uuid.uuid4().hex[:8]}", duration="1h")
+    h = dict(DRIVER_HEADERS)
+    h["Neon-Connection-String"] = conn_string(tokengate, "analyst", tok if in_token == "connection string" else None)
+    with concurrent.futures.ThreadPoolExecutor(1) as ex:
+        running = ex.submit(http_api.call, "POST", "/sql", token=tok if in_token == "bearer" else None, json=body,
+                            headers=h)
+        deadline = time.monotonic() + 5
+        with pg.admin_conn() as a:
+            while True:
+                pids = [r[0] for r in a.execute("select pid from pg_stat_activity where query like '%pg_sleep(3)%' "
+                                                "and pid <> pg_backend_pid()").fetchall()]
+                if pids or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+        assert pids, "the request's statement never started"
+        with proxy.connect(user="analyst") as owner:
+            owner.execute(f"DROP API TOKEN {name}")
+        with pg.admin_conn() as a:
+            alive = a.execute("select pid from pg_stat_activity where pid = any(%s) and state = 'active'",
+                              (pids,)).fetchall()
+        return running.result(20), alive
+
+
+@pytest.mark.parametrize("in_token", ["bearer", "connection string"])
+@pytest.mark.parametrize("shape", ["batch", "one statement"])
+def test_a_running_request_of_a_revoked_token_never_commits(http_api, tokengate, pg, proxy, mint_token, shape,
+                                                            in_token):
+    """A request authenticated by a token is a session while it runs: revoking the token ends it upstream too, as a
+    wire session's (the batch's second statement, or the rest of a writable statement, must never commit)."""
+    table = f"{SCHEMA}.http_revoked_{uuid.uuid4().hex[:8]}"
+    ok(sql(http_api, tokengate, f"create table {table} (v int)", password="analyst"))
+    if shape == "batch":
+        body = {"queries": [{"query": "select pg_sleep(3)", "params": []},
+                            {"query": f"insert into {table} values (42)", "params": []}]}
+    else:
+        body = {"query": f"with s as (select pg_sleep(3)) insert into {table} select 42 from s"}
+    r, alive = running_request_revoked(http_api, tokengate, pg, proxy, mint_token, body, in_token)
+    assert not alive, "DROP API TOKEN answered while the revoked request's statement still ran upstream"
+    body = error(r, 503, "57P01", "API token revoked")
+    assert body["severity"] == "FATAL", body
+    time.sleep(3.5)  # past the moment the insert would have committed
+    assert ok(sql(http_api, tokengate, f"select count(*) from {table}", password="analyst"))["rows"] == [["0"]]
+    ok(sql(http_api, tokengate, f"drop table {table}", password="analyst"))
+
+
 def test_expired_token(http_api, tokengate, mint_token):
     _, tok, _ = mint_token(user="analyst", duration="1s")
     time.sleep(2.1)
@@ -153,7 +201,7 @@ def test_logins_are_audited_without_secrets(http_api, tokengate, token):
     bad = remember_secret(f"pw-{uuid.uuid4().hex}")
     ok(sql(http_api, tokengate, "select 1", password=token))
     error(sql(http_api, tokengate, "select 1", password=bad), 401, "28P01")
-    text = tokengate.audit_path.read_text()[mark:]
+    text = tokengate.audit_path.read_bytes()[mark:].decode()  # mark is a byte offset: earlier lines may be UTF-8
     assert token not in text and bad not in text, "a secret reached the audit log"
     logins = [json.loads(x) for x in text.splitlines() if json.loads(x)["event"] == "login"]
     assert [(x["method"], x["outcome"]) for x in logins] == [("token", "ok"), ("password", "denied")], logins

@@ -72,6 +72,17 @@ def test_wrong_password_is_28P01(twin: Twin, user: str):
     assert err["message"] == f'password authentication failed for user "{user}"'
 
 
+@pytest.mark.parametrize("size", [65, 4097, 65000])
+def test_a_long_wrong_password_is_28P01_as_in_postgresql(twin: Twin, size: int):
+    """PostgreSQL takes a password up to its 65,535-byte message limit and hashes it (HMAC keys longer than a block
+    are hashed first, RFC 2104). A password longer than Botan's HMAC key limit (4,096 bytes) made the verification
+    throw and ended tokengate: one unauthenticated connection took the whole proxy down."""
+    err = twin.run(lambda t: error_of(wire_login(t, "admin", "p" * size)), "ErrorResponse")
+    assert (err["sqlstate"], err["message"]) == ("28P01", 'password authentication failed for user "admin"'), err
+    if twin.is_proxy:
+        assert wire_login(twin.target, "admin", "admin").error is None, "tokengate stopped serving"
+
+
 def test_empty_password(twin: Twin):
     # libpq refuses to send an empty password itself; PostgreSQL answers 28P01 when it gets one.
     err = twin.run(lambda t: error_of(wire_login(t, "admin", "")), "ErrorResponse")

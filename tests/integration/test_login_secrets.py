@@ -46,3 +46,26 @@ def test_a_token_pasted_as_the_user_name_is_not_logged(proxy: Target, tokengate:
     leaked = [ln.replace(token[:20], "<" + mask(token) + ">") for ln in log.splitlines() if token[:20] in ln]
     assert not leaked, f"the token pasted as a user name is in the log: {leaked}"
     assert re.search(r"eyJ…\(masked, \d+ bytes\)", log), f"no masked name in the log:\n{log}"
+
+
+def test_upstream_errors_of_http_logins_cannot_forge_a_log_line(tokengate: TokengateProcess, http_api, mint_token):
+    """POST /sql logs in over the upstream pool, whose refusals are logged too: the upstream echoes the client's
+    setting (newline included) in its error, which must reach the log escaped, as on the wire."""
+    from urllib.parse import quote
+    mark = tokengate.log_mark()
+    # Spaces and the newline escaped with a backslash, as PostgreSQL reads options.
+    options = quote("-c DateStyle=x\\\n" + FORGED.replace(" ", "\\ "), safe="")
+    r = http_api.call("POST", "/sql", json={"query": "select 1"},
+                      headers={"Neon-Connection-String": f"postgresql://analyst:analyst@x/postgres?options={options}"})
+    assert r.status_code == 400 and r.json()["code"] == "22023", r.text
+    # A token presented for another user named in the connection string: that name is logged too.
+    _, token, _ = mint_token(user="analyst", duration="1h")
+    user = quote("eve\n" + FORGED, safe="")
+    r = http_api.call("POST", "/sql", json={"query": "select 1"}, token=token,
+                      headers={"Neon-Connection-String": f"postgresql://{user}@x/postgres"})
+    assert r.status_code == 401, r.text
+    time.sleep(0.3)
+    log = tokengate.log_since(mark)
+    forged = [ln for ln in log.splitlines() if ln.startswith(FORGED)]
+    assert not forged, f"an HTTP client forged log lines: {forged}"
+    assert "\\n" + FORGED.replace('"', '\\"') in log, f"the escaped value is not in the log:\n{log}"

@@ -94,6 +94,29 @@ def test_revoked_session_releases_its_lock(proxy: Target, pg: PgCluster, mint_to
             a.execute(f"DROP TABLE {table}")
 
 
+def test_revoked_session_whose_client_stopped_reading_ends(proxy: Target, pg: PgCluster, mint_token):
+    """The session streams a large result to a client that reads nothing: the FATAL cannot be delivered, yet the
+    revocation must end the session and its backend promptly, not when the client reads again (never)."""
+    name, token, _ = mint_token(user="analyst", name=uniq("stalled"), duration="1h")
+    victim, r = token_session(proxy, "analyst", token)
+    pid = r.backend_key[0]
+    try:
+        victim.send(pgwire.query_message("SELECT repeat('x', 1000) FROM generate_series(1, 10000000)"))
+        time.sleep(1.5)  # the socket buffers fill up; the client never reads
+        assert backend_alive(pg, pid)
+        started = time.monotonic()
+        with proxy.connect(user="analyst") as owner:
+            owner.execute(f"DROP API TOKEN {name}")
+        took = time.monotonic() - started
+        deadline = time.monotonic() + 5
+        while backend_alive(pg, pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not backend_alive(pg, pid), "the revoked session's backend still runs"
+        assert took < 3, f"DROP API TOKEN took {took:.1f} s: it waited for a client that does not read"
+    finally:
+        victim.close()
+
+
 def test_drop_of_own_token_ends_own_session_after_answering(proxy: Target, mint_token):
     name, token, _ = mint_token(user="analyst", name=uniq("self"), duration="1h")
     c, _ = token_session(proxy, "analyst", token)
@@ -148,3 +171,33 @@ def test_sigterm_past_the_timeout_ends_backends(spawn_tokengate, pg: PgCluster):
         assert not backend_alive(pg, pid), "a backend outlived tokengate's shutdown"
     finally:
         c.close()
+
+
+def test_revocation_over_http_answers_once_the_backend_is_gone(proxy: Target, pg: PgCluster, http_api, mint_token):
+    """DELETE /api/tokens/{name} and DROP API TOKEN over POST /sql revoke too: they answer, as DROP API TOKEN on the
+    wire does, only once the sessions they ended are gone upstream, so nothing those sent commits afterwards."""
+    for how in ("DELETE /api/tokens", "POST /sql"):
+        table = scratch_table(pg)
+        name, token, _ = mint_token(user="analyst", name=uniq("victim"), duration="1h")
+        victim, r = token_session(proxy, "analyst", token)
+        pid = r.backend_key[0]
+        try:
+            victim.send(pgwire.query_message(f"SELECT pg_sleep(4); INSERT INTO {table} VALUES (42)"))
+            time.sleep(0.5)
+            assert backend_alive(pg, pid), how
+            if how == "DELETE /api/tokens":
+                answer = http_api.call("DELETE", f"/api/tokens/{name}", token=create_token(proxy, "analyst")[1])
+                assert answer.status_code == 204, answer.text
+            else:
+                answer = http_api.call("POST", "/sql", json={"query": f"DROP API TOKEN {name}"},
+                                       headers={"Neon-Connection-String": "postgresql://analyst:analyst@x/postgres"})
+                assert answer.status_code == 200, answer.text
+            assert not backend_alive(pg, pid), f"{how} answered while the revoked session's backend still ran"
+            assert_ended(victim, f"the session revoked by {how}")
+            time.sleep(4)
+            with pg.admin_conn() as a:
+                assert a.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 0, how
+        finally:
+            victim.close()
+            with pg.admin_conn() as a:
+                a.execute(f"DROP TABLE {table}")

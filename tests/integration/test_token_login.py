@@ -475,6 +475,31 @@ def test_audit_log_records_token_logins(proxy: Target, tokengate: TokengateProce
     assert not any(token in ln for ln in lines), "the audit log contains a token"
 
 
+def find_secrets(text: str, secrets: list[str]):
+    """(secret, offset) of each occurrence of a secret in text. The logs of a whole suite are large and the
+    secrets many, so tokens (all JWTs, sharing a few prefixes) are found by their prefix and then looked up by
+    length; only the other secrets (passwords, few) are searched for one by one."""
+    tokens: dict[str, dict[int, set[str]]] = {}
+    others = []
+    for s in secrets:
+        if s.count(".") >= 2:
+            tokens.setdefault(s[:3], {}).setdefault(len(s), set()).add(s)
+        else:
+            others.append(s)
+    for prefix, by_length in tokens.items():
+        at = text.find(prefix)
+        while at >= 0:
+            for length, group in by_length.items():
+                if text[at:at + length] in group:
+                    yield text[at:at + length], at
+            at = text.find(prefix, at + 1)
+    for s in others:
+        at = text.find(s)
+        while at >= 0:
+            yield s, at
+            at = text.find(s, at + 1)
+
+
 @pytest.mark.run_last
 def test_no_token_or_password_in_any_log(pg: PgCluster):
     """Every tokengate log and audit log line written during the whole suite: no token or password."""
@@ -484,19 +509,42 @@ def test_no_token_or_password_in_any_log(pg: PgCluster):
     logs = all_tokengate_logs()
     assert logs, "no tokengate logs were collected"
     leaks = []
-    # One search of each whole text per secret (at C speed): the logs of a whole suite are large, and a
-    # Python loop over lines times secrets took minutes.
     for label, text in logs:
-        for s in secrets:
-            at = text.find(s)
-            while at >= 0:
-                start = text.rfind("\n", 0, at) + 1
-                end = text.find("\n", at)
-                line = text[start:end if end >= 0 else len(text)]
-                n = text.count("\n", 0, at) + 1
-                leaks.append(f"{label} line {n}: {line.replace(s, '<' + mask(s) + '>')[:300]}")
-                at = text.find(s, end if end >= 0 else len(text))
+        for secret, at in find_secrets(text, secrets):
+            start = text.rfind("\n", 0, at) + 1
+            end = text.find("\n", at)
+            line = text[start:end if end >= 0 else len(text)]
+            n = text.count("\n", 0, at) + 1
+            leaks.append(f"{label} line {n}: {line.replace(secret, '<' + mask(secret) + '>')[:300]}")
     # Tokens must not reach the upstream either (passwords do: the harness creates roles with them).
-    upstream = pg.log_since(0)
-    leaks += [f"PostgreSQL's log contains token {mask(s)}" for s in secrets if s.count(".") >= 2 and s in upstream]
+    tokens = [s for s in secrets if s.count(".") >= 2]
+    leaks += [f"PostgreSQL's log contains token {mask(s)}" for s, _ in find_secrets(pg.log_since(0), tokens)]
     assert not leaks, f"{len(leaks)} secrets in logs:\n" + "\n".join(leaks[:30])
+
+
+def test_crafted_jwt_headers_are_refused_and_audited(proxy: Target, tokengate: TokengateProcess, mint_token):
+    """A token with a hostile header (deep nesting, a huge kid, not JSON, duplicate keys, a number out of range) is refused as a wrong
+    password, and each attempt leaves an audit line: a crafted header must not end the connection unrecorded."""
+    _, token, _ = mint_token(user="analyst", name=uniq("crafted"), duration="1h")
+    _, p, s = token.split(".")
+    headers = {
+        "deep nesting": b"[" * 5000 + b"]" * 5000,
+        "huge kid": json.dumps({"alg": "HS256", "kid": "k" * 3000}).encode(),
+        "not JSON": b"\xff\xfe{not json",
+        "duplicate alg": b'{"alg":"none","alg":"HS256","kid":"x"}',
+        "number overflow": b'{"alg":"HS256","kid":"x","n":1e999999}',
+    }
+    time.sleep(0.2)
+    before = len(tokengate.audit_path.read_bytes().splitlines())
+    for what, header in headers.items():
+        r = try_login(proxy, "analyst", f"{b64url(header)}.{p}.{s}")
+        assert r.error is not None and r.error.sqlstate == "28P01", f"{what}: {r.error}"
+    deadline = time.monotonic() + 5
+    while True:
+        lines = [json.loads(x) for x in tokengate.audit_path.read_bytes().splitlines()[before:]]
+        # Longer than a token may be (2,048 bytes), a token-shaped secret is checked as a password: audited too.
+        denied = [x for x in lines if x.get("event") == "login" and x.get("outcome") == "denied"]
+        if len(denied) >= len(headers) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert len(denied) >= len(headers), f"{len(denied)} audit lines for {len(headers)} crafted tokens: {lines}"

@@ -55,6 +55,18 @@ TEST_CASE("passwords are checked against SCRAM and MD5 verifiers") {
   CHECK(check_password_verifier("SCRAM-SHA-256$x:y$z", "a", "b") == VerifierCheck::unsupported);
 }
 
+TEST_CASE("passwords longer than an HMAC key may be are checked as PostgreSQL checks them") {
+  // Made with Python's hashlib.pbkdf2_hmac for 5,000 × 'p' (RFC 2104: a key longer than the hash's block is hashed
+  // first). Botan's HMAC refuses keys over 4,096 bytes: such a password used to throw out of the verification
+  // thread and end the process.
+  const char* scram =
+      "SCRAM-SHA-256$4096:AAECAwQFBgcICQoLDA0ODw==$TCRk9Ga3BuQL5gudiiluxYQrTtJGkT123qjdaUjQDiQ=:"
+      "EDAl5rS8N5BgQqlFtZDIyc6oVdRwBLW/fs0dg6QlJWI=";
+  CHECK(check_password_verifier(scram, "anyone", std::string(5000, 'p')) == VerifierCheck::match);
+  CHECK(check_password_verifier(scram, "anyone", std::string(4999, 'p')) == VerifierCheck::mismatch);
+  CHECK(check_password_verifier(scram, "anyone", std::string(65535, 'p')) == VerifierCheck::mismatch);
+}
+
 TEST_CASE("the MD5 answer matches PostgreSQL's md5(md5(password||user)||salt)") {
   CHECK(md5_password_response("alice", "secret", {1, 2, 3, 4}) == "md598a0412b9c31436fc53776e863350083");
 }
