@@ -12,8 +12,10 @@
 // - it never waits for more than one bounded message (no unbounded buffering);
 // - every Reply and Reject is a sequence of well-formed backend messages, a
 //   Reject ending in a FATAL ErrorResponse with a five-character SQLSTATE;
-// - a LoggedIn startup names a non-empty user, speaks 3.0, carries no _pq_.
-//   options, and survives serialize → parse unchanged;
+// - a LoggedIn startup names a non-empty user and no setting or option that
+//   sets the session's identity; the packet rebuilt for the upstream speaks
+//   3.0, names that user, carries no _pq_. option, survives serialize → parse
+//   unchanged and passes validate_startup with the same parameters;
 // - the outcome does not depend on how the bytes were split into reads (except
 //   where PostgreSQL itself looks at what arrived with an SSL/GSSENC request).
 #include <cstdint>
@@ -25,6 +27,7 @@
 #include "proxy/protocol/frame.hpp"
 #include "proxy/protocol/messages.hpp"
 #include "proxy/session/client_handshake.hpp"
+#include "proxy/session/startup_parameters.hpp"
 
 using namespace tokengate;
 using namespace tokengate::protocol;
@@ -76,11 +79,32 @@ std::string check_messages(ByteView bytes, const char* what) {
   return tags;
 }
 
+// Whether `bytes` is a run of whole backend messages.
+bool whole_messages(ByteView bytes) {
+  while (!bytes.empty()) {
+    auto fr = read_frame(bytes);
+    if (fr.status != FrameStatus::complete) return false;
+    bytes = bytes.subspan(fr.frame.size);
+  }
+  return true;
+}
+
 void check_reject(const ClientHandshake::Reject& r) {
-  auto tags = check_messages(r.bytes, "Reject");
+  ByteView bytes = r.bytes;
+  const std::string_view text = as_chars(bytes);
+  if (!whole_messages(bytes) && text.rfind("EFATAL:  ", 0) == 0) {
+    // A client below protocol 3.0 gets PostgreSQL's old error format: 'E',
+    // the text, a newline and one NUL.
+    FUZZ_CHECK(text.size() > 11 && text.find('\0') == text.size() - 1 && text[text.size() - 2] == '\n',
+               "a malformed pre-3.0 error: " + printable(r.bytes));
+    return;
+  }
+  // Bytes sent right after an SSLRequest/GSSENCRequest get its one-byte
+  // answer first, then the error (as PostgreSQL answers them).
+  if (!whole_messages(bytes) && !bytes.empty() && (bytes[0] == 'N' || bytes[0] == 'S')) bytes = bytes.subspan(1);
+  auto tags = check_messages(bytes, "Reject");
   FUZZ_CHECK(!tags.empty() && tags.back() == backend_tag::ErrorResponse,
              "Reject does not end in an ErrorResponse: " + printable(r.bytes));
-  ByteView bytes = r.bytes;
   while (bytes.size() > 0) {
     auto fr = read_frame(bytes);
     if (fr.frame.size == bytes.size()) {
@@ -94,22 +118,44 @@ void check_reject(const ClientHandshake::Reject& r) {
   }
 }
 
+bool same_parameters(const session::StartupParameters& a, const session::StartupParameters& b) {
+  return a.user == b.user && a.database == b.database && a.replication == b.replication &&
+         a.settings == b.settings && a.options == b.options;
+}
+
+bool sets_identity(std::string_view name) {
+  std::string lower;
+  for (char c : name) lower += char(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+  return lower == "session_authorization" || lower == "role";
+}
+
 void check_logged_in(const ClientHandshake::LoggedIn& l) {
   const auto& s = l.startup;
-  const std::string* user = s.find("user");
-  FUZZ_CHECK(user != nullptr && !user->empty(), "logged in without a user name");
-  FUZZ_CHECK(s.protocol_version == kProtocolVersion3,
-             "logged in with protocol " + std::to_string(s.protocol_version));
-  for (const auto& [k, v] : s.parameters)
-    FUZZ_CHECK(k.rfind("_pq_.", 0) != 0, "a protocol option reached the upstream packet: " + printable(k));
-  // What goes upstream must read back as the same packet.
+  FUZZ_CHECK(!s.user.empty(), "logged in without a user name");
+  for (const auto& [k, v] : s.settings)
+    FUZZ_CHECK(!sets_identity(k) && k.rfind("_pq_.", 0) != 0, "a setting passed the checks: " + printable(k));
+  for (const auto& [k, v] : s.options)
+    FUZZ_CHECK(!sets_identity(k), "an option passed the checks: " + printable(k));
+  // What goes upstream (as the user itself, as for a password login) must
+  // read back as the same packet, speak 3.0, name the role as its user, carry
+  // no protocol option, and pass the same checks with the same result: the
+  // upstream sees exactly what tokengate checked.
+  const auto up = s.for_upstream(s.user);
   Bytes wire;
-  s.serialize(wire);
+  up.serialize(wire);
   auto again = parse_startup_packet(wire);
   auto* msg = std::get_if<StartupMessage>(&again);
   FUZZ_CHECK(msg != nullptr, "the upstream startup packet does not parse: " + printable(wire));
-  FUZZ_CHECK(msg->protocol_version == s.protocol_version && msg->parameters == s.parameters,
-             "startup packet changes through serialize/parse: " + printable(wire));
+  FUZZ_CHECK(msg->protocol_version == kProtocolVersion3, "the upstream packet speaks protocol " +
+                                                             std::to_string(msg->protocol_version));
+  FUZZ_CHECK(msg->parameters == up.parameters && msg->protocol_options.empty(),
+             "the upstream startup packet changes through serialize/parse: " + printable(wire));
+  const std::string* user = msg->find("user");
+  FUZZ_CHECK(user != nullptr && *user == s.user, "the upstream packet names another user: " + printable(wire));
+  auto rechecked = session::validate_startup(*msg);
+  auto* p = std::get_if<session::StartupParameters>(&rechecked);
+  FUZZ_CHECK(p != nullptr, "the upstream packet fails the checks it was built from: " + printable(wire));
+  FUZZ_CHECK(same_parameters(*p, s), "the upstream packet reads as other parameters: " + printable(wire));
 }
 
 // Runs the handshake the way the server's driver does and returns a transcript.
@@ -185,8 +231,9 @@ Outcome drive(const Input& in, const std::vector<std::size_t>& chunks) {
     auto& login = std::get<ClientHandshake::LoggedIn>(action);
     check_logged_in(login);
     std::string t = "LoggedIn";
-    for (const auto& [k, v] : login.startup.parameters) t += " " + printable(k) + "=" + printable(v);
-    t += " password=" + printable(login.password);
+    for (const auto& [k, v] : login.startup.for_upstream(login.startup.user).parameters)
+      t += " " + printable(k) + "=" + printable(v);
+    t += " password=" + printable(login.password.view());
     out.transcript.push_back(t);
     return out;
   }

@@ -76,8 +76,9 @@ void structured(std::string_view rest) {
   };
   while (i < rest.size() && broken_line == 0) {
     std::uint8_t style = std::uint8_t(rest[i++]);
-    // PgBouncer's own bounds: user names under 128 bytes, passwords under 2 KiB.
-    std::string user = take(127);
+    // Role names as PostgreSQL's (kMaxUserlistNameBytes), passwords under
+    // PgBouncer's 2 KiB.
+    std::string user = take(tokengate::auth::kMaxUserlistNameBytes);
     std::string password = (style & 128 ? "" : "\x01") + take(1000);
     if (user.empty()) continue;
     if (style & 1) file += "\n", ++line;
