@@ -1,5 +1,6 @@
 // The JSON-lines audit log (see audit.hpp). Boost.JSON stays in this file.
 #include "proxy/audit.hpp"
+#include "proxy/log_text.hpp"
 
 #include <fcntl.h>
 #include <spdlog/spdlog.h>
@@ -147,7 +148,10 @@ void AuditLog::write(const AuditEvent& e, std::chrono::system_clock::time_point 
   };
   for (const auto& [name, value] : fields) {
     if (value->empty()) continue;
-    if (looks_like_jwt(*value)) {  // checked before cutting, which could hide a token's tail
+    // Checked before cutting, which could hide a token's tail; a token-shaped
+    // run counts too, since a value may hold only a token's start (a user name
+    // is cut at 63 bytes before it gets here).
+    if (looks_like_jwt(*value) || has_token_run(*value)) {
       redacted.emplace_back(name);
       refused_.fetch_add(1, std::memory_order_relaxed);
       continue;

@@ -81,7 +81,9 @@ class AuditLog {
   [[nodiscard]] std::optional<AuditError> reopen();
 
   // Writes one line. `now` is a parameter for tests. A field value that
-  // looks like a JWT (`eyJ…` with two dots) is refused: the field is left
+  // looks like a JWT (`eyJ…` with two dots), or holds a token-shaped run
+  // (`eyJ` and 17 more base64url characters or dots: a token's start), is
+  // refused: the field is left
   // out, named in a "redacted" list on the line, and counted. The event
   // itself is still written, so a client cannot hide its login attempt by
   // putting a token-like text in its application_name.

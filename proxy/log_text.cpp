@@ -57,6 +57,15 @@ void hex_byte(std::string& out, unsigned char b) {
 
 }  // namespace
 
+bool has_token_run(std::string_view text) {
+  for (auto at = text.find("eyJ"); at != std::string_view::npos; at = text.find("eyJ", at + 1)) {
+    std::size_t j = at;
+    while (j < text.size() && token_char(text[j])) ++j;
+    if (j - at >= kTokenRun) return true;
+  }
+  return false;
+}
+
 std::string log_text(std::string_view full, std::size_t max_bytes) {
   const bool cut = full.size() > max_bytes;
   const std::string_view text = full.substr(0, max_bytes);

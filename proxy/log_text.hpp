@@ -17,6 +17,11 @@ namespace tokengate {
 // bytes)"; cuts the result after `max_bytes` of input with "…(N bytes)".
 [[nodiscard]] std::string log_text(std::string_view text, std::size_t max_bytes = 256);
 
+// Whether `text` holds a run that log_text would mask as a token: "eyJ" then
+// base64url characters or dots, 20 or more in all. A token cut short (a
+// user name is cut at 63 bytes) still matches where a JWT's shape would not.
+[[nodiscard]] bool has_token_run(std::string_view text);
+
 // log_text for a role or database name: PostgreSQL's names are at most 63
 // bytes, so anything longer is cut there.
 [[nodiscard]] inline std::string log_name(std::string_view name) { return log_text(name, 64); }

@@ -367,6 +367,25 @@ TEST_CASE("audit: values that look like a token are refused and counted, the eve
   CHECK(boost::json::serialize(o.at("redacted")) == R"(["application_name","reason"])");
 }
 
+TEST_CASE("audit: a token's start (a user name cut at 63 bytes) is refused as well") {
+  const std::string start = std::string(kJwt).substr(0, 63);  // no dot left: not JWT-shaped
+  REQUIRE_FALSE(looks_like_jwt(start));
+  TempDir dir;
+  AuditLog log(dir.file("audit.log"));
+  REQUIRE_FALSE(log.open());
+  log.write({.event = "login", .actor = start, .outcome = "denied"});
+  CHECK(log.refused_values() == 1);
+  auto lines = read_lines(log.path());
+  REQUIRE(lines.size() == 1);
+  CHECK(lines[0].find("eyJ") == std::string::npos);
+  auto o = parse_line(lines[0]);
+  CHECK_FALSE(o.contains("actor"));
+  CHECK(boost::json::serialize(o.at("redacted")) == R"(["actor"])");
+  // An ordinary name that merely starts like one is kept.
+  log.write({.event = "login", .actor = "eyJohnson", .outcome = "ok"});
+  CHECK(field(parse_line(read_lines(log.path()).at(1)), "actor") == "eyJohnson");
+}
+
 TEST_CASE("audit: invalid UTF-8 and huge values still make a JSON line") {
   TempDir dir;
   AuditLog log(dir.file("audit.log"));
