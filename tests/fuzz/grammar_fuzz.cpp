@@ -85,6 +85,7 @@ struct Render {
   std::string operator()(const ShowApiTokenPolicies& s) const {
     return "SHOW API TOKEN POLICIES" + for_user(s.for_user);
   }
+  std::string operator()(const ShowTokengateInstances&) const { return "SHOW TOKENGATE INSTANCES"; }
 };
 
 void check_error(const ParseError& e, std::string_view q, std::string_view what) {
