@@ -603,7 +603,8 @@ void UpstreamPool::close() {
     if (impl_->closed) return;
     impl_->closed = true;
     gone = impl_->take(impl_->core.drain_idle());
-    for (auto& [id, w] : impl_->waiters) {
+    for (auto& [id, waiter] : impl_->waiters) {
+      auto w = waiter;  // a copy to capture: clang before 16 cannot capture a structured binding
       w->refused = true;
       impl_->core.cancel_wait(id);
       asio::post(w->timer.get_executor(), [w] { w->timer.cancel(); });

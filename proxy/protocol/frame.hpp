@@ -69,7 +69,8 @@ bool StreamTracker::feed(ByteView chunk, OnHeader&& on_header, OnReady&& on_read
   while (i < chunk.size()) {
     if (body_left_ > 0) {
       std::size_t take = std::size_t(std::min<std::uint64_t>(body_left_, chunk.size() - i));
-      if (tag_ == 'Z' && body_left_ == 1) on_ready(char(chunk[i]));
+      // The status is the body's last byte, however the body was split.
+      if (tag_ == 'Z' && take == body_left_) on_ready(char(chunk[i + take - 1]));
       body_left_ -= take;
       i += take;
       continue;

@@ -42,6 +42,9 @@ class InputBuffer {
   // Drops `n` bytes from the front, zeroing what they leave behind.
   void consume(std::size_t n) noexcept {
     n = std::min(n, have_);
+    // Nothing to drop: a buffer that never read has no storage, and memmove
+    // from a null pointer is undefined even for zero bytes.
+    if (n == 0) return;
     std::memmove(buf_.data(), buf_.data() + n, have_ - n);
     auth::wipe(buf_.data() + (have_ - n), n);
     have_ -= n;

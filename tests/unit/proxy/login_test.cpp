@@ -636,6 +636,14 @@ TEST_CASE("input buffer: grows with what arrives, not with what a header announc
   CHECK(small.prepare().empty());
 }
 
+TEST_CASE("input buffer: one that never read can be consumed from and taken (UBSan: no memmove from null)") {
+  InputBuffer in(100);
+  in.consume(0);
+  in.consume(5);
+  CHECK(in.size() == 0);
+  CHECK(in.take().empty());
+}
+
 // ---------------------------------------------------------------- one driver shape
 
 TEST_CASE("machines: the handshake and the upstream login take the driver's one shape") {

@@ -212,3 +212,20 @@ TEST_CASE("StreamTracker follows boundaries across arbitrary chunking") {
     CHECK(statuses == "TI");
   }
 }
+
+// Found by the relay fuzz target: a malformed, longer ReadyForQuery used to
+// report its status only when a read began at its last byte.
+TEST_CASE("StreamTracker reports an overlong ReadyForQuery's last byte, however split") {
+  auto stream = msg('Z', Bytes{'I', 'I', 'E'});
+  for (std::size_t chunk : {1u, 2u, 7u, 1000u}) {
+    StreamTracker tracker;
+    std::string statuses;
+    for (std::size_t i = 0; i < stream.size(); i += chunk) {
+      auto n = std::min(chunk, stream.size() - i);
+      REQUIRE(tracker.feed(ByteView(stream.data() + i, n), [](char, std::uint32_t) {},
+                           [&](char s) { statuses += s; }));
+    }
+    INFO("chunk size " << chunk);
+    CHECK(statuses == "E");
+  }
+}
