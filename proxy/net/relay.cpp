@@ -263,6 +263,10 @@ struct Relay::State : std::enable_shared_from_this<State> {
   std::unique_ptr<asio::steady_timer> close_timer;
   std::unique_ptr<asio::steady_timer> grace_timer;
   std::unique_ptr<asio::steady_timer> client_timer;  // kClientWriteGrace
+  // end(): the machine writes the FATAL only at an upstream message boundary,
+  // which a client that does not read may never let the relay reach.
+  std::unique_ptr<asio::steady_timer> end_timer;
+  bool end_forced = false;
   // A round trip: from the first request sent while none was outstanding
   // until every request is answered (tokengate_query_duration_seconds).
   bool round_trip = false;
@@ -650,11 +654,27 @@ void Relay::State::end(protocol::ErrorResponse why) {
   machine.end(std::move(why));
   after_machine();
   update_reads();
+  if (done || closing) return;
+  // Still waiting for a message boundary: the upstream is mid-message and
+  // nothing more is read while the client does not take what it was sent. A
+  // session told to end must not outlive its end on a client's whim: after
+  // kClientWriteGrace it closes without the message (as PostgreSQL's backend,
+  // ended while blocked writing to its client, exits without one), and its
+  // backend is ended all the same.
+  end_timer = std::make_unique<asio::steady_timer>(ex, kClientWriteGrace);
+  end_timer->async_wait([self = shared_from_this()](error_code ec) {
+    if (ec || self->done || self->closing) return;
+    spdlog::info("session of \"{}\" from {}: ended while its client did not read; closing it without the message",
+                 self->info.user, self->info.peer);
+    self->end_forced = true;
+    self->c.dead = true;
+    self->begin_close();
+  });
 }
 
 void Relay::State::begin_close() {
   closing = true;
-  forced = machine.ending() == session::Relay::Ending::ended;
+  forced = end_forced || machine.ending() == session::Relay::Ending::ended;
   switch (machine.ending()) {
     case session::Relay::Ending::client_protocol_violation:
     case session::Relay::Ending::upstream_protocol_violation:
@@ -796,6 +816,7 @@ void Relay::State::finish() {
   if (close_timer) close_timer->cancel();
   if (grace_timer) grace_timer->cancel();
   if (client_timer) client_timer->cancel();
+  if (end_timer) end_timer->cancel();
   if (c.event) c.event->notify();
   if (u.event) u.event->notify();
   maybe_done();
