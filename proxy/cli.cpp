@@ -82,7 +82,10 @@ std::optional<std::string> unreadable_file(const LoadedConfig& loaded) {
       {"store.previous_kek_file", &c.previous_kek_file},
       {"upstream.sslrootcert", &c.upstream_sslrootcert},
   };
-  for (const auto& [key, path] : files) {
+  for (const auto& entry : files) {
+    // Not a structured binding: clang before 16 cannot capture one in a lambda.
+    const auto& key = entry.first;
+    const auto& path = entry.second;
     if (path->empty() || *path == "system") continue;
     if (::access(path->c_str(), R_OK) != 0) {
       auto it = std::find_if(loaded.values.begin(), loaded.values.end(),

@@ -538,9 +538,12 @@ std::variant<LoadedConfig, ConfigError> load_config(const ConfigInputs& in) {
     const auto specs = settings_table();
     std::map<std::string, FileValue> file;
     if (!in.file.empty()) file = parse_toml(in.file_text ? *in.file_text : read_config_file(in.file), in.file);
-    for (const auto& [key, fv] : file)
+    for (const auto& entry : file) {
+      // Not a structured binding: clang before 16 cannot capture one in a lambda.
+      const std::string& key = entry.first;
       if (std::none_of(specs.begin(), specs.end(), [&](const SettingSpec& s) { return s.key == key; }))
-        throw ConfigError{file_place(in.file, fv.line) + ": unknown key '" + key + "'"};
+        throw ConfigError{file_place(in.file, entry.second.line) + ": unknown key '" + key + "'"};
+    }
     LoadedConfig out;
     for (const auto& s : specs) {
       SettingValue v{s.key, s.default_value, SettingSource::built_in, ""};
