@@ -675,9 +675,20 @@
     $('create-cancel').addEventListener('click', () => $('create-dialog').close());
     for (const r of document.querySelectorAll('input[name="expiry"]')) r.addEventListener('change', onExpiryChange);
     $('copy-token').addEventListener('click', onCopy);
-    $('created-done').addEventListener('click', () => $('create-dialog').close());
+    // The value goes before the dialog hides: a dialog's close event comes a
+    // task later, and the page must not show a hidden token meanwhile.
+    const wipeBeforeClosing = () => {
+      state.createdTokenShown = state.createdTokenShown || $('created-value').value !== '';
+      wipeCreated();
+    };
+    $('created-done').addEventListener('click', () => {
+      wipeBeforeClosing();
+      $('create-dialog').close();
+    });
+    $('create-dialog').addEventListener('cancel', wipeBeforeClosing);  // Escape
     $('create-dialog').addEventListener('close', () => {
-      const hadToken = $('created-value').value !== '';
+      const hadToken = state.createdTokenShown || $('created-value').value !== '';
+      state.createdTokenShown = false;
       wipeCreated();
       $('create-form').reset();
       show($('create-form'), true);
