@@ -411,12 +411,15 @@ void flatten(const toml::table& table, const std::string& prefix, const std::str
       if (depth + 1 >= kMaxConfigDepth)
         throw ConfigError{file_place(source, line) + ": unknown key '" + key + "'"};
       flatten(*t, key, source, out, depth + 1);
-    } else if (auto s = node.value<std::string>(); s && node.is_string()) {
-      out[key] = {*s, line};
-    } else if (auto i = node.value<std::int64_t>(); i && node.is_integer()) {
-      out[key] = {std::to_string(*i), line};
-    } else if (auto b = node.value<bool>(); b && node.is_boolean()) {
-      out[key] = {*b ? "true" : "false", line};
+    // The type is checked before the value is read: toml++'s value<int64_t>()
+    // of a float such as 7e42 converts it out of range (undefined behaviour,
+    // found by the config fuzz target).
+    } else if (const auto* s = node.as_string()) {
+      out[key] = {s->get(), line};
+    } else if (const auto* i = node.as_integer()) {
+      out[key] = {std::to_string(i->get()), line};
+    } else if (const auto* b = node.as_boolean()) {
+      out[key] = {b->get() ? "true" : "false", line};
     } else {
       throw ConfigError{file_place(source, line) + ": " + key + ": expected a string, integer or boolean"};
     }

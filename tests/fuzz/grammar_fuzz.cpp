@@ -66,7 +66,7 @@ struct Render {
     return q;
   }
   std::string operator()(const ShowApiTokens& s) const {
-    return std::string("SHOW API TOKENS") + (s.all_users ? " FOR ALL USERS" : for_user(s.for_user));
+    return std::string(s.include_ended ? "SHOW ALL API TOKENS" : "SHOW API TOKENS") + (s.all_users ? " FOR ALL USERS" : for_user(s.for_user));
   }
   std::string operator()(const AlterApiTokenSetComment& s) const {
     return "ALTER API TOKEN " + ident(s.name) + for_user(s.for_user) + " SET COMMENT " +
@@ -86,6 +86,14 @@ struct Render {
     return "SHOW API TOKEN POLICIES" + for_user(s.for_user);
   }
   std::string operator()(const ShowTokengateInstances&) const { return "SHOW TOKENGATE INSTANCES"; }
+  std::string operator()(const ShowTokengateView& s) const {
+    switch (s.view) {
+      case ShowTokengateView::View::sessions: return "SHOW TOKENGATE SESSIONS";
+      case ShowTokengateView::View::status: return "SHOW TOKENGATE STATUS";
+      case ShowTokengateView::View::config: return "SHOW TOKENGATE CONFIG";
+    }
+    return "";
+  }
 };
 
 void check_error(const ParseError& e, std::string_view q, std::string_view what) {
