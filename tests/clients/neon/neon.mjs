@@ -220,3 +220,9 @@ for (const [name, step] of Object.entries(steps)) {
   }
 }
 console.log(JSON.stringify(out));
+// Every step has closed what it opened; a socket still waiting for a close
+// handshake (seen once in a full CI run, after the wrong-password WebSocket
+// login was throttled) must not keep node from exiting after the results are
+// out. What is checked is the results above.
+process.exitCode = 0;
+setTimeout(() => process.exit(0), 2000).unref();
