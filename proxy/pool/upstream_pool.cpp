@@ -120,10 +120,11 @@ void record_parameter(Connection& c, ByteView body) {
 }
 
 void record_parameters(Connection& c, const std::vector<std::pair<std::string, std::string>>& changes) {
-  for (const auto& [name, value] : changes) {
+  for (const auto& change : changes) {
+    const std::string& name = change.first;
     auto it = std::find_if(c.parameters.begin(), c.parameters.end(), [&](const auto& p) { return p.first == name; });
-    if (it != c.parameters.end()) it->second = value;
-    else if (c.parameters.size() < kMaxParameters) c.parameters.emplace_back(name, value);
+    if (it != c.parameters.end()) it->second = change.second;
+    else if (c.parameters.size() < kMaxParameters) c.parameters.emplace_back(name, change.second);
   }
 }
 
