@@ -224,6 +224,13 @@ asio::awaitable<std::optional<bool>> bind_owner_oid_on(StoreWorker& worker, toke
   return worker.run([svc = &tokens, tid, oid] { return svc->bind_owner_oid(tid, oid); });
 }
 
+// pg_store::find_peer on the store worker (it may query the registry).
+asio::awaitable<std::optional<std::optional<std::string>>> find_peer_on(StoreWorker& worker,
+                                                                       tokenstore::pg_store& registry,
+                                                                       std::uint32_t id) {
+  return worker.run([r = &registry, id] { return r->find_peer(id); });
+}
+
 }  // namespace
 
 // The state of one client while it logs in.
@@ -1347,6 +1354,8 @@ asio::awaitable<void> Server::Impl::forward_cancel_to_peer(protocol::CancelReque
   std::optional<Endpoint> peer;
   if (auto it = peers.find(owner); it != peers.end()) peer = it->second;
   else if (auto addr = registry->peer_address(owner)) peer = parse_endpoint(*addr, 6432);
+  else if (auto found = co_await find_peer_on(*store_worker, *registry, owner); found && *found)
+    peer = parse_endpoint(**found, 6432);  // started after our last heartbeat
   if (!peer || !cancel_forwarding.begin(key)) {
     spdlog::debug("ignored a cancel request for instance {}", owner);
     co_return;
