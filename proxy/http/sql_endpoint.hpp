@@ -6,8 +6,12 @@
 #pragma once
 
 #include <cstddef>
+#include <functional>
+#include <vector>
 
+#include "parser_ext/ast.hpp"
 #include "proxy/http/gateway.hpp"
+#include "proxy/protocol/result_set.hpp"
 
 namespace tokengate {
 class AuditLog;
@@ -52,6 +56,9 @@ struct SqlEndpointServices {
   net::SessionRegistry* sessions = nullptr;
   // Where the token service's calls run (off the I/O threads); required with `tokens`.
   net::StoreWorker* store = nullptr;
+  // SHOW TOKENGATE SESSIONS | STATUS | CONFIG for administrators: the
+  // server's rows, as on the wire. Unset: those statements fail with 58030.
+  std::function<std::vector<std::vector<protocol::Value>>(parser_ext::ShowTokengateView::View)> admin_view;
 };
 
 // Registers POST /sql on `gateway`.

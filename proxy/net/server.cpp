@@ -1880,7 +1880,8 @@ bool Server::Impl::start_http() {
                                          audit.enabled() ? &audit : nullptr, services.login,
                                          config.http_max_response_size, config.token_sessions_manage_credentials,
                                          +[](std::string_view sql) { return parser_ext::changes_role_password(sql); },
-                                         &sessions, store_worker.get()});
+                                         &sessions, store_worker.get(),
+                                         [this](parser_ext::ShowTokengateView::View v) { return admin_view(v); }});
   http::add_websocket_endpoint(*http_gateway, [this](std::unique_ptr<ByteStream> s, std::string peer, bool local) {
     return session(std::move(s), std::move(peer), local);
   });
