@@ -6,12 +6,9 @@
 #pragma once
 
 #include <cstddef>
-#include <functional>
-#include <vector>
 
-#include "parser_ext/ast.hpp"
 #include "proxy/http/gateway.hpp"
-#include "proxy/protocol/result_set.hpp"
+#include "proxy/net/relay.hpp"
 
 namespace tokengate {
 class AuditLog;
@@ -58,7 +55,7 @@ struct SqlEndpointServices {
   net::StoreWorker* store = nullptr;
   // SHOW TOKENGATE SESSIONS | STATUS | CONFIG for administrators: the
   // server's rows, as on the wire. Unset: those statements fail with 58030.
-  std::function<std::vector<std::vector<protocol::Value>>(parser_ext::ShowTokengateView::View)> admin_view;
+  net::AdminView admin_view;
 };
 
 // Registers POST /sql on `gateway`.
