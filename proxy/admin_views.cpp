@@ -125,6 +125,7 @@ std::vector<SettingRow> config_rows(const Config& c) {
   add("admin_role", c.admin_role, d.admin_role);
   add("token_sessions.manage_credentials", boolean(c.token_sessions_manage_credentials),
       boolean(d.token_sessions_manage_credentials));
+  add("max_tokens_per_user", std::to_string(c.max_tokens_per_user), std::to_string(d.max_tokens_per_user));
   add("revoke_ends_sessions", boolean(c.revoke_ends_sessions), boolean(d.revoke_ends_sessions));
   add("expiry_ends_sessions", boolean(c.expiry_ends_sessions), boolean(d.expiry_ends_sessions));
   add("expiry_warning", seconds(c.expiry_warning), seconds(d.expiry_warning));

@@ -203,6 +203,9 @@ std::vector<Row> rows() {
        restart,
        "sessions that logged in with a token may create tokens and change passwords "
        "([deployment](deployment.md#sessions-that-logged-in-with-a-token))"},
+      {"max_tokens_per_user", "--max-tokens-per-user", "TOKENGATE_MAX_TOKENS_PER_USER",
+       whole(&Config::max_tokens_per_user, 0, 10'000'000), "1000", restart,
+       "active API tokens one role may own (web page sessions included); more get `53400`; 0 = no limit"},
       {"revoke_ends_sessions", "--revoke-ends-sessions", "TOKENGATE_REVOKE_ENDS_SESSIONS",
        boolean(&Config::revoke_ends_sessions), "true", live, "end live sessions of a revoked token"},
       {"expiry_ends_sessions", "--expiry-ends-sessions", "TOKENGATE_EXPIRY_ENDS_SESSIONS",

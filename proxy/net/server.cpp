@@ -1552,6 +1552,7 @@ bool Server::Impl::open_services() {
     }
     tokenstore::service_config service_cfg;
     service_cfg.token_sessions_manage_credentials = config.token_sessions_manage_credentials;
+    service_cfg.max_tokens_per_user = config.max_tokens_per_user;
     tokens = std::make_unique<tokenstore::token_service>(*store, *keys, service_cfg);
     tokens->on_revoked([this](std::span<const tokenstore::tid_t> tids) {
       if (!live()->revoke_ends_sessions) return;
