@@ -297,9 +297,18 @@ def test_websocket_text_frames_end_the_connection(bounded_tg: TokengateProcess, 
         else:
             seen = 0
             c.send_frame(TEXT, pgwire.startup_message({"user": "analyst", "database": "postgres"}))
+        started = time.monotonic()
         assert closed_within(c, 5), f"still open after a text frame ({when}); frames {c.frames}"
+        assert time.monotonic() - started < 2, "the closing handshake was not over at once"
         assert [f for f in c.frames[seen:] if f[0] != CLOSE] == [], c.frames[seen:]
-        print("text frame close code", when, c.close_code)
+        # A clean close that says why: 1003, unsupported data (RFC 6455, section 7.4.1).
+        assert (c.close_code, c.close_reason) == (1003, "text messages carry no PostgreSQL protocol"), c.frames
+    # A client that never answers the close frame holds the connection a few seconds at most.
+    with ws(bounded_tg, answer_close=False) as c:
+        c.send_frame(TEXT, b"x" * 1000)
+        started = time.monotonic()
+        assert closed_within(c, 10) and c.close_code == 1003, c.frames
+        assert time.monotonic() - started < 7, f"closed after {time.monotonic() - started:.1f} s"
     assert not any("text frame smuggled" in s for s in pg.logged_statements(mark))
     if when == "startup":
         assert upstream_sessions(pg, mark) == []

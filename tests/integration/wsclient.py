@@ -42,13 +42,15 @@ class WebSocketConnection(pgwire.WireConnection):
     code of the server's close frame, if one came."""
 
     def __init__(self, host: str, port: int, timeout: float = 10.0, path: str = "/v2",
-                 pg_port: int = 5432, extra_headers: str = "") -> None:
+                 pg_port: int = 5432, extra_headers: str = "", answer_close: bool = True) -> None:
+        self.answer_close = answer_close
         self.sock = socket.create_connection((host, port), timeout=timeout)
         self.sock.settimeout(timeout)
         self.buf = b""       # payload bytes of binary messages not read yet
         self.raw = b""       # bytes from the socket not yet parsed as frames
         self.received: list[pgwire.Message] = []
         self.close_code: int | None = None
+        self.close_reason = ""
         self.frames: list[tuple[int, bytes]] = []  # every frame received (opcode, payload), for the limit tests
         key = base64.b64encode(os.urandom(16)).decode()
         # The path and query the driver's wsProxy setting produces: host:port/v2?address=host:port.
@@ -103,8 +105,14 @@ class WebSocketConnection(pgwire.WireConnection):
         """The next frame of any kind (socket.timeout when none comes in time)."""
         opcode, _fin, payload = self._frame()
         self.frames.append((opcode, payload))
-        if opcode == CLOSE:
+        if opcode == CLOSE and self.close_code is None:
             self.close_code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
+            self.close_reason = payload[2:].decode("utf-8", "replace")
+            if self.answer_close:  # as RFC 6455 (section 5.5.1) asks of an endpoint that has not sent one
+                try:
+                    self.send_frame(CLOSE, payload[:2])
+                except OSError:
+                    pass
         return opcode, payload
 
     def _fill(self, n: int) -> None:
