@@ -694,6 +694,33 @@ std::optional<std::string> pg_store::peer_address(std::uint32_t id) const
     return it->second;
 }
 
+std::optional<std::string> pg_store::find_peer(std::uint32_t id)
+{
+    if (id == instance_id_) return std::nullopt;
+    {
+        std::lock_guard lk(peers_mu_);
+        if (auto it = peers_.find(id); it != peers_.end()) return it->second;
+        const std::int64_t now = steady_ns();
+        const std::int64_t interval = std::chrono::nanoseconds(peer_lookup_interval).count();
+        if (last_peer_lookup_ns_ != 0 && now - last_peer_lookup_ns_ < interval) return std::nullopt;
+        last_peer_lookup_ns_ = now;
+    }
+    try {
+        fail_fast();
+        auto c = acquire();
+        auto r = c->exec("SELECT address FROM tokengate.instances WHERE id = $1", {num(id)});
+        release(std::move(c));
+        if (r.rows() == 0) return std::nullopt;
+        std::string address(r.text(0, 0));
+        std::lock_guard lk(peers_mu_);
+        peers_[id] = address;
+        return address;
+    } catch (const store_error& e) {
+        spdlog::debug("token registry: cannot look up instance {}: {}", id, e.what());
+        return std::nullopt;
+    }
+}
+
 std::vector<instance_info> pg_store::instances()
 {
     fail_fast();

@@ -123,6 +123,13 @@ public:
     // Where peer `id` takes CancelRequests, as of the last heartbeat; nullopt
     // if unknown or it is this instance.
     [[nodiscard]] std::optional<std::string> peer_address(std::uint32_t id) const;
+    // peer_address, or else (a peer that started after our last heartbeat)
+    // asked of the registry: at most once per peer_lookup_interval, so that
+    // cancel requests with forged keys naming unknown instances cannot make
+    // this instance query the registry often. Blocks on the network: call
+    // it off the I/O threads. nullopt if unknown or unreachable.
+    [[nodiscard]] std::optional<std::string> find_peer(std::uint32_t id);
+    static constexpr std::chrono::milliseconds peer_lookup_interval{200};
     // The sessions figure the heartbeat reports. Set once before serving.
     void set_session_counter(std::function<std::uint32_t()> count);
     // The last feed position applied to the local copy.
@@ -208,6 +215,7 @@ private:
 
     mutable std::mutex peers_mu_;
     std::map<std::uint32_t, std::string> peers_;
+    std::int64_t last_peer_lookup_ns_ = 0;  // steady clock, under peers_mu_
     std::function<std::uint32_t()> session_count_;
 
     std::jthread feed_;

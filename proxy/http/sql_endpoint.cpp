@@ -348,6 +348,7 @@ asio::awaitable<HttpResponse> SqlEndpoint::handle(HttpRequest& req) {
   relay.store = s_.store;
   relay.control = s_.control;
   relay.audit = s_.audit;
+  relay.admin_view = s_.admin_view;
   net::SessionInfo info;
   info.user = user;
   info.database = key.database;

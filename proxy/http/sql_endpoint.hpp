@@ -8,6 +8,7 @@
 #include <cstddef>
 
 #include "proxy/http/gateway.hpp"
+#include "proxy/net/relay.hpp"
 
 namespace tokengate {
 class AuditLog;
@@ -52,6 +53,9 @@ struct SqlEndpointServices {
   net::SessionRegistry* sessions = nullptr;
   // Where the token service's calls run (off the I/O threads); required with `tokens`.
   net::StoreWorker* store = nullptr;
+  // SHOW TOKENGATE SESSIONS | STATUS | CONFIG for administrators: the
+  // server's rows, as on the wire. Unset: those statements fail with 58030.
+  net::AdminView admin_view;
 };
 
 // Registers POST /sql on `gateway`.

@@ -121,7 +121,7 @@ boost::asio::awaitable<session::LocalResult> LocalSql::run(const parser_ext::Sta
   if (const auto* view = std::get_if<parser_ext::ShowTokengateView>(&stmt);
       view != nullptr && facts.is_admin && tx_status != protocol::tx_status::Failed) {
     if (!services_.admin_view) co_return failure(stmt, "58030", "SHOW TOKENGATE is not available here");
-    facts.view_rows = services_.admin_view(view->view);
+    facts.view_rows = co_await services_.admin_view(view->view);
   }
 
   auto now = std::chrono::duration_cast<std::chrono::seconds>(

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
 
 #include "parser_ext/ast.hpp"
 #include "proxy/net/endpoint.hpp"
@@ -27,6 +28,10 @@ class AuditLog;
 }
 
 namespace tokengate::net {
+
+// The rows of SHOW TOKENGATE SESSIONS | STATUS | CONFIG, from the server.
+using AdminView = std::function<boost::asio::awaitable<std::vector<std::vector<protocol::Value>>>(
+    parser_ext::ShowTokengateView::View)>;
 
 class ControlPool;
 class StoreWorker;
@@ -51,8 +56,9 @@ struct RelayServices {
   // Token sessions may change passwords (CREATE/ALTER ROLE … PASSWORD).
   bool token_sessions_manage_credentials = false;
   // SHOW TOKENGATE SESSIONS | STATUS | CONFIG: the rows (session::columns_of),
-  // from the server; unset (the HTTP endpoints): 58030.
-  std::function<std::vector<std::vector<protocol::Value>>(parser_ext::ShowTokengateView::View)> admin_view;
+  // from the server; unset: 58030. A coroutine: STATUS may count the token
+  // store, which runs on the store worker.
+  AdminView admin_view;
 };
 
 struct SessionInfo {

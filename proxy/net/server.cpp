@@ -224,6 +224,13 @@ asio::awaitable<std::optional<bool>> bind_owner_oid_on(StoreWorker& worker, toke
   return worker.run([svc = &tokens, tid, oid] { return svc->bind_owner_oid(tid, oid); });
 }
 
+// pg_store::find_peer on the store worker (it may query the registry).
+asio::awaitable<std::optional<std::optional<std::string>>> find_peer_on(StoreWorker& worker,
+                                                                       tokenstore::pg_store& registry,
+                                                                       std::uint32_t id) {
+  return worker.run([r = &registry, id] { return r->find_peer(id); });
+}
+
 }  // namespace
 
 // The state of one client while it logs in.
@@ -349,8 +356,9 @@ struct Server::Impl {
                    std::unique_ptr<metrics::ConnectionGauge> gauge, pool::Lease lease);
   // GET /metrics, SHOW TOKENGATE SESSIONS | STATUS | CONFIG, GET /readyz.
   metrics::ScrapeFacts scrape_facts();
-  void count_store(metrics::ScrapeFacts& f);
-  std::vector<std::vector<protocol::Value>> admin_view(parser_ext::ShowTokengateView::View view);
+  asio::awaitable<void> refresh_store_count();
+  metrics::ScrapeFacts count_tokens();
+  asio::awaitable<std::vector<std::vector<protocol::Value>>> admin_view(parser_ext::ShowTokengateView::View view);
   asio::awaitable<std::tuple<error_code, std::unique_ptr<ByteStream>, std::string>> connect_upstream(
       Clock::time_point deadline);
   asio::awaitable<void> forward_cancel(protocol::CancelRequest request);
@@ -398,9 +406,11 @@ struct Server::Impl {
   std::atomic<bool> draining{false};  // SIGTERM: /readyz answers 503
   const std::int64_t started_unix = unix_now();
   const Clock::time_point started = Clock::now();
-  // The token store counted for metrics and STATUS, at most once per kStoreCountInterval.
+  // The token store counted for metrics and STATUS, at most once per
+  // kStoreCountInterval, on the store worker (one count at a time).
   std::mutex store_count_mutex;
   Clock::time_point store_counted_at{};
+  bool store_counting = false;
   metrics::ScrapeFacts store_count;
   std::vector<std::unique_ptr<tcp::acceptor>> tcp_acceptors;
   std::vector<std::unique_ptr<unix_socket::acceptor>> unix_acceptors;
@@ -1352,6 +1362,8 @@ asio::awaitable<void> Server::Impl::forward_cancel_to_peer(protocol::CancelReque
   std::optional<Endpoint> peer;
   if (auto it = peers.find(owner); it != peers.end()) peer = it->second;
   else if (auto addr = registry->peer_address(owner)) peer = parse_endpoint(*addr, 6432);
+  else if (auto found = co_await find_peer_on(*store_worker, *registry, owner); found && *found)
+    peer = parse_endpoint(**found, 6432);  // started after our last heartbeat
   if (!peer || !cancel_forwarding.begin(key)) {
     spdlog::debug("ignored a cancel request for instance {}", owner);
     co_return;
@@ -1682,37 +1694,54 @@ bool Server::Impl::open_services() {
 
 // ---- metrics and SHOW TOKENGATE ------------------------------------------------
 
-// Token counts by state, from the store at most once per kStoreCountInterval
-// (the walk reads every token; see docs/operations.md).
-void Server::Impl::count_store(metrics::ScrapeFacts& f) {
-  std::lock_guard lock(store_count_mutex);
-  if (store_counted_at == Clock::time_point{} || Clock::now() - store_counted_at >= kStoreCountInterval) {
-    store_counted_at = Clock::now();
-    store_count.store_counted = false;
-    if (store) {
-      try {
-        const auto now = unix_now();
-        metrics::ScrapeFacts c;
-        for (const auto& t : store->list(std::nullopt, now, kCountEveryToken)) {
-          if (t.revoked()) ++c.tokens_revoked;
-          else if (!t.active(now)) ++c.tokens_expired;
-          else {
-            ++c.tokens_active;
-            if (t.expires_at <= now + kExpiringSoonSeconds) ++c.tokens_expiring_soon;
-          }
-        }
-        store_count = c;
-        store_count.store_counted = true;
-      } catch (const std::exception& e) {
-        spdlog::warn("metrics: cannot count the tokens in the store: {}", e.what());
-      }
+// Token counts by state: a walk over every token (see docs/operations.md),
+// on the store worker.
+metrics::ScrapeFacts Server::Impl::count_tokens() {
+  metrics::ScrapeFacts c;
+  const auto now = unix_now();
+  for (const auto& t : store->list(std::nullopt, now, kCountEveryToken)) {
+    if (t.revoked()) ++c.tokens_revoked;
+    else if (!t.active(now)) ++c.tokens_expired;
+    else {
+      ++c.tokens_active;
+      if (t.expires_at <= now + kExpiringSoonSeconds) ++c.tokens_expiring_soon;
     }
   }
-  f.store_counted = store_count.store_counted;
-  f.tokens_active = store_count.tokens_active;
-  f.tokens_expired = store_count.tokens_expired;
-  f.tokens_revoked = store_count.tokens_revoked;
-  f.tokens_expiring_soon = store_count.tokens_expiring_soon;
+  c.store_counted = true;
+  return c;
+}
+
+namespace {
+// Server::Impl::count_tokens on the store worker. Not a coroutine: GCC 12
+// miscompiles lambdas with captures built inside a coroutine.
+asio::awaitable<std::optional<metrics::ScrapeFacts>> count_tokens_on(StoreWorker& worker,
+                                                                    std::function<metrics::ScrapeFacts()> count) {
+  return worker.run(std::move(count));
+}
+}  // namespace
+
+// Recounts the tokens if the last count is older than kStoreCountInterval,
+// waiting for the store worker (the store may be a registry across the
+// network: never on this I/O thread). If another caller is counting, the
+// last count is used.
+asio::awaitable<void> Server::Impl::refresh_store_count() {
+  {
+    std::lock_guard lock(store_count_mutex);
+    const bool fresh = store_counted_at != Clock::time_point{} && Clock::now() - store_counted_at < kStoreCountInterval;
+    if (!store || !store_worker || fresh || store_counting) co_return;
+    store_counting = true;
+    store_counted_at = Clock::now();
+  }
+  std::optional<metrics::ScrapeFacts> c;
+  try {
+    c = co_await count_tokens_on(*store_worker, [this] { return count_tokens(); });
+  } catch (const std::exception& e) {
+    spdlog::warn("metrics: cannot count the tokens in the store: {}", e.what());
+  }
+  std::lock_guard lock(store_count_mutex);
+  store_counting = false;
+  if (c) store_count = *c;
+  else store_counted_at = Clock::time_point{};  // try again at the next scrape
 }
 
 metrics::ScrapeFacts Server::Impl::scrape_facts() {
@@ -1728,7 +1757,14 @@ metrics::ScrapeFacts Server::Impl::scrape_facts() {
     f.pool_connections = std::int64_t(ps.size);
     f.pool_idle = std::int64_t(ps.idle);
   }
-  count_store(f);
+  {
+    std::lock_guard lock(store_count_mutex);
+    f.store_counted = store_count.store_counted;
+    f.tokens_active = store_count.tokens_active;
+    f.tokens_expired = store_count.tokens_expired;
+    f.tokens_revoked = store_count.tokens_revoked;
+    f.tokens_expiring_soon = store_count.tokens_expiring_soon;
+  }
   if (registry != nullptr) {
     f.fleet = true;
     f.registry_connected = registry->feed_connected();
@@ -1738,13 +1774,15 @@ metrics::ScrapeFacts Server::Impl::scrape_facts() {
   return f;
 }
 
-std::vector<std::vector<protocol::Value>> Server::Impl::admin_view(parser_ext::ShowTokengateView::View view) {
+asio::awaitable<std::vector<std::vector<protocol::Value>>> Server::Impl::admin_view(
+    parser_ext::ShowTokengateView::View view) {
   using View = parser_ext::ShowTokengateView::View;
   if (view == View::sessions) {
     auto all = sessions.stats();
-    return admin::session_rows(all);
+    co_return admin::session_rows(all);
   }
-  if (view == View::config) return admin::config_table(config);
+  if (view == View::config) co_return admin::config_table(config);
+  co_await refresh_store_count();
   const auto f = scrape_facts();
   const auto& m = metrics::global();
   auto connections = [&](metrics::Listener l) {
@@ -1784,7 +1822,7 @@ std::vector<std::vector<protocol::Value>> Server::Impl::admin_view(parser_ext::S
   items.emplace_back("admin_role", config.admin_role);
   items.emplace_back("threads", std::to_string(contexts.size()));
   items.emplace_back("shutdown_timeout", std::to_string(config.shutdown_timeout.count()) + "s");
-  return admin::name_value_rows(items);
+  co_return admin::name_value_rows(items);
 }
 
 // ---- HTTP gateway ------------------------------------------------------------
@@ -1876,7 +1914,8 @@ bool Server::Impl::start_http() {
                                          audit.enabled() ? &audit : nullptr, services.login,
                                          config.http_max_response_size, config.token_sessions_manage_credentials,
                                          +[](std::string_view sql) { return parser_ext::changes_role_password(sql); },
-                                         &sessions, store_worker.get()});
+                                         &sessions, store_worker.get(),
+                                         [this](parser_ext::ShowTokengateView::View v) { return admin_view(v); }});
   http::add_websocket_endpoint(*http_gateway, [this](std::unique_ptr<ByteStream> s, std::string peer, bool local) {
     return session(std::move(s), std::move(peer), local);
   });
@@ -1909,6 +1948,7 @@ bool Server::Impl::start_http() {
                             }
                             http::HttpResponse r;
                             r.content_type = std::string(metrics::kContentType);
+                            co_await refresh_store_count();
                             r.body = metrics::render(metrics::global(), scrape_facts());
                             co_return r;
                           });

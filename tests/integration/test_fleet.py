@@ -17,6 +17,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+import pgwire
+
 from conftest import ROLES, PgCluster, Target, TokengateProcess, create_token, mask, remember_secret, sql_literal
 
 HAPROXY = shutil.which("haproxy", path="/usr/sbin:/usr/bin")
@@ -327,6 +329,32 @@ def test_cancel_through_the_balancer_reaches_the_right_backend(balanced_fleet):
     # At least one cancel landed on an instance that did not hold the session and was sent on.
     forwarded = sum(p.log_since(0).count("forwarded a cancel request to instance") for p in procs)
     assert forwarded >= 1, "no cancel request was forwarded between instances"
+
+
+def test_cancel_reaches_an_instance_that_started_after_the_last_heartbeat(spawn_tokengate, pg, fleet_db, kek_dir):
+    """Instances learn each other's cancel address from the heartbeat table once a second. A cancel that lands
+    on an instance before it has seen the session's instance there must still be forwarded: the instance asks
+    the registry. Here A's heartbeat is held up by a row lock, so A cannot have learnt of B by itself."""
+    kek = write_kek(kek_dir)
+    [a] = start_fleet(spawn_tokengate, pg, fleet_db, kek, n=1)
+    with pg.admin_conn(fleet_db) as hold:
+        hold.execute("BEGIN")
+        hold.execute("SELECT 1 FROM tokengate.instances FOR UPDATE")  # A's heartbeat UPDATE now waits
+        [b] = start_fleet(spawn_tokengate, pg, fleet_db, kek, n=1)
+        with b.target().wire() as w:
+            r = pgwire.login(w, "analyst", "analyst")
+            assert r.ok, r.error
+            w.send(pgwire.query_message("SELECT pg_sleep(20)"))
+            time.sleep(0.3)
+            t0 = time.monotonic()
+            with a.target().wire() as c:
+                c.send(pgwire.cancel_request(*r.backend_key))
+                c.read_raw_until_closed(5)
+            msgs = w.read_until_ready()
+            assert [m.error().sqlstate for m in msgs if m.tag == b"E"] == ["57014"], msgs
+            assert time.monotonic() - t0 < 5
+        hold.execute("ROLLBACK")
+    assert "forwarded a cancel request to instance" in a.log_since(0)
 
 
 def test_psql_ctrl_c_through_the_balancer(balanced_fleet):

@@ -579,3 +579,20 @@ def test_password_mode(tokengate_pw):
     tok = remember_secret(r["rows"][0][1])
     pids = backend_pids(api, tg, 5, password=tok)
     assert len(pids) == 1, pids
+
+
+def test_show_tokengate_views_for_administrators_only(http_api, tokengate, proxy):
+    """SHOW TOKENGATE SESSIONS | STATUS | CONFIG answer over /sql as on the wire: rows for an administrator,
+    42501 for anyone else."""
+    from conftest import ROLES
+    with proxy.connect(user="analyst", application_name="tg_http_show") as wire:
+        wire.execute("SELECT 1")
+        for view in ("SESSIONS", "STATUS", "CONFIG"):
+            body = ok(sql(http_api, tokengate, f"SHOW TOKENGATE {view}", user="admin", password=ROLES["admin"],
+                          raw=False))
+            assert body["command"] == "SHOW" and body["rows"], body
+            if view == "SESSIONS":
+                assert [r for r in body["rows"] if r["application_name"] == "tg_http_show"], body
+            r = sql(http_api, tokengate, f"SHOW TOKENGATE {view}", password="analyst")
+            assert r.status_code == 400, describe(r)
+            assert r.json()["code"] == "42501", describe(r)
