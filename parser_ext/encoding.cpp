@@ -371,6 +371,21 @@ std::optional<ParseError> to_utf8(ClientEncoding e, std::string_view in, std::st
         return fail(std::move(err), i);
       }
     }
+    // A byte PostgreSQL reads as the lead of a multibyte character must not
+    // be a whole character to iconv: glibc's BIG5 maps 0x80 alone to U+0080,
+    // so 0x80 0x80 (no character in PostgreSQL's table, which refuses it
+    // with 22P05) would come out as two characters and shift every position.
+    if (len > 1) {
+      char one[8];
+      char* lead = const_cast<char*>(in.data() + i);
+      std::size_t lead_left = 1;
+      char* dst = one;
+      std::size_t dst_left = sizeof one;
+      iconv(cd, nullptr, nullptr, nullptr, nullptr);
+      if (iconv(cd, &lead, &lead_left, &dst, &dst_left) != static_cast<std::size_t>(-1) && lead_left == 0 &&
+          dst != one)
+        return fail(character_error(e, encoding::no_equivalent, p + i, len), i);
+    }
     // One character at a time: its UTF-8 form is at most 4 bytes per
     // Unicode code point, and a few legacy characters map to two.
     char buf[16];

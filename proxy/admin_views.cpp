@@ -162,6 +162,8 @@ std::vector<SettingRow> config_rows(const Config& c) {
   add("http.listen", endpoints(c.http_listen), "127.0.0.1:8432");
   add("http.session_duration", seconds(c.http_session_duration), seconds(d.http_session_duration));
   add("http.max_connections", std::to_string(c.http_max_connections), std::to_string(d.http_max_connections));
+  add("http.max_connections_per_address", std::to_string(c.http_max_connections_per_address),
+      std::to_string(d.http_max_connections_per_address));
   add("http.max_header_size", std::to_string(c.http_max_header_size), std::to_string(d.http_max_header_size));
   add("http.max_body_size", std::to_string(c.http_max_body_size), std::to_string(d.http_max_body_size));
   add("http.request_timeout", seconds(c.http_request_timeout), seconds(d.http_request_timeout));

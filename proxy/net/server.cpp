@@ -1893,6 +1893,7 @@ bool Server::Impl::start_http() {
   http::GatewaySettings gs;
   gs.listen = config.http_listen;
   gs.max_connections = config.http_max_connections;
+  gs.max_connections_per_address = config.http_max_connections_per_address;
   gs.max_header_size = config.http_max_header_size;
   gs.max_body_size = config.http_max_body_size;
   gs.request_timeout = config.http_request_timeout;
