@@ -839,7 +839,12 @@ asio::awaitable<std::optional<auth::VerifierCheck>> Server::Impl::verify_off_thr
   const bool queued = verifiers->submit(user, [job, exec](bool stopping) {
     // An exception must not leave the verification thread (it would end the
     // process): the login is then refused, unchecked.
-    if (!stopping && !job->abandoned.load()) try {
+    // A check whose client hung up while it waited is not run (and counted,
+    // so that operators, and the tests, see the work that was spared).
+    const bool wanted = !stopping && !job->abandoned.load();
+    if (!stopping && !wanted) metrics::global().password_checks_skipped.inc();
+    if (wanted) try {
+        metrics::global().password_checks_run.inc();
         if (job->verifier.empty()) {
           auth::dummy_verifier_check(job->user, job->password.view());
           job->result = auth::VerifierCheck::mismatch;
