@@ -125,6 +125,7 @@ std::vector<SettingRow> config_rows(const Config& c) {
   add("admin_role", c.admin_role, d.admin_role);
   add("token_sessions.manage_credentials", boolean(c.token_sessions_manage_credentials),
       boolean(d.token_sessions_manage_credentials));
+  add("max_tokens_per_user", std::to_string(c.max_tokens_per_user), std::to_string(d.max_tokens_per_user));
   add("revoke_ends_sessions", boolean(c.revoke_ends_sessions), boolean(d.revoke_ends_sessions));
   add("expiry_ends_sessions", boolean(c.expiry_ends_sessions), boolean(d.expiry_ends_sessions));
   add("expiry_warning", seconds(c.expiry_warning), seconds(d.expiry_warning));
@@ -162,6 +163,8 @@ std::vector<SettingRow> config_rows(const Config& c) {
   add("http.listen", endpoints(c.http_listen), "127.0.0.1:8432");
   add("http.session_duration", seconds(c.http_session_duration), seconds(d.http_session_duration));
   add("http.max_connections", std::to_string(c.http_max_connections), std::to_string(d.http_max_connections));
+  add("http.max_connections_per_address", std::to_string(c.http_max_connections_per_address),
+      std::to_string(d.http_max_connections_per_address));
   add("http.max_header_size", std::to_string(c.http_max_header_size), std::to_string(d.http_max_header_size));
   add("http.max_body_size", std::to_string(c.http_max_body_size), std::to_string(d.http_max_body_size));
   add("http.request_timeout", seconds(c.http_request_timeout), seconds(d.http_request_timeout));

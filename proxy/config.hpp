@@ -105,6 +105,8 @@ struct Config {
   // Lifetime of the token behind a browser login's auth_token cookie.
   std::chrono::seconds http_session_duration{12 * 3600};
   unsigned http_max_connections = 256;
+  unsigned http_max_connections_per_address = 64;
+  unsigned max_tokens_per_user = 1000;  // `max_tokens_per_user`: active tokens per owner; 0: no limit  // 0: no per-address limit
   std::size_t http_max_header_size = 16 * 1024;
   std::size_t http_max_body_size = 1024 * 1024;
   std::chrono::seconds http_request_timeout{30};

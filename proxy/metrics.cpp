@@ -231,6 +231,10 @@ std::string render(const Registry& r, const ScrapeFacts& f) {
              r.refusals[std::size_t(Refusal::throttle_delayed)].value());
   w.sample_u("tokengate_throttled_logins_total", {{"action", "refused"}},
              r.refusals[std::size_t(Refusal::throttle_refused)].value());
+  w.family("tokengate_password_checks_total", "counter",
+           "Password checks taken from the verification queue: run, or skipped because the client hung up first.");
+  w.sample_u("tokengate_password_checks_total", {{"outcome", "run"}}, r.password_checks_run.value());
+  w.sample_u("tokengate_password_checks_total", {{"outcome", "skipped"}}, r.password_checks_skipped.value());
   w.family("tokengate_sessions_ended_total", "counter",
            "Sessions ended because their API token was revoked or expired.");
   w.sample_u("tokengate_sessions_ended_total", {{"reason", "revoked"}}, r.sessions_ended_by_revocation.value());

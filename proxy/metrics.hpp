@@ -94,6 +94,10 @@ struct Registry {
   std::array<Histogram, kLoginMethods> login_seconds;
   Histogram query_seconds;
   Counter sessions_ended_by_revocation, sessions_ended_by_expiry;
+  // Password checks taken from the verification queue: computed (PBKDF2 or
+  // the dummy check), or skipped because the client hung up while the check
+  // waited its turn.
+  Counter password_checks_run, password_checks_skipped;
 
   Registry();
 };

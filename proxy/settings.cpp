@@ -203,6 +203,9 @@ std::vector<Row> rows() {
        restart,
        "sessions that logged in with a token may create tokens and change passwords "
        "([deployment](deployment.md#sessions-that-logged-in-with-a-token))"},
+      {"max_tokens_per_user", "--max-tokens-per-user", "TOKENGATE_MAX_TOKENS_PER_USER",
+       whole(&Config::max_tokens_per_user, 0, 10'000'000), "1000", restart,
+       "active API tokens one role may own (web page sessions included); more get `53400`; 0 = no limit"},
       {"revoke_ends_sessions", "--revoke-ends-sessions", "TOKENGATE_REVOKE_ENDS_SESSIONS",
        boolean(&Config::revoke_ends_sessions), "true", live, "end live sessions of a revoked token"},
       {"expiry_ends_sessions", "--expiry-ends-sessions", "TOKENGATE_EXPIRY_ENDS_SESSIONS",
@@ -316,6 +319,11 @@ std::vector<Row> rows() {
        "seconds a browser login lasts"},
       {"http.max_connections", "--http-max-connections", "TOKENGATE_HTTP_MAX_CONNECTIONS",
        whole(&Config::http_max_connections, 1, 1'000'000), "256", restart, "HTTP connections open at once; more get 503"},
+      // A quarter of http.max_connections: one host (that sends nothing)
+      // cannot hold every slot; a reverse proxy in front needs 0 or more.
+      {"http.max_connections_per_address", "--http-max-connections-per-address",
+       "TOKENGATE_HTTP_MAX_CONNECTIONS_PER_ADDRESS", whole(&Config::http_max_connections_per_address, 0, 1'000'000),
+       "64", restart, "HTTP connections open at once from one client address; more get 503; `0` = no limit"},
       // A request line and a Bearer token need 1 kB.
       {"http.max_header_size", "--http-max-header-size", "TOKENGATE_HTTP_MAX_HEADER_SIZE",
        bytes(&Config::http_max_header_size, 1024, 1024 * 1024), "16384", restart,

@@ -23,6 +23,7 @@ public:
         case errc::duration_above_max: return "duration above the effective maximum";
         case errc::permission_denied: return "permission denied";
         case errc::store_unavailable: return "token store unavailable";
+        case errc::too_many_tokens: return "too many API tokens";
         }
         return "unknown tokenstore error";
     }
@@ -50,6 +51,7 @@ std::string_view sqlstate(errc e) noexcept
     case errc::duration_above_max: return "22023";   // invalid_parameter_value
     case errc::permission_denied: return "42501";    // insufficient_privilege
     case errc::store_unavailable: return "58030";    // io_error
+    case errc::too_many_tokens: return "53400";      // configuration_limit_exceeded
     }
     return "XX000";
 }

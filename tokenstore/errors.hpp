@@ -22,6 +22,7 @@ enum class errc {
     duration_above_max,  // above the owner's effective maximum          -> 22023
     permission_denied,   // FOR USER someone else / admin-only statement -> 42501
     store_unavailable,   // LMDB or key-file failure                     -> 58030
+    too_many_tokens,     // the owner has max_tokens_per_user active ones -> 53400
 };
 
 const std::error_category& tokenstore_category() noexcept;

@@ -195,6 +195,19 @@ result<created_token> token_service::create(const actor& who, const create_reque
     std::chrono::seconds duration = requested.value_or(std::min(cfg_.default_duration, max->max));
 
     try {
+        if (cfg_.max_tokens_per_user > 0) {
+            std::size_t active = 0;
+            for (const auto& r : store_.list(*owner, now, 0)) active += r.active(now) ? 1 : 0;
+            if (active >= cfg_.max_tokens_per_user) {
+                auto e = make_error(errc::too_many_tokens, "too many API tokens for user " + dq(*owner),
+                                    "User " + dq(*owner) + " has " + std::to_string(active) +
+                                        " active tokens; at most " + std::to_string(cfg_.max_tokens_per_user) +
+                                        " are allowed.");
+                e.hint = "Drop tokens that are no longer used, or raise max_tokens_per_user in tokengate's "
+                         "configuration.";
+                return e;
+            }
+        }
         keys_.refresh();  // pick up a rotation done by the CLI
         const signing_key& key = keys_.newest();
         // A generated name may collide with an active one; draw again a few times.

@@ -94,6 +94,11 @@ struct service_config {
     // with a token may create tokens. Off, a stolen token cannot be turned
     // into fresh ones that outlive its revocation.
     bool token_sessions_manage_credentials = false;
+    // `max_tokens_per_user`: active tokens one role may own (0: no limit).
+    // Each token is a row in the store; without a bound, one user with
+    // CREATE API TOKEN in a loop (or password logins to the web page, each a
+    // session token) could fill the store's disk and make every listing huge.
+    std::size_t max_tokens_per_user = 1000;
 };
 
 // Longest token name (PostgreSQL's NAMEDATALEN - 1).

@@ -17,6 +17,8 @@
 #include <boost/beast/ssl.hpp>
 #include <boost/json/object.hpp>
 #include <boost/json/serialize.hpp>
+#include <mutex>
+#include <unordered_map>
 #include <variant>
 
 #include "proxy/http/credentials.hpp"
@@ -163,12 +165,18 @@ struct Gateway::State : std::enable_shared_from_this<Gateway::State> {
   Router router;
   std::vector<Route> routes;
   std::atomic<std::size_t> connections{0};
+  std::mutex per_address_mutex;
+  std::unordered_map<std::string, std::size_t> per_address;  // open connections by client address
   std::atomic<bool> draining{false};
   std::vector<std::unique_ptr<tcp::acceptor>> acceptors;
 
   asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, std::string name);
   asio::awaitable<void> connection(tcp::socket socket);
-  asio::awaitable<void> refuse(PlainStream stream, Peer peer);
+  asio::awaitable<void> refuse(PlainStream stream, Peer peer, bool per_address);
+  // Counts a connection from `address`; false (nothing counted) when the
+  // address has max_connections_per_address open already.
+  bool enter_address(const std::string& address);
+  void leave_address(const std::string& address);
   template <typename Stream>
   asio::awaitable<void> serve(Stream stream, beast::flat_buffer buffer, Peer peer,
                               std::shared_ptr<ssl::context> tls_context);
@@ -273,15 +281,27 @@ asio::awaitable<void> Gateway::State::connection(tcp::socket socket) {
     peer.address = net::client_address(peer.peer);
     peer.local = is_loopback(remote.address());
   }
+  metrics::ConnectionGauge gauge(metrics::Listener::http, false);
+  PlainStream stream(std::move(socket));
+  // The address's share first: a connection refused for it is not counted
+  // in `connections`, so a host flooding past its share cannot push the total
+  // over max_connections for everyone else while its refusals are answered.
+  if (!enter_address(peer.address)) {
+    co_await refuse(std::move(stream), std::move(peer), true);
+    co_return;
+  }
+  struct Leave {
+    State& state;
+    const std::string address;
+    ~Leave() { state.leave_address(address); }
+  } leave{*this, peer.address};
   ++connections;
   struct Count {
     std::atomic<std::size_t>& n;
     ~Count() { --n; }
   } count{connections};
-  metrics::ConnectionGauge gauge(metrics::Listener::http, false);
-  PlainStream stream(std::move(socket));
   if (connections.load() > settings.max_connections) {
-    co_await refuse(std::move(stream), std::move(peer));
+    co_await refuse(std::move(stream), std::move(peer), false);
     co_return;
   }
 
@@ -309,19 +329,47 @@ asio::awaitable<void> Gateway::State::connection(tcp::socket socket) {
   co_await serve(std::move(stream), std::move(buffer), std::move(peer), nullptr);
 }
 
-// 503 for a connection over max_connections, without reading its request
-// (plain HTTP only: a TLS client would need a handshake first, so it is closed).
-asio::awaitable<void> Gateway::State::refuse(PlainStream stream, Peer peer) {
-  spdlog::warn("HTTP connection from {} refused: {} connections open (http.max_connections)", peer.peer,
-               settings.max_connections);
+bool Gateway::State::enter_address(const std::string& address) {
+  std::lock_guard lock(per_address_mutex);
+  auto& n = per_address[address];
+  if (settings.max_connections_per_address != 0 && n >= settings.max_connections_per_address) {
+    if (n == 0) per_address.erase(address);
+    return false;
+  }
+  ++n;
+  return true;
+}
+
+void Gateway::State::leave_address(const std::string& address) {
+  std::lock_guard lock(per_address_mutex);
+  auto it = per_address.find(address);
+  if (it == per_address.end()) return;
+  if (--it->second == 0) per_address.erase(it);
+}
+
+// 503 for a connection over max_connections (or over max_connections_per_address
+// from its address), without reading its request (plain HTTP only: a TLS
+// client would need a handshake first, so it is closed).
+asio::awaitable<void> Gateway::State::refuse(PlainStream stream, Peer peer, bool per_address) {
+  if (per_address)
+    spdlog::info("HTTP connection from {} refused: {} connections open from this address "
+                 "(http.max_connections_per_address)",
+                 peer.peer, settings.max_connections_per_address);
+  else
+    spdlog::warn("HTTP connection from {} refused: {} connections open (http.max_connections)", peer.peer,
+                 settings.max_connections);
   beast::flat_buffer buffer;
   stream.expires_after(kRefuseTimeout);
   if (tls_possible()) {
     auto [ec, is_tls] = co_await beast::async_detect_ssl(stream, buffer, use_nothrow);
     if (ec || is_tls) co_return;
   }
-  auto r = json_error(503, "53300", "too many HTTP connections",
-                      "tokengate serves at most " + std::to_string(settings.max_connections) + " at once.");
+  auto r = per_address
+               ? json_error(503, "53300", "too many HTTP connections from this address",
+                            "tokengate serves at most " + std::to_string(settings.max_connections_per_address) +
+                                " at once from one address.")
+               : json_error(503, "53300", "too many HTTP connections",
+                            "tokengate serves at most " + std::to_string(settings.max_connections) + " at once.");
   r.headers.push_back({"Retry-After", "1"});
   auto res = to_beast(std::move(r), 11, false);
   co_await bhttp::async_write(stream, res, use_nothrow);
@@ -366,6 +414,17 @@ asio::awaitable<void> Gateway::State::serve(Stream stream, beast::flat_buffer bu
     }
     const auto& h = head.get();
     const unsigned version = h.version();
+    // Beast reads a request whose Transfer-Encoding does not end in chunked
+    // (`gzip`, `chunked, identity`) as having no body, and what follows as the
+    // next request: a proxy in front that frames it otherwise would smuggle a
+    // request past itself. RFC 9112, section 6.3: answer 400 and close. So is
+    // Transfer-Encoding in HTTP/1.0, which has none (section 6.1).
+    if (h.find(bhttp::field::transfer_encoding) != h.end() && (!head.chunked() || version < 11)) {
+      co_await answer_and_close(stream, protocol_error(400, "unsupported Transfer-Encoding",
+                                                       "Only \"chunked\" is accepted, and only in HTTP/1.1."),
+                                version);
+      co_return;
+    }
     HttpRequest req;
     req.method = std::string(h.method_string());
     req.target = std::string(h.target());

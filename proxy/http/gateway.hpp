@@ -66,6 +66,10 @@ struct GatewaySettings {
   // Open connections at once; more are answered 503 and closed. Each may hold
   // up to max_header_size + max_body_size while its request is read.
   std::size_t max_connections = 256;
+  // Of those, open at once from one client address (0: no such limit), so
+  // that one host cannot take every slot by opening connections and sending
+  // nothing.
+  std::size_t max_connections_per_address = 64;
   std::size_t max_header_size = 16 * 1024;  // request line + headers (431 beyond)
   std::size_t max_body_size = 1024 * 1024;  // any route's body (413 beyond)
   // Reading one request (from its first byte) and writing its answer.

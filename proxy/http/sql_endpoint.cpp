@@ -91,6 +91,33 @@ asio::awaitable<void> terminate_backend(net::ControlPool* control, std::int32_t 
                                   pid, log_text(r->error->message()));
 }
 
+// How long an ended request waits for its terminated backend to be gone.
+// A backend sends its FATAL before it exits; until it has exited it still
+// holds its locks and shows in pg_stat_activity. A revocation answers once
+// its sessions are gone, backends included (an ended wire session waits for
+// the backend's socket to close). Exiting takes milliseconds; a backend stuck
+// longer than this is left to PostgreSQL.
+constexpr auto kBackendExitWait = std::chrono::seconds(2);
+constexpr auto kBackendExitPoll = std::chrono::milliseconds(10);
+
+// Waits (bounded) until backend `pid` is no longer in pg_stat_activity.
+asio::awaitable<void> wait_backend_gone(net::ControlPool* control, std::int32_t pid) {
+  if (control == nullptr || pid == 0) co_return;
+  const auto deadline = std::chrono::steady_clock::now() + kBackendExitWait;
+  asio::steady_timer pause(co_await asio::this_coro::executor);
+  while (std::chrono::steady_clock::now() < deadline) {
+    std::vector<session::QueryParam> params;
+    params.emplace_back(std::to_string(pid));
+    std::string sql = "SELECT 1 FROM pg_catalog.pg_stat_activity WHERE pid = $1::int";
+    auto r = co_await control->query(std::move(sql), std::move(params));
+    if (!r || r->error || r->rows.empty()) co_return;
+    pause.expires_after(kBackendExitPoll);
+    co_await pause.async_wait(net::use_nothrow);
+  }
+  spdlog::warn("HTTP /sql: upstream backend {} was still running {} s after it was terminated", pid,
+               std::chrono::duration_cast<std::chrono::seconds>(kBackendExitWait).count());
+}
+
 }  // namespace
 
 class SqlEndpoint {
@@ -390,7 +417,9 @@ asio::awaitable<HttpResponse> SqlEndpoint::handle(HttpRequest& req) {
   // terminated). The registry entry goes after the connection is closed.
   ending->finished = true;
   if (ending->why) ctx.usable = false;
+  const std::int32_t backend = ctx.lease.backend_pid();
   ctx.lease.release(ctx.usable, ctx.tx);
+  if (ending->why) co_await wait_backend_gone(s_.control, backend);
   if (failed) co_return std::move(*failed);
   co_return answer(200, std::move(body));
 }

@@ -437,6 +437,14 @@ std::variant<SqlRequest, SqlRequestError> parse_sql_request(const HttpRequest& r
     return bad_request(std::to_string(list.size()) + " queries in one transaction; at most " +
                            std::to_string(kMaxBatchQueries) + " are accepted",
                        "54000");
+  std::size_t total_params = 0;
+  for (const auto& q : list)
+    if (const auto* p = q.is_object() ? q.get_object().if_contains("params") : nullptr; p != nullptr && p->is_array())
+      total_params += p->get_array().size();
+  if (total_params > kMaxRequestParams)
+    return bad_request(std::to_string(total_params) + " parameters in one transaction; at most " +
+                           std::to_string(kMaxRequestParams) + " are accepted",
+                       "54000");
   r.batch = true;
   r.queries.reserve(list.size());
   for (std::size_t i = 0; i < list.size(); ++i) {

@@ -78,6 +78,12 @@ inline constexpr std::size_t kMaxSqlParams = 65535;
 // Statements in one batch: a batch is one transaction held open upstream
 // while it runs; this bounds the work one request can queue.
 inline constexpr std::size_t kMaxBatchQueries = 1000;
+// Parameters of all a batch's statements together. Each one held costs about
+// 40 bytes beyond its text, while the request waits for its login and a pooled
+// connection: without this bound a 1 MiB body of `0,` parameters held 20 MiB,
+// and a few hundred such requests (before any credential was checked) ended
+// the process. One Bind's worth keeps a request within a few MiB.
+inline constexpr std::size_t kMaxRequestParams = kMaxSqlParams;
 
 // Reads the headers and the JSON body as the driver sends them:
 //   {"query": "select $1", "params": [1], "arrayMode": true}

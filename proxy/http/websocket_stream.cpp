@@ -38,6 +38,10 @@ namespace {
 constexpr std::size_t kReadAhead = 16 * 1024;
 // Completing the opening handshake (writing the 101 answer).
 constexpr auto kHandshakeTimeout = std::chrono::seconds(30);
+// Waiting for the client's close frame after tokengate sent its own (a text
+// message): a client answers at once, and a silent one must not hold the
+// connection longer than a slow network needs.
+constexpr auto kCloseTimeout = std::chrono::seconds(5);
 
 template <typename Next>
 class WebSocketStream final : public net::ByteStream {
@@ -57,7 +61,7 @@ class WebSocketStream final : public net::ByteStream {
     ahead_off_ = 0;
     for (;;) {
       auto [ec, n] = co_await ws_->async_read_some(asio::buffer(ahead_), use_nothrow);
-      if (!ec && !ws_->got_binary()) ec = asio::error::invalid_argument;  // text frames carry no protocol
+      if (!ec && !ws_->got_binary()) ec = co_await refuse_text();
       if (ec) {
         ahead_.clear();
         co_return ec;
@@ -82,7 +86,7 @@ class WebSocketStream final : public net::ByteStream {
     }
     for (;;) {
       auto [ec, n] = co_await ws_->async_read_some(b, use_nothrow);
-      if (!ec && !ws_->got_binary()) ec = asio::error::invalid_argument;
+      if (!ec && !ws_->got_binary()) ec = co_await refuse_text();
       if (ec || n > 0 || b.size() == 0) co_return std::make_tuple(ec, n);
     }
   }
@@ -107,6 +111,23 @@ class WebSocketStream final : public net::ByteStream {
   }
 
  private:
+  // A text message carries no protocol: the connection ends with a close
+  // frame saying so (1003, unsupported data; RFC 6455, section 7.4.1), as
+  // Beast ends it for malformed frames (1002) and messages over the limit
+  // (1009). The bytes of the text message are discarded, never read as
+  // protocol. Returns the error that ends the session.
+  asio::awaitable<error_code> refuse_text() {
+    websocket::stream_base::timeout t;
+    t.handshake_timeout = kCloseTimeout;  // Beast's limit for the closing handshake too
+    t.idle_timeout = websocket::stream_base::none();
+    t.keep_alive_pings = false;
+    ws_->set_option(t);
+    co_await ws_->async_close(
+        websocket::close_reason(websocket::close_code::unknown_data, "text messages carry no PostgreSQL protocol"),
+        use_nothrow);
+    co_return asio::error::invalid_argument;
+  }
+
   std::shared_ptr<asio::ssl::context> tls_context_;  // outlives ws_ (TLS connections)
   std::unique_ptr<Ws> ws_;
   std::vector<std::uint8_t> ahead_;

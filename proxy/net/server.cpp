@@ -847,7 +847,12 @@ asio::awaitable<std::optional<auth::VerifierCheck>> Server::Impl::verify_off_thr
   const bool queued = verifiers->submit(user, [job, exec](bool stopping) {
     // An exception must not leave the verification thread (it would end the
     // process): the login is then refused, unchecked.
-    if (!stopping && !job->abandoned.load()) try {
+    // A check whose client hung up while it waited is not run (and counted,
+    // so that operators, and the tests, see the work that was spared).
+    const bool wanted = !stopping && !job->abandoned.load();
+    if (!stopping && !wanted) metrics::global().password_checks_skipped.inc();
+    if (wanted) try {
+        metrics::global().password_checks_run.inc();
         if (job->verifier.empty()) {
           auth::dummy_verifier_check(job->user, job->password.view());
           job->result = auth::VerifierCheck::mismatch;
@@ -1560,6 +1565,7 @@ bool Server::Impl::open_services() {
     }
     tokenstore::service_config service_cfg;
     service_cfg.token_sessions_manage_credentials = config.token_sessions_manage_credentials;
+    service_cfg.max_tokens_per_user = config.max_tokens_per_user;
     tokens = std::make_unique<tokenstore::token_service>(*store, *keys, service_cfg);
     tokens->on_revoked([this](std::span<const tokenstore::tid_t> tids) {
       if (!live()->revoke_ends_sessions) return;
@@ -1896,6 +1902,7 @@ bool Server::Impl::start_http() {
   http::GatewaySettings gs;
   gs.listen = config.http_listen;
   gs.max_connections = config.http_max_connections;
+  gs.max_connections_per_address = config.http_max_connections_per_address;
   gs.max_header_size = config.http_max_header_size;
   gs.max_body_size = config.http_max_body_size;
   gs.request_timeout = config.http_request_timeout;

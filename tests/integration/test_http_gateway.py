@@ -253,6 +253,97 @@ def test_malformed_request_is_400(tokengate):
     assert r.status == 400 and r.json()["code"] == "08P01", r
 
 
+@pytest.mark.parametrize("framing", [
+    b"HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n",
+    b"HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked, identity\r\n",
+    b"HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: xchunked\r\n",
+    b"HTTP/1.0\r\nTransfer-Encoding: chunked\r\n",
+], ids=["gzip", "chunked-not-last", "xchunked", "http-1.0"])
+def test_a_body_framed_by_an_unknown_transfer_encoding_cannot_smuggle_a_request(tokengate, framing):
+    """A Transfer-Encoding that does not end in chunked leaves the body's length unknown (RFC 9112, section 6.3).
+    Read as no body (what Beast does by itself), the body would be served as a second request: a proxy in front
+    that frames the message otherwise would have a request smuggled past it. It is 400, and the connection closes
+    without answering what followed."""
+    smuggled = b"GET /nowhere-smuggled HTTP/1.1\r\nHost: t\r\n\r\n"
+    body = b"0\r\n\r\n" + smuggled
+    with socket.create_connection((tokengate.host, tokengate.http_port), timeout=10) as s:
+        s.sendall(b"POST /api/logout " + framing + b"\r\n" + body)
+        r = read_response(s)
+        assert r.status == 400, r
+        assert r.json() == {"code": "08P01", "message": "unsupported Transfer-Encoding",
+                            "detail": 'Only "chunked" is accepted, and only in HTTP/1.1.'}, r
+        if b"HTTP/1.1" in framing:
+            assert r.headers.get("connection") == "close", r
+        rest = b""
+        while chunk := s.recv(65536):
+            rest += chunk
+    assert rest == b"", f"a second answer followed: {rest[:300]!r}"
+    assert "nowhere-smuggled" not in tokengate.log_tail(200)
+
+
+def test_one_address_cannot_take_every_http_connection(spawn_tokengate, pg):
+    """With the default limits, a host that opens more connections than http.max_connections and sends nothing
+    gets at most http.max_connections_per_address (64) of them; a client from another address is still served.
+    127.0.0.2 is another loopback address, so the flood and the client are two hosts to tokengate."""
+    tg = spawn_tokengate((str(pg.socket_dir), pg.port))
+    flood = []
+    try:
+        for _ in range(300):  # past http.max_connections (256)
+            s = socket.socket()
+            s.bind(("127.0.0.2", 0))
+            s.settimeout(10)
+            s.connect((tg.host, tg.http_port))
+            flood.append(s)
+        time.sleep(0.5)
+        r = raw_request(tg.host, tg.http_port, b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert r.status == 200, r
+        # The flooding address itself is refused past its share, with its own words.
+        s = socket.socket()
+        s.bind(("127.0.0.2", 0))
+        s.settimeout(10)
+        s.connect((tg.host, tg.http_port))
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        r = read_response(s)
+        s.close()
+        assert r.status == 503, r
+        assert r.json()["code"] == "53300" and r.json()["message"] == "too many HTTP connections from this address", r
+    finally:
+        for s in flood:
+            s.close()
+    assert "http.max_connections_per_address" in tg.log_path.read_text()
+
+
+def test_http_connections_per_address_setting(spawn_tokengate, pg):
+    """http.max_connections_per_address = 2: a third connection from the address gets 503, one from another
+    address does not; a closed connection frees its place. 0 turns the limit off."""
+    tg = spawn_tokengate((str(pg.socket_dir), pg.port), ["--http-max-connections-per-address", "2"])
+    a = socket.create_connection((tg.host, tg.http_port), timeout=10)
+    b = socket.create_connection((tg.host, tg.http_port), timeout=10)
+    time.sleep(0.2)
+    r = raw_request(tg.host, tg.http_port, b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert r.status == 503 and r.json()["message"] == "too many HTTP connections from this address", r
+    other = socket.socket()
+    other.bind(("127.0.0.2", 0))
+    other.settimeout(10)
+    other.connect((tg.host, tg.http_port))
+    other.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert read_response(other).status == 200
+    other.close()
+    a.close()
+    time.sleep(0.2)
+    r = raw_request(tg.host, tg.http_port, b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert r.status == 200, r
+    b.close()
+    off = spawn_tokengate((str(pg.socket_dir), pg.port),
+                          ["--http-max-connections-per-address", "0", "--http-max-connections", "4"])
+    held = [socket.create_connection((off.host, off.http_port), timeout=10) for _ in range(3)]
+    time.sleep(0.2)
+    r = raw_request(off.host, off.http_port, b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert r.status == 200, r
+    for s in held:
+        s.close()
+
+
 def test_keep_alive_serves_several_requests(tokengate):
     with socket.create_connection((tokengate.host, tokengate.http_port), timeout=10) as s:
         for _ in range(3):

@@ -353,6 +353,48 @@ def test_method_and_body_limits(http_api, tokengate):
     assert r.status_code == 413, describe(r)
 
 
+def test_parameters_of_a_request_are_bounded_in_all(http_api, tokengate):
+    """A batch takes at most 65,535 parameters in all, as one Bind would: more is 400 54000 before any credential
+    is checked, since each parameter held costs memory while the request waits for its login."""
+    queries = [{"query": "select 1", "params": [0] * 40000} for _ in range(2)]
+    h = {"Neon-Connection-String": conn_string(tokengate, password="wrong"), "Content-Type": "text/plain"}
+    r = http_api.call("POST", "/sql", data=json.dumps({"queries": queries}).encode(), headers=h)
+    error(r, 400, "54000", "80000 parameters in one transaction; at most 65535 are accepted")
+    queries = [{"query": "select $1::int", "params": [1]} for _ in range(3)]
+    body = ok(batch(http_api, tokengate, [(q["query"], q["params"]) for q in queries], password="analyst"))
+    assert [res["rows"] for res in body["results"]] == [[["1"]]] * 3, body
+
+
+def test_unauthenticated_requests_full_of_parameters_do_not_exhaust_memory(spawn_tokengate, pg):
+    """The attack: requests of just under 1 MiB holding half a million parameters (`0,`), each with a wrong
+    password, sent at once. Each one used to hold about 20 MiB while its password was checked, so a few hundred
+    ended the process with no credential at all. Now such a request is refused before it holds anything:
+    16 of them must grow the process by far less than one used to cost each (measured as resident memory)."""
+    import socket
+    tg = spawn_tokengate((str(pg.socket_dir), pg.port))
+    body = json.dumps({"queries": [{"query": "select 1", "params": [0] * 60000} for _ in range(8)]},
+                      separators=(",", ":")).encode()
+    assert len(body) < 1024 * 1024
+    head = (f"POST /sql HTTP/1.1\r\nHost: t\r\nNeon-Connection-String: {conn_string(tg, password='wrong')}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    before = tg.rss_kib()
+    socks = []
+    for _ in range(16):
+        s = socket.create_connection((tg.host, tg.http_port), timeout=30)
+        s.sendall(head + body)
+        socks.append(s)
+    peak = before
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        peak = max(peak, tg.rss_kib())
+        time.sleep(0.05)
+    for s in socks:
+        s.close()
+    growth_mib = (peak - before) / 1024
+    assert growth_mib < 96, f"16 unauthenticated requests grew tokengate by {growth_mib:.0f} MiB"
+    assert tg.alive()
+
+
 def test_result_size_limit(spawn_tokengate, pg):
     tg = spawn_tokengate((str(pg.socket_dir), pg.port),
                          ["--upstream-auth", "trust", "--http-max-response-size", "4096"])

@@ -304,3 +304,30 @@ def test_manage_credentials_lets_tokens_create(spawn_tokengate, pg):
     r = api.call("POST", "/api/tokens", token=token, json={"max_duration": "1h"})
     assert r.status_code == 201, describe(r)
     remember_secret(r.json()["token"])
+
+
+def test_active_tokens_per_owner_are_bounded(spawn_tokengate, pg):
+    """max_tokens_per_user bounds the rows one role can add to the store: CREATE API TOKEN, POST /api/tokens and
+    web page logins (each a session token) all get 53400 past it; a revoked token frees its place."""
+    from http_client import HttpApi
+    tg = spawn_tokengate(upstream=(str(pg.socket_dir), pg.port),
+                         extra_args=["--max-tokens-per-user", "3", "--max-failed-logins", "100000"])
+    api = HttpApi(f"http://{tg.host}:{tg.http_port}")
+    session = api.login("analyst", "analyst")  # the first active token: the web session
+    remember_secret(session.cookie)
+    t = tg.target()
+    with t.connect(user="analyst") as c:
+        for name in ("quota_a", "quota_b"):
+            remember_secret(c.execute(f"CREATE API TOKEN {name}").fetchone()[1])
+        with pytest.raises(psycopg.Error) as info:
+            c.execute("CREATE API TOKEN quota_c")
+        assert info.value.sqlstate == "53400", info.value
+        assert info.value.diag.message_primary == 'too many API tokens for user "analyst"'
+        assert info.value.diag.message_detail == 'User "analyst" has 3 active tokens; at most 3 are allowed.'
+    r = api.call("POST", "/api/tokens", token=session, json={"name": "quota_c"})
+    assert_error(r, 503, "53400")
+    r = api.call("POST", "/api/login", json={"user": "analyst", "password": "analyst"})
+    assert_error(r, 503, "53400")
+    with t.connect(user="analyst") as c:
+        c.execute("DROP API TOKEN quota_a")
+        remember_secret(c.execute("CREATE API TOKEN quota_c").fetchone()[1])

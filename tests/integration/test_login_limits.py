@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import socket
 import struct
 import subprocess
@@ -15,6 +16,7 @@ import time
 
 import psycopg
 import pytest
+import requests
 
 import pgwire
 from conftest import PgCluster, Target, TokengateProcess, fresh_password
@@ -80,6 +82,72 @@ def test_a_ten_million_round_verifier_does_not_slow_another_users_login(
     assert max(times) < 1.0, f"analyst's logins took {[round(x, 2) for x in times]} s while {attacker} was attacked"
     # The costly verifier is refused, not computed, and says why in the log.
     assert "auth.max_scram_iterations" in tg.log_since(0)
+
+
+def password_checks(tg: TokengateProcess) -> dict[str, float]:
+    """tokengate_password_checks_total by outcome (run, skipped), from GET /metrics."""
+    r = requests.get(f"http://{tg.host}:{tg.http_port}/metrics", timeout=10)
+    assert r.status_code == 200, r.text
+    out = {}
+    for line in r.text.splitlines():
+        m = re.fullmatch(r'tokengate_password_checks_total\{outcome="(\w+)"\} (\S+)', line)
+        if m:
+            out[m.group(1)] = float(m.group(2))
+    assert set(out) == {"run", "skipped"}, r.text
+    return out
+
+
+def test_queued_verifications_of_clients_that_hung_up_are_dropped(spawn_tokengate, pg: PgCluster, direct: Target,
+                                                                  fresh_role):
+    """Logins that wait on the verification queue and whose clients hang up are never verified: a flood of
+    attempts against a costly verifier that hang up at once costs the PBKDF2 of the few that had started, not of
+    all (tokengate_password_checks_total counts both), and the next attempt in that name is answered at once."""
+    tg = spawn_tokengate(upstream=(str(pg.socket_dir), pg.port),
+                         extra_args=trust_args("--max-failed-logins", "100000", "--login-max-connections", "200",
+                                               "--login-max-connections-per-address", "200"))
+    t = tg.target()
+    role, pw = fresh_role()
+    # As costly as auth.max_scram_iterations allows (100,000 rounds by default): computed, not refused.
+    with psycopg.connect(direct.conninfo(user=role, password=pw), autocommit=True) as c:
+        c.execute(f"ALTER ROLE CURRENT_USER PASSWORD '{costly_verifier(100_000)}'")
+    one_check, r = timed_login(t, role, "guess")
+    assert r.error is not None and r.error.sqlstate == "28P01", r.error
+    before = password_checks(tg)
+    assert before["run"] >= 1
+
+    flood = 40
+    conns = []
+    for _ in range(flood):
+        w = t.wire(timeout=10)
+        w.send(pgwire.startup_message({"user": role, "database": "postgres"}))
+        conns.append(w)
+    for w in conns:
+        assert w.read_message().auth_code() == 3  # CleartextPassword
+        w.send(pgwire.password_message(pgwire.cstr(fresh_password("guess"))))
+    time.sleep(0.3)  # the catalog look-ups are done; the checks wait in the queue, one running
+    for w in conns:
+        w.close()
+    time.sleep(0.1)
+
+    # The next attempt in that name waits behind the flood's checks in the queue: it is answered after about one
+    # check, not forty.
+    elapsed, r = timed_login(t, role, "guess")
+    assert r.error is not None and r.error.sqlstate == "28P01", r.error
+    assert elapsed < 6 * one_check + 0.75, \
+        f"a login right after the flood hung up took {elapsed:.2f} s (one check takes {one_check:.2f} s)"
+    # Until the queue is empty: every check of the flood has been taken, run or skipped (a login that hung up
+    # before its catalog look-up ended never reached the queue, on a slow machine).
+    deadline, last = time.monotonic() + 30, None
+    while time.monotonic() < deadline:
+        now = password_checks(tg)
+        run, skipped = now["run"] - before["run"] - 1, now["skipped"] - before["skipped"]
+        if run + skipped >= flood or (run, skipped) == last:
+            break
+        last = (run, skipped)
+        time.sleep(1)
+    assert run <= 10 and skipped >= flood // 2, \
+        f"{run:.0f} of {flood} checks ran after their clients hung up, {skipped:.0f} skipped " \
+        f"(one check takes {one_check:.2f} s)"
 
 
 # ---------------------------------------------------------------- a parallel guesser

@@ -598,3 +598,30 @@ TEST_CASE("DROP API TOKEN takes expired namesakes too and reports every tid", "[
     auto all = f.svc.revoke_all(alice, std::nullopt, t0 + 20000);
     CHECK(all->count == 0u);
 }
+
+TEST_CASE("create: at most max_tokens_per_user active tokens per owner (53400)", "[service]")
+{
+    service_config cfg;
+    cfg.max_tokens_per_user = 3;
+    fixture f(false, cfg);
+    create_request short_lived;
+    short_lived.max_duration = "1h";
+    must_create(f.svc, alice, short_lived);
+    must_create(f.svc, alice, named("a"));
+    must_create(f.svc, alice, named("b"));
+    auto refused = f.svc.create(alice, named("c"), plain, t0);
+    REQUIRE(refused.code() == errc::too_many_tokens);
+    CHECK(sqlstate(errc::too_many_tokens) == "53400");
+    CHECK(refused.error_value().message == "too many API tokens for user \"alice\"");
+    CHECK(refused.error_value().detail == "User \"alice\" has 3 active tokens; at most 3 are allowed.");
+    // Another owner has a limit of its own; an administrator acting for alice has hers.
+    must_create(f.svc, bob, named("a"));
+    create_request for_alice = named("d");
+    for_alice.for_user = "alice";
+    CHECK(f.svc.create(admin, for_alice, plain, t0).code() == errc::too_many_tokens);
+    // Revoked and expired tokens do not count.
+    REQUIRE(f.svc.revoke(alice, "a", std::nullopt, false, t0).code() == errc::ok);
+    must_create(f.svc, alice, named("c"));
+    CHECK(f.svc.create(alice, named("e"), plain, t0).code() == errc::too_many_tokens);
+    must_create(f.svc, alice, named("e"), plain, t0 + 2 * 3600);  // the 1 h token has expired by then
+}
