@@ -262,6 +262,8 @@ def test_administrator_picks_a_user_and_others_have_no_picker(ui, proxy, fresh_r
     log_in(ui, "admin", "admin")
     assert ui.text(css("#who-role")) == "administrator"
     picker = label("Tokens of")
+    # The picker appears first and gets its options once /api/users answers.
+    ui.wait(css(f'#user-picker option[value="{user}"]'), state="attached")
     options = ui.text(picker).splitlines()
     assert "admin (you)" in options and user in options and "nologin_role" not in options, options
     ui.select(picker, user)
