@@ -301,6 +301,14 @@ struct SessionEnd {
   std::optional<protocol::ErrorResponse> pending_when_idle;  // a drain
 };
 
+// An io_context whose pending handlers and coroutine frames can be destroyed
+// before the context itself is: see the end of Server::run.
+class IoContext : public asio::io_context {
+ public:
+  using asio::io_context::io_context;
+  void destroy_handlers() { shutdown(); }
+};
+
 struct Server::Impl {
   Impl(Config c, ConfigReloader r)
       : config(std::move(c)),
@@ -397,7 +405,7 @@ struct Server::Impl {
   SessionRegistry sessions;              // every logged-in session
   session::MemoryBudget relay_memory;    // relay buffers of all sessions (relay.memory_limit)
   RelayServices relay_services;          // what every relay uses; set by open_services
-  std::vector<std::unique_ptr<asio::io_context>> contexts;
+  std::vector<std::unique_ptr<IoContext>> contexts;
   std::vector<int> reactor_fds;  // each context's epoll set, where relays watch their sockets
   std::atomic<std::size_t> next{0};
   std::atomic<int> active_sessions{0};     // every client connection
@@ -1992,7 +2000,7 @@ int Server::run() {
   auto& im = *impl_;
   unsigned n = im.config.threads ? im.config.threads : std::max(1u, std::thread::hardware_concurrency());
   for (unsigned i = 0; i < n; ++i) {
-    im.contexts.push_back(std::make_unique<asio::io_context>(1));
+    im.contexts.push_back(std::make_unique<IoContext>(1));
     im.reactor_fds.push_back(find_reactor_epoll(*im.contexts.back()));
   }
   auto& main_ctx = *im.contexts[0];
@@ -2088,6 +2096,12 @@ int Server::run() {
   // Before the io_contexts go: calls still queued for the store run, and
   // their callers' handlers are dropped with the contexts.
   im.store_worker.reset();
+  // What still waits on any thread (sessions, HTTP requests, the pools'
+  // coroutines) is destroyed now, every context's before any context goes:
+  // a coroutine on one thread may hold objects of another thread's context
+  // (a pooled connection, a co_spawn onto the pool's thread), which must
+  // not be destroyed after that context is.
+  for (auto& c : im.contexts) c->destroy_handlers();
   spdlog::info("stopped");
   return im.failed ? 1 : 0;
 }

@@ -122,11 +122,21 @@ boost::asio::awaitable<bool> SessionRegistry::wait_ended(std::vector<tokenstore:
     if (!pending_locked(*waiter)) co_return true;
     waiters_.push_back(waiter);
   }
+  // The entry leaves with this frame, also when the frame is destroyed while
+  // it waits (its io_context torn down at exit): the entry holds the timer,
+  // which belongs to that io_context, and the registry outlives them all.
+  struct Unlist {
+    SessionRegistry& registry;
+    const std::shared_ptr<Waiter>& waiter;
+    ~Unlist() {
+      std::lock_guard lock(registry.mutex_);
+      auto& list = registry.waiters_;
+      list.erase(std::remove(list.begin(), list.end(), waiter), list.end());
+    }
+  } unlist{*this, waiter};
   co_await timer->async_wait(use_nothrow);
   std::lock_guard lock(mutex_);
-  const bool ended = !pending_locked(*waiter);
-  waiters_.erase(std::remove(waiters_.begin(), waiters_.end(), waiter), waiters_.end());
-  co_return ended;
+  co_return !pending_locked(*waiter);
 }
 
 }  // namespace tokengate::net

@@ -128,6 +128,9 @@ void record_parameters(Connection& c, const std::vector<std::pair<std::string, s
   }
 }
 
+// A request waiting for a connection. Owned by its acquire() call (whose
+// frame lives on the timer's io_context) and, while it waits, by the pool's
+// map; handlers that cancel the timer are posted to the timer's executor.
 struct Waiter {
   explicit Waiter(asio::any_io_executor ex) : timer(std::move(ex)) {}
   asio::steady_timer timer;        // cancelled when a grant comes
@@ -222,9 +225,18 @@ AcquireError failure(std::string sqlstate, std::string message) {
 
 // ---- the pool's state --------------------------------------------------------------
 
+// Who owns what, so that nothing touches an object of an io_context that is
+// gone: Impl is shared by the UpstreamPool, Leases, acquire() calls and the
+// resets in flight, which live on any I/O thread, so it may be destroyed on
+// any of them, also while the io_contexts are torn down one after another.
+// It therefore owns no timer: the expiry timer lives in expire_loop's frame
+// on its own executor, a Waiter's timer in its acquire() call's frame (the
+// map entry goes with that frame), and the background coroutines (expiry,
+// idle watches) hold Impl weakly, so that they do not keep it alive past the
+// pool.
 struct Lease::Impl : std::enable_shared_from_this<Lease::Impl> {
   Impl(asio::any_io_executor timer_ex, UpstreamPoolSettings s)
-      : settings(std::move(s)), core(settings.limits), expiry(std::move(timer_ex)) {}
+      : settings(std::move(s)), core(settings.limits), timer_executor(std::move(timer_ex)) {}
 
   const UpstreamPoolSettings settings;
   mutable std::mutex m;
@@ -234,7 +246,10 @@ struct Lease::Impl : std::enable_shared_from_this<Lease::Impl> {
   std::unordered_map<WaiterId, std::shared_ptr<Waiter>> waiters;
   bool closed = false;
 
-  asio::steady_timer expiry;  // touched only on its own executor
+  const asio::any_io_executor timer_executor;  // where expire_loop runs
+  // expire_loop's timer while it runs: set, cleared and used only on
+  // timer_executor (close() posts its cancel there).
+  asio::steady_timer* expiry = nullptr;
   std::atomic<std::uint64_t> opened{0};
   std::atomic<std::uint64_t> reused{0};
 
@@ -404,15 +419,20 @@ struct Lease::Impl : std::enable_shared_from_this<Lease::Impl> {
     }
     close_at_home(to_close);
     if (watch)
-      asio::co_spawn(conn->home, watch_idle(shared_from_this(), conn, *watch), log_exception);
+      asio::co_spawn(conn->home, watch_idle(weak_from_this(), conn, *watch), log_exception);
   }
 
   // An idle connection whose upstream sends anything (a FATAL on
   // pg_terminate_backend, EOF on a restart) is dead: forget and close it
   // now rather than hand it to the next request.
-  static asio::awaitable<void> watch_idle(std::shared_ptr<Impl> self, std::shared_ptr<Connection> conn,
+  // The pool is held weakly: this waits as long as the connection is idle,
+  // and its frame goes only with the connection's io_context, which may be
+  // torn down after the others (the pool's state holds objects of those).
+  static asio::awaitable<void> watch_idle(std::weak_ptr<Impl> pool, std::shared_ptr<Connection> conn,
                                           std::uint64_t generation) {
     {
+      auto self = pool.lock();
+      if (!self) co_return;
       // Lent again before this started: the connection is its borrower's,
       // and a wire session may have moved its socket to another thread.
       // (Once this waits, a move has to run here first, which ends the wait.)
@@ -420,6 +440,11 @@ struct Lease::Impl : std::enable_shared_from_this<Lease::Impl> {
       if (conn->idle_generation != generation) co_return;
     }
     co_await conn->stream->wait_readable();
+    auto self = pool.lock();
+    if (!self) {
+      conn->close();  // the pool is gone; so are its idle connections
+      co_return;
+    }
     std::vector<Grant> grants;
     bool gone = false;
     {
@@ -436,12 +461,34 @@ struct Lease::Impl : std::enable_shared_from_this<Lease::Impl> {
     }
   }
 
-  static asio::awaitable<void> expire_loop(std::shared_ptr<Impl> self) {
-    const auto tick = std::min<std::chrono::steady_clock::duration>(
-        {kExpiryTick, self->settings.limits.idle_timeout, self->settings.max_lifetime});
+  // Runs on timer_executor until the pool closes. Its timer is its own
+  // (destroyed with this frame, on that executor's io_context) and the pool
+  // is held only between ticks.
+  static asio::awaitable<void> expire_loop(std::weak_ptr<Impl> pool) {
+    asio::steady_timer timer(co_await asio::this_coro::executor);
+    std::chrono::steady_clock::duration tick{};
+    {
+      auto self = pool.lock();
+      if (!self) co_return;
+      tick = std::min<std::chrono::steady_clock::duration>(
+          {kExpiryTick, self->settings.limits.idle_timeout, self->settings.max_lifetime});
+      std::lock_guard lock(self->m);
+      if (self->closed) co_return;
+      self->expiry = &timer;
+    }
+    // Whichever way this frame ends (the pool closed, or the io_context
+    // destroyed it while it waited), close() no longer finds the timer.
+    struct Unhook {
+      std::weak_ptr<Impl> pool;
+      ~Unhook() {
+        if (auto self = pool.lock()) self->expiry = nullptr;
+      }
+    } unhook{pool};
     for (;;) {
-      self->expiry.expires_after(tick);
-      auto [ec] = co_await self->expiry.async_wait(use_nothrow);
+      timer.expires_after(tick);
+      auto [ec] = co_await timer.async_wait(use_nothrow);
+      auto self = pool.lock();
+      if (!self) co_return;
       std::vector<std::shared_ptr<Connection>> gone;
       {
         std::lock_guard lock(self->m);
@@ -504,10 +551,9 @@ Bytes Lease::take_leftover() {
 namespace {
 
 // A plain socket's descriptor, taken out of its Asio socket on the socket's
-// own thread.
+// own thread. (No timer in here: this is shared with a handler on that other
+// thread's io_context, which may be destroyed after the waiting one.)
 struct Handoff {
-  explicit Handoff(asio::any_io_executor ex) : done(std::move(ex), std::chrono::steady_clock::time_point::max()) {}
-  asio::steady_timer done;  // cancelled once `fd` is set
   int fd = -1;
   bool v6 = false;
   bool unix_socket = false;
@@ -526,8 +572,11 @@ asio::awaitable<bool> Lease::adopt() {
   if (as_tcp == nullptr && as_unix == nullptr) co_return false;  // TLS stays where it was opened
   // Released at home, where the idle watch may still wait on the socket:
   // that wait ends (aborted) and finds the connection lent.
-  auto handoff = std::make_shared<Handoff>(exec);
-  asio::post(conn_->home, [handoff, as_tcp, as_unix] {
+  auto handoff = std::make_shared<Handoff>();
+  // Cancelled once handoff->fd is set. The handler at home holds it weakly
+  // and cancels it here, on its own executor: it is this frame's.
+  auto done = std::make_shared<asio::steady_timer>(exec, std::chrono::steady_clock::time_point::max());
+  asio::post(conn_->home, [handoff, as_tcp, as_unix, exec, wake = std::weak_ptr<asio::steady_timer>(done)] {
     error_code ec;
     if (as_tcp != nullptr) {
       handoff->v6 = as_tcp->socket().local_endpoint(ec).address().is_v6();
@@ -537,9 +586,11 @@ asio::awaitable<bool> Lease::adopt() {
       handoff->fd = as_unix->socket().release(ec);
     }
     if (ec) handoff->fd = -1;
-    asio::post(handoff->done.get_executor(), [handoff] { handoff->done.cancel(); });
+    asio::post(exec, [wake] {
+      if (auto timer = wake.lock()) timer->cancel();
+    });
   });
-  co_await handoff->done.async_wait(use_nothrow);
+  co_await done->async_wait(use_nothrow);
   if (handoff->fd < 0) co_return false;
   // The old socket object goes at home, after the aborted wait's completion.
   asio::post(conn_->home, [old = std::move(conn_->stream)] {});
@@ -612,7 +663,11 @@ void UpstreamPool::close() {
     }
   }
   Lease::Impl::close_at_home(gone);
-  asio::post(impl_->expiry.get_executor(), [impl = impl_] { impl->expiry.cancel(); });
+  // Weakly: this handler may be the last thing of the pool's, destroyed with
+  // the timer's io_context.
+  asio::post(impl_->timer_executor, [pool = std::weak_ptr<Lease::Impl>(impl_)] {
+    if (auto impl = pool.lock(); impl && impl->expiry) impl->expiry->cancel();
+  });
 }
 
 UpstreamPool::Stats UpstreamPool::stats() const {
@@ -659,7 +714,22 @@ asio::awaitable<AcquireResult> UpstreamPool::acquire(const PoolKey& key,
     co_return result;
   }
   if (d.kind == Decision::Kind::wait) {
+    // Were this frame destroyed while it waits (its io_context torn down at
+    // exit), the pool's map must not keep the waiter: the pool may outlive
+    // that io_context, and the waiter's timer belongs to it.
+    struct Unqueue {
+      std::shared_ptr<Lease::Impl> pool;
+      WaiterId id;
+      bool armed = true;
+      ~Unqueue() {
+        if (!armed) return;
+        std::lock_guard lock(pool->m);
+        pool->waiters.erase(id);
+        pool->core.cancel_wait(id);
+      }
+    } unqueue{self, d.waiter};
     co_await waiter->timer.async_wait(use_nothrow);
+    unqueue.armed = false;
     std::unique_lock lock(self->m);
     self->waiters.erase(d.waiter);
     if (waiter->grant) {

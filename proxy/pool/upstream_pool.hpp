@@ -169,7 +169,11 @@ class UpstreamPool {
  public:
   // `timer_executor` runs the idle-expiry timer (any one I/O context).
   UpstreamPool(boost::asio::any_io_executor timer_executor, UpstreamPoolSettings settings);
-  // Closes idle connections; lent ones close when given back.
+  // Closes idle connections; lent ones close when given back. Leases,
+  // acquire() calls and the pool's own coroutines may outlive this object;
+  // they hold objects of the io_contexts they run on (a Lease, those of its
+  // connection's), so their frames must all be destroyed before any of those
+  // io_contexts is (the server destroys every context's handlers first).
   ~UpstreamPool();
   UpstreamPool(const UpstreamPool&) = delete;
   UpstreamPool& operator=(const UpstreamPool&) = delete;
