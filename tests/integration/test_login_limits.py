@@ -104,12 +104,15 @@ def test_queued_verifications_of_clients_that_hung_up_are_dropped(spawn_tokengat
     all (tokengate_password_checks_total counts both), and the next attempt in that name is answered at once."""
     tg = spawn_tokengate(upstream=(str(pg.socket_dir), pg.port),
                          extra_args=trust_args("--max-failed-logins", "100000", "--login-max-connections", "200",
-                                               "--login-max-connections-per-address", "200"))
+                                               "--login-max-connections-per-address", "200",
+                                               "--max-scram-iterations", "1000000"))
     t = tg.target()
     role, pw = fresh_role()
-    # As costly as auth.max_scram_iterations allows (100,000 rounds by default): computed, not refused.
+    # A million rounds (auth.max_scram_iterations raised to allow it): computed, not refused, and slow enough on
+    # any machine that few checks can run in the moment the flood is still connected (at 100,000 rounds a fast
+    # machine ran a dozen of them before the hang-up, legitimately).
     with psycopg.connect(direct.conninfo(user=role, password=pw), autocommit=True) as c:
-        c.execute(f"ALTER ROLE CURRENT_USER PASSWORD '{costly_verifier(100_000)}'")
+        c.execute(f"ALTER ROLE CURRENT_USER PASSWORD '{costly_verifier(1_000_000)}'")
     one_check, r = timed_login(t, role, "guess")
     assert r.error is not None and r.error.sqlstate == "28P01", r.error
     before = password_checks(tg)
