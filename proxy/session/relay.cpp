@@ -578,7 +578,10 @@ void Relay::handle_whole(char tag, ByteView message) {
       const bool refuse = opt_.refuse_password_changes && parser_ext::changes_role_password(*text, lex_);
       const bool local =
           refuse ||
-          (parser_ext::could_be_api_token_statement(*text) &&
+          // Anywhere in the text, not only first: "SELECT 1; DROP API TOKEN x"
+          // gets PostgreSQL's several-commands error from us, so the API TOKEN
+          // statement never reaches the upstream or its log.
+          (parser_ext::query_may_contain_api_token_statement(*text) &&
            !std::holds_alternative<parser_ext::NotApiTokenStatement>(parser_ext::parse_statement(*text, lex_))) ||
           (!name->empty() && known().statements.count(std::string(*name)) > 0);  // 42P05, answered locally
       if (local) {

@@ -392,6 +392,27 @@ def test_dollar_parameter_is_42P02(proxy: Target, pg: PgCluster):
     assert_never_upstream(pg, mark)
 
 
+def test_parse_with_an_api_token_statement_after_another_is_refused_locally(proxy: Target, pg: PgCluster):
+    """PostgreSQL refuses a Parse holding several statements (42601, no position). tokengate gives the same answer
+    itself when any of them is an API TOKEN statement, so the statement's text never reaches the upstream or its
+    log, wherever it stands in the string."""
+    name = uniq("parse_mix")
+    mark = pg.log_mark()
+    with session(proxy) as c:
+        for sql in (f"select 1; CREATE API TOKEN {name}", f"select 1; select 2; DROP API TOKEN {name}",
+                    f"select 1;; /* c */ ALTER API TOKEN {name} SET COMMENT 'x'", f"CREATE API TOKEN {name}; select 1",
+                    f"select 'a;b'; SHOW API TOKENS"):
+            c.send(pgwire.parse_message("", sql) + pgwire.bind_message("", "") + pgwire.execute_message("")
+                   + pgwire.sync_message())
+            msgs = c.read_until_ready()
+            assert summary(msgs) == [("E", "42601"), ("Z", "I")], f"{sql}: {describe_all(msgs)}"
+            err = only_error(msgs)
+            assert err.message == "cannot insert multiple commands into a prepared statement", err
+            assert err.get("P") is None, err
+        assert name not in token_rows(c)
+    assert_never_upstream(pg, mark, name)
+
+
 # ---------------------------------------------------------------- simple protocol: mixes and blocks
 
 

@@ -215,6 +215,17 @@ TEST_CASE("relay: a local error with nothing forwarded in the batch injects noth
   CHECK(Bytes(out.client.end() - 6, out.client.end()) == pg::ready('I'));
 }
 
+TEST_CASE("relay: a Parse with an API TOKEN statement after another one never goes upstream") {
+  for (const char* text : {"select 1; DROP API TOKEN x", "select 1; select 2;; CREATE API TOKEN y"}) {
+    auto out =
+        split_everywhere({}, {FromClient{concat({pg::parse("", text), pg::sync()})}, FromUpstream{pg::ready('I')}});
+    CHECK(out.upstream == pg::sync());
+    REQUIRE(!out.client.empty());
+    CHECK(describe(out.client).find("cannot insert multiple commands into a prepared statement") != std::string::npos);
+    CHECK(Bytes(out.client.end() - 6, out.client.end()) == pg::ready('I'));
+  }
+}
+
 TEST_CASE("relay: Execute with a row limit suspends forwarded and local portals alike") {
   const std::string show = "SHOW API TOKENS";
   const Bytes batch = concat({pg::parse("", "select g from generate_series(1,3) g"), pg::bind("", ""),
