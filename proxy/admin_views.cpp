@@ -5,11 +5,7 @@
 
 namespace tokengate::admin {
 
-namespace {
-
-std::string seconds(std::chrono::seconds s) { return std::to_string(s.count()) + "s"; }
-std::string boolean(bool b) { return b ? "true" : "false"; }
-std::string endpoints(const std::vector<net::Endpoint>& eps) {
+std::string endpoints_text(const std::vector<net::Endpoint>& eps) {
   if (eps.empty()) return "off";
   std::string out;
   for (const auto& e : eps) {
@@ -18,6 +14,8 @@ std::string endpoints(const std::vector<net::Endpoint>& eps) {
   }
   return out;
 }
+
+namespace {
 
 // Where a key of libpq's key=value form starts a password (case matters in
 // libpq: keywords are lower case).
@@ -102,81 +100,11 @@ std::string mask_dsn(std::string_view dsn) {
 }
 
 std::vector<SettingRow> config_rows(const Config& c) {
-  const Config d;
   std::vector<SettingRow> rows;
-  auto add = [&](const char* key, std::string value, std::string default_value) {
-    const bool is_default = value == default_value;
-    rows.push_back({key, std::move(value), is_default ? "default" : "configured"});
-  };
-  auto upstream_auth = [](Config::UpstreamAuth a) { return a == Config::UpstreamAuth::trust ? "trust" : "password"; };
-  add("listen", endpoints(c.listen), "127.0.0.1:6432");
-  add("upstream.address", c.upstream.to_string(), "");
-  rows.back().source = "configured";  // its default depends on PGHOST/PGPORT
-  add("data_dir", c.data_dir, d.data_dir);
-  add("threads", std::to_string(c.threads), std::to_string(d.threads));
-  add("log_level", c.log_level, d.log_level);
-  add("auth_timeout", seconds(c.auth_timeout), seconds(d.auth_timeout));
-  add("shutdown_timeout", seconds(c.shutdown_timeout), seconds(d.shutdown_timeout));
-  add("upstream.auth", upstream_auth(c.upstream_auth), upstream_auth(d.upstream_auth));
-  add("auth.userlist", c.userlist, d.userlist);
-  add("upstream.control_user", c.control_user, d.control_user);
-  add("upstream.control_database", c.control_database, d.control_database);
-  add("upstream.auth_query", c.auth_query, d.auth_query);
-  add("admin_role", c.admin_role, d.admin_role);
-  add("token_sessions.manage_credentials", boolean(c.token_sessions_manage_credentials),
-      boolean(d.token_sessions_manage_credentials));
-  add("max_tokens_per_user", std::to_string(c.max_tokens_per_user), std::to_string(d.max_tokens_per_user));
-  add("revoke_ends_sessions", boolean(c.revoke_ends_sessions), boolean(d.revoke_ends_sessions));
-  add("expiry_ends_sessions", boolean(c.expiry_ends_sessions), boolean(d.expiry_ends_sessions));
-  add("expiry_warning", seconds(c.expiry_warning), seconds(d.expiry_warning));
-  add("max_failed_logins", std::to_string(c.max_failed_logins), std::to_string(d.max_failed_logins));
-  add("auth.allow_plaintext_passwords", boolean(c.allow_plaintext_passwords), boolean(d.allow_plaintext_passwords));
-  add("auth.max_scram_iterations", std::to_string(c.max_scram_iterations), std::to_string(d.max_scram_iterations));
-  add("auth.max_pending_verifications", std::to_string(c.max_pending_verifications),
-      std::to_string(d.max_pending_verifications));
-  add("audit_log", c.audit_log, d.audit_log);
-  add("login.client_timeout", seconds(c.login_client_timeout), seconds(d.login_client_timeout));
-  add("login.max_connections", std::to_string(c.login_max_connections), std::to_string(d.login_max_connections));
-  add("login.max_connections_per_address", std::to_string(c.login_max_connections_per_address),
-      std::to_string(d.login_max_connections_per_address));
-  add("relay.max_inspected_message", std::to_string(c.relay_max_inspected_message),
-      std::to_string(d.relay_max_inspected_message));
-  add("relay.session_memory_limit", std::to_string(c.relay_session_memory_limit),
-      std::to_string(d.relay_session_memory_limit));
-  add("relay.memory_limit", std::to_string(c.relay_memory_limit), std::to_string(d.relay_memory_limit));
-  add("store.backend", c.store_backend, d.store_backend);
-  add("store.dsn", mask_dsn(c.store_dsn), d.store_dsn);
-  add("store.kek_file", c.kek_file, d.kek_file);
-  add("store.previous_kek_file", c.previous_kek_file, d.previous_kek_file);
-  add("store.max_staleness", seconds(c.max_staleness), seconds(d.max_staleness));
-  add("fleet.instance_id", std::to_string(c.instance_id), std::to_string(d.instance_id));
-  add("fleet.advertise_address", c.advertise_address, d.advertise_address);
-  add("fleet.peers", c.peers, d.peers);
-  add("tls.cert", c.tls_cert, d.tls_cert);
-  add("tls.key", c.tls_key, d.tls_key);
-  add("tls.mode", c.tls_mode, d.tls_mode);
-  add("upstream.sslmode", c.upstream_sslmode, d.upstream_sslmode);
-  add("upstream.sslrootcert", c.upstream_sslrootcert, d.upstream_sslrootcert);
-  add("upstream.require_auth", c.upstream_require_auth, d.upstream_require_auth);
-  add("upstream.max_scram_iterations", std::to_string(c.upstream_max_scram_iterations),
-      std::to_string(d.upstream_max_scram_iterations));
-  add("http.listen", endpoints(c.http_listen), "127.0.0.1:8432");
-  add("http.session_duration", seconds(c.http_session_duration), seconds(d.http_session_duration));
-  add("http.max_connections", std::to_string(c.http_max_connections), std::to_string(d.http_max_connections));
-  add("http.max_connections_per_address", std::to_string(c.http_max_connections_per_address),
-      std::to_string(d.http_max_connections_per_address));
-  add("http.max_header_size", std::to_string(c.http_max_header_size), std::to_string(d.http_max_header_size));
-  add("http.max_body_size", std::to_string(c.http_max_body_size), std::to_string(d.http_max_body_size));
-  add("http.request_timeout", seconds(c.http_request_timeout), seconds(d.http_request_timeout));
-  add("http.idle_timeout", seconds(c.http_idle_timeout), seconds(d.http_idle_timeout));
-  add("http.max_response_size", std::to_string(c.http_max_response_size), std::to_string(d.http_max_response_size));
-  add("metrics.require_auth", boolean(c.metrics_require_auth), boolean(d.metrics_require_auth));
-  add("pool.max_connections", std::to_string(c.pool_max_connections), std::to_string(d.pool_max_connections));
-  add("pool.max_connections_per_key", std::to_string(c.pool_max_connections_per_key),
-      std::to_string(d.pool_max_connections_per_key));
-  add("pool.idle_timeout", seconds(c.pool_idle_timeout), seconds(d.pool_idle_timeout));
-  add("pool.wait_timeout", seconds(c.pool_wait_timeout), seconds(d.pool_wait_timeout));
-  add("pool.max_lifetime", seconds(c.pool_max_lifetime), seconds(d.pool_max_lifetime));
+  rows.reserve(c.resolved.size());
+  // The only secret setting is store.dsn, a connection string: its password
+  // is masked, the rest (host, user) helps an operator.
+  for (const auto& r : c.resolved) rows.push_back({r.key, r.secret ? mask_dsn(r.value) : r.value, r.source});
   return rows;
 }
 

@@ -45,13 +45,18 @@ struct SessionStats {
 // One setting as SHOW TOKENGATE CONFIG shows it.
 struct SettingRow {
   std::string setting;  // the TOML key
-  std::string value;    // secrets masked
-  std::string source;   // "default", or "configured" (file, environment or flag)
+  std::string value;    // as given (or the default), secrets masked
+  std::string source;   // "default", "file", "environment" or "flag"
 };
-// Every setting of `c` by its TOML key. Passwords in store.dsn are masked;
-// file names are shown (they are not secrets, the files' contents are).
+// Every setting of `c` by its TOML key, in the settings table's order, as the
+// loader resolved it (Config::resolved: none for a Config built in code).
+// Passwords in store.dsn are masked; file names are shown (they are not
+// secrets, the files' contents are).
 [[nodiscard]] std::vector<SettingRow> config_rows(const Config& c);
 [[nodiscard]] std::vector<std::vector<protocol::Value>> config_table(const Config& c);
+
+// Listen addresses as the `listen` setting takes them; "off" for none.
+[[nodiscard]] std::string endpoints_text(const std::vector<net::Endpoint>& eps);
 
 // A libpq connection string with its password masked: `password=…` in the
 // key=value form, and the password of a postgresql:// URI (also as

@@ -105,8 +105,8 @@ struct Config {
   // Lifetime of the token behind a browser login's auth_token cookie.
   std::chrono::seconds http_session_duration{12 * 3600};
   unsigned http_max_connections = 256;
-  unsigned http_max_connections_per_address = 64;
-  unsigned max_tokens_per_user = 1000;  // `max_tokens_per_user`: active tokens per owner; 0: no limit  // 0: no per-address limit
+  unsigned http_max_connections_per_address = 64;  // 0: no per-address limit
+  unsigned max_tokens_per_user = 1000;             // `max_tokens_per_user`: active tokens per owner; 0: no limit
   std::size_t http_max_header_size = 16 * 1024;
   std::size_t http_max_body_size = 1024 * 1024;
   std::chrono::seconds http_request_timeout{30};
@@ -126,6 +126,16 @@ struct Config {
   // Wire sessions take their upstream connection from the same pool and give
   // it back when they end idle (`pool.wire_sessions`; docs/deployment.md).
   bool pool_wire_sessions = false;
+
+  // Every setting as the loader resolved it, in the settings table's order:
+  // what SHOW TOKENGATE CONFIG shows. Empty for a Config built in code.
+  struct Resolved {
+    std::string key;     // the TOML key
+    std::string value;   // as given (or the default), before parsing
+    std::string source;  // "default", "file", "environment" or "flag"
+    bool secret = false;
+  };
+  std::vector<Resolved> resolved;
 };
 
 struct ConfigError {

@@ -512,6 +512,9 @@ Config build(const std::vector<SettingSpec>& specs, const std::vector<SettingVal
   }
   if (c.audit_log.empty()) c.audit_log = c.data_dir + "/audit.log";
   if (c.audit_log == "off") c.audit_log.clear();
+  c.resolved.reserve(specs.size());
+  for (std::size_t i = 0; i < specs.size(); ++i)
+    c.resolved.push_back({specs[i].key, values[i].value, std::string(to_string(values[i].source)), specs[i].secret});
   return c;
 }
 

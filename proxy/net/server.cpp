@@ -1790,7 +1790,10 @@ asio::awaitable<std::vector<std::vector<protocol::Value>>> Server::Impl::admin_v
     auto all = sessions.stats();
     co_return admin::session_rows(all);
   }
-  if (view == View::config) co_return admin::config_table(config);
+  // The settings in force: live() has a SIGHUP's changes, and the values of
+  // restart-only settings as they were at start.
+  const auto in_force = live();
+  if (view == View::config) co_return admin::config_table(*in_force);
   co_await refresh_store_count();
   const auto f = scrape_facts();
   const auto& m = metrics::global();
@@ -1824,11 +1827,11 @@ asio::awaitable<std::vector<std::vector<protocol::Value>>> Server::Impl::admin_v
     items.emplace_back("registry_feed_position", std::to_string(f.registry_feed_position));
   }
   // Settings in force that shape what clients see.
-  items.emplace_back("listen", admin::config_rows(config)[0].value);
+  items.emplace_back("listen", admin::endpoints_text(config.listen));
   items.emplace_back("upstream", config.upstream.to_string());
   items.emplace_back("upstream.auth", config.upstream_auth == Config::UpstreamAuth::trust ? "trust" : "password");
   items.emplace_back("tls.mode", config.tls_mode);
-  items.emplace_back("admin_role", config.admin_role);
+  items.emplace_back("admin_role", in_force->admin_role);
   items.emplace_back("threads", std::to_string(contexts.size()));
   items.emplace_back("shutdown_timeout", std::to_string(config.shutdown_timeout.count()) + "s");
   co_return admin::name_value_rows(items);

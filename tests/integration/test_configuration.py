@@ -201,6 +201,13 @@ def test_sighup_applies_a_limit_and_a_certificate_while_a_session_works(pg: PgCl
             assert "configuration: threads changed, but takes effect only at a restart" in proc.log_tail()
             assert refused_for_address(proc) == "too many connections from this address are logging in"
             assert peer_cert(proc, pki.other_ca_cert) == der(pki.other_server_cert)
+            # SHOW TOKENGATE CONFIG shows what is in force: the new limit, and
+            # the restart-only setting still as it was at start.
+            with proc.target().connect(user="admin") as admin:
+                config = {r[0]: (r[1], r[2]) for r in admin.execute("SHOW TOKENGATE CONFIG").fetchall()}
+            assert config["login.max_connections_per_address"] == ("1", "file"), config
+            assert config["threads"] == ("0", "default"), config
+            assert config["tls.cert"] == (str(cert), "file"), config
             # The session that was open all along still works.
             assert session.execute("select 41 + 1").fetchone()[0] == 42
         assert proc.alive()

@@ -81,27 +81,6 @@ TEST_CASE("mask_dsn hides passwords in both connection string forms") {
   CHECK(mask_dsn("") == "");
 }
 
-TEST_CASE("config_rows: every setting with its source, no secret") {
-  Config c;
-  c.store_dsn = "host=db password=hunter2";
-  c.max_failed_logins = 3;
-  const auto rows = admin::config_rows(c);
-  auto find = [&](std::string_view key) -> const admin::SettingRow& {
-    for (const auto& r : rows)
-      if (r.setting == key) return r;
-    FAIL("no row for " << key);
-    return rows.front();
-  };
-  CHECK(find("max_failed_logins").value == "3");
-  CHECK(find("max_failed_logins").source == "configured");
-  CHECK(find("admin_role").value == "tokengate_admin");
-  CHECK(find("admin_role").source == "default");
-  CHECK(find("store.dsn").value == "host=db password=********");
-  CHECK(find("shutdown_timeout").value == "30s");
-  CHECK(find("metrics.require_auth").value == "false");
-  for (const auto& r : rows) CHECK(r.value.find("hunter2") == std::string::npos);
-}
-
 TEST_CASE("session_rows: oldest first, live figures, NULL token name for password sessions") {
   auto a = std::make_shared<admin::SessionStats>();
   a->backend_pid = 42;
