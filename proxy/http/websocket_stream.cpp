@@ -109,6 +109,10 @@ class WebSocketStream final : public net::ByteStream {
     beast::get_lowest_layer(*ws_).socket().shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
     beast::get_lowest_layer(*ws_).socket().close(ignored);
   }
+  int transport_fd() noexcept override {
+    auto& socket = beast::get_lowest_layer(*ws_).socket();
+    return socket.is_open() ? int(socket.native_handle()) : -1;
+  }
 
  private:
   // A text message carries no protocol: the connection ends with a close

@@ -5,6 +5,7 @@
 #include "proxy/net/server.hpp"
 
 #include <spdlog/spdlog.h>
+#include <poll.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -125,6 +126,17 @@ Bytes fatal(std::string sqlstate, std::string message, std::string detail = {}) 
   e.detail = std::move(detail);
   e.serialize(out);
   return out;
+}
+
+// How often a waiting login over TLS or WebSocket looks whether its client
+// hung up: the work a flood that hangs up can still cause is a few checks.
+constexpr auto kHangUpPollInterval = std::chrono::milliseconds(50);
+
+// The peer closed its side (FIN), reset the connection, or the socket broke.
+// poll() tells without reading, even with unread bytes waiting.
+bool peer_hung_up(int fd) noexcept {
+  pollfd p{fd, POLLRDHUP, 0};
+  return ::poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
 }
 
 // Refusals built outside coroutines: GCC 12 miscompiles braced aggregates
@@ -557,17 +569,23 @@ asio::awaitable<std::tuple<error_code, std::unique_ptr<ByteStream>, std::string>
 // and returns when it hangs up; never returns while it stays (the caller
 // races it against the work).
 asio::awaitable<bool> Server::Impl::client_stays(LoginContext& ctx) {
-  // Only a plain socket is watched: waiting for it to turn readable can be
-  // cancelled without losing a byte. A TLS record or a WebSocket frame may be
-  // half read when the work ends first, and cancelling that read would break
-  // the stream; such a client's hang-up is noticed when it is answered.
+  // A plain socket is watched by waiting for it to turn readable: that wait
+  // can be cancelled without losing a byte.
   const bool plain = dynamic_cast<SocketStream<tcp::socket>*>(ctx.client.get()) != nullptr ||
                      dynamic_cast<SocketStream<unix_socket::socket>*>(ctx.client.get()) != nullptr;
   if (!plain) {
-    // Nothing to watch (an HTTP request, TLS, WebSocket): wait until the work is done.
-    asio::steady_timer never(co_await asio::this_coro::executor, Clock::time_point::max());
-    co_await never.async_wait(use_nothrow);
-    co_return false;
+    // A TLS record or a WebSocket frame may be half read when the work ends
+    // first, and cancelling that read would break the stream: the kernel
+    // socket under it is looked at instead, without reading, a few times a
+    // second. Nothing to look at (an HTTP request): wait until the work is done.
+    const int fd = ctx.client ? ctx.client->transport_fd() : -1;
+    asio::steady_timer tick(co_await asio::this_coro::executor);
+    for (;;) {
+      if (fd < 0) tick.expires_at(Clock::time_point::max());
+      else tick.expires_after(kHangUpPollInterval);
+      if (auto [ec] = co_await tick.async_wait(use_nothrow); ec) co_return false;  // the work is done
+      if (peer_hung_up(fd)) co_return false;
+    }
   }
   for (;;) {
     if (auto ec = co_await ctx.client->wait_readable(); ec) co_return false;

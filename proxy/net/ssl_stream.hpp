@@ -63,6 +63,10 @@ class SslStream final : public ByteStream {
     state_->stream.lowest_layer().close(ignored);
   }
 
+  int transport_fd() noexcept override {
+    auto& socket = state_->stream.lowest_layer();
+    return socket.is_open() ? int(socket.native_handle()) : -1;
+  }
   Stream& stream() noexcept { return state_->stream; }
   SSL* native_handle() noexcept { return state_->stream.native_handle(); }
 

@@ -31,6 +31,10 @@ class ByteStream {
   // Stops sending (FIN) so the peer sees end of stream; reading still works.
   virtual void shutdown_send() noexcept = 0;
   virtual void close() noexcept = 0;
+  // The kernel socket under every layer (TLS, WebSocket), or -1. Lets a
+  // waiting login notice that its client hung up without reading a byte of
+  // a half-received TLS record or WebSocket frame.
+  virtual int transport_fd() noexcept { return -1; }
 };
 
 template <typename Socket>
@@ -56,6 +60,7 @@ class SocketStream final : public ByteStream {
     error_code ignored;
     socket_.close(ignored);
   }
+  int transport_fd() noexcept override { return socket_.is_open() ? int(socket_.native_handle()) : -1; }
   Socket& socket() noexcept { return socket_; }
 
  private:

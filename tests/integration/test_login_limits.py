@@ -20,6 +20,8 @@ import requests
 
 import pgwire
 from conftest import PgCluster, Target, TokengateProcess, fresh_password
+from test_tls import pki, tls_wire  # noqa: F401 - a fixture and a helper
+from wsclient import WebSocketConnection
 
 
 def trust_args(*extra: str) -> list[str]:
@@ -97,16 +99,27 @@ def password_checks(tg: TokengateProcess) -> dict[str, float]:
     return out
 
 
+@pytest.mark.parametrize("transport", ["tcp", "tls", "websocket"])
 def test_queued_verifications_of_clients_that_hung_up_are_dropped(spawn_tokengate, pg: PgCluster, direct: Target,
-                                                                  fresh_role):
+                                                                  fresh_role, pki, transport: str):
     """Logins that wait on the verification queue and whose clients hang up are never verified: a flood of
     attempts against a costly verifier that hang up at once costs the PBKDF2 of the few that had started, not of
-    all (tokengate_password_checks_total counts both), and the next attempt in that name is answered at once."""
+    all (tokengate_password_checks_total counts both), and the next attempt in that name is answered at once.
+    The same over TLS and WebSocket, where tokengate looks at the socket under the stream without reading it."""
+    tls_args = ["--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key)] if transport == "tls" else []
     tg = spawn_tokengate(upstream=(str(pg.socket_dir), pg.port),
                          extra_args=trust_args("--max-failed-logins", "100000", "--login-max-connections", "200",
                                                "--login-max-connections-per-address", "200",
-                                               "--max-scram-iterations", "1000000"))
+                                               "--max-scram-iterations", "1000000", *tls_args))
     t = tg.target()
+
+    def connect() -> pgwire.WireConnection:
+        if transport == "tls":
+            return tls_wire(tg.host, tg.port, pki.ca_cert)
+        if transport == "websocket":
+            return WebSocketConnection(tg.host, tg.http_port, timeout=10)
+        return t.wire(timeout=10)
+
     role, pw = fresh_role()
     # A million rounds (auth.max_scram_iterations raised to allow it): computed, not refused, and slow enough on
     # any machine that few checks can run in the moment the flood is still connected (at 100,000 rounds a fast
@@ -121,7 +134,7 @@ def test_queued_verifications_of_clients_that_hung_up_are_dropped(spawn_tokengat
     flood = 40
     conns = []
     for _ in range(flood):
-        w = t.wire(timeout=10)
+        w = connect()
         w.send(pgwire.startup_message({"user": role, "database": "postgres"}))
         conns.append(w)
     for w in conns:
