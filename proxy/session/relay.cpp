@@ -64,6 +64,16 @@ ErrorResponse error(std::string sqlstate, std::string message) {
   return ErrorResponse::make("ERROR", std::move(sqlstate), std::move(message));
 }
 
+// PostgreSQL's answers to a name that does not exist (or no longer: a
+// portal ends with its transaction, at the Sync before the message runs).
+ErrorResponse no_such_statement(const std::string& name) {
+  if (name.empty()) return error("26000", "unnamed prepared statement does not exist");
+  return error("26000", "prepared statement \"" + name + "\" does not exist");
+}
+ErrorResponse no_such_portal(const std::string& name) {
+  return error("34000", "portal \"" + name + "\" does not exist");
+}
+
 ErrorResponse parse_error_response(const parser_ext::ParseError& e) {
   auto out = error(std::string(parser_ext::sqlstate(e.code)), e.message);
   out.detail = e.detail;
@@ -1081,6 +1091,11 @@ void Relay::run_extended_job() {
     case ft::Bind: {
       std::string portal(*r.cstr());
       std::string stmt(*r.cstr());
+      const auto source = names().statements.find(stmt);
+      if (source == names().statements.end()) {
+        fail_extended(no_such_statement(stmt));
+        break;
+      }
       auto nformats = r.i16();
       for (int i = 0; nformats && i < *nformats; ++i) r.i16();
       auto nparams = r.i16();
@@ -1096,7 +1111,7 @@ void Relay::run_extended_job() {
       auto nresult = r.i16();
       std::vector<std::int16_t> formats;
       for (int i = 0; nresult && i < *nresult; ++i) formats.push_back(r.i16().value_or(0));
-      names().portals.insert_or_assign(portal, LocalPortal{names().statements.at(stmt), std::move(formats), {}, {}, send_group_});
+      names().portals.insert_or_assign(portal, LocalPortal{source->second, std::move(formats), {}, {}, send_group_});
       protocol::write_bind_complete(out);
       emit_client(out);
       break;
@@ -1105,10 +1120,20 @@ void Relay::run_extended_job() {
       const char kind = char(*r.u8());
       std::string name(*r.cstr());
       if (kind == 'S') {
-        write_describe_statement(out, names().statements.at(name));
+        const auto it = names().statements.find(name);
+        if (it == names().statements.end()) {
+          fail_extended(no_such_statement(name));
+          break;
+        }
+        write_describe_statement(out, it->second);
         emit_client(out);
       } else {
-        auto& p = names().portals.at(name);
+        const auto it = names().portals.find(name);
+        if (it == names().portals.end()) {
+          fail_extended(no_such_portal(name));
+          break;
+        }
+        auto& p = it->second;
         const bool ok = write_describe_portal(out, p.statement, p.result_formats);
         emit_client(out);
         if (!ok) fail_extended(ErrorResponse{});
@@ -1126,7 +1151,12 @@ void Relay::run_extended_job() {
     }
     case ft::Execute: {
       std::string name(*r.cstr());
-      auto& portal = names().portals.at(name);
+      const auto it = names().portals.find(name);
+      if (it == names().portals.end()) {
+        fail_extended(no_such_portal(name));
+        break;
+      }
+      auto& portal = it->second;
       if (!portal.result) {
         if (parser_ext::kind_of(portal.statement) == parser_ext::StatementKind::create_api_token &&
             tx_ == protocol::tx_status::InBlock) {

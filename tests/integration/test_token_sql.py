@@ -413,6 +413,33 @@ def test_parse_with_an_api_token_statement_after_another_is_refused_locally(prox
     assert_never_upstream(pg, mark, name)
 
 
+def test_a_local_portal_ends_at_its_sync_as_an_upstream_portal_does(proxy: Target, direct: Target):
+    """A pipeline that executes a portal again after the Sync that ended its transaction: PostgreSQL answers 34000
+    and goes on; so does tokengate for a portal of an API TOKEN statement (it used to end the session with
+    XX000 when the second Execute was read before the first Sync was answered)."""
+    def pipeline(sql: str) -> bytes:
+        return (pgwire.parse_message("t", sql) + pgwire.bind_message("p", "t") + pgwire.execute_message("p", 1)
+                + pgwire.sync_message() + pgwire.execute_message("p") + pgwire.describe_message(b"P", "p")
+                + pgwire.sync_message() + pgwire.bind_message("q", "t") + pgwire.execute_message("q", 1)
+                + pgwire.sync_message() + pgwire.close_message(b"S", "t") + pgwire.sync_message())
+
+    shapes = []
+    for target, sql in ((direct, "select 1 union all select 2"), (proxy, "SHOW API TOKENS")):
+        with session(target) as c:
+            if target is proxy:  # two rows to show, so that Execute with a limit of one suspends
+                for _ in range(2):
+                    remember_secret(pgwire.data_rows_text(c.simple_query(f"CREATE API TOKEN {uniq('portal')}"))[0][1])
+            c.send(pipeline(sql))
+            msgs = []
+            for _ in range(4):
+                msgs += c.read_until_ready()
+            shapes.append([(m.name, m.error().sqlstate, m.error().message) if m.tag == b"E" else m.name
+                           for m in msgs if m.tag != b"D"])
+            assert c.simple_query("select 42")[-1].tag == b"Z"
+    assert shapes[0] == shapes[1], shapes
+    assert ("ErrorResponse", "34000", 'portal "p" does not exist') in shapes[1], shapes
+
+
 # ---------------------------------------------------------------- simple protocol: mixes and blocks
 
 

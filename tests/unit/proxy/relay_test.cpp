@@ -246,6 +246,24 @@ TEST_CASE("relay: Execute with a row limit suspends forwarded and local portals 
   CHECK(out.requests.size() == 1);  // the statement ran once, at the first Execute
 }
 
+TEST_CASE("relay: a local portal used after the Sync that ended it is gone, as in PostgreSQL (34000)") {
+  // Pipelined: the second Execute is read while the portal still exists, and
+  // runs after the first Sync's ReadyForQuery ended it with its transaction.
+  const Bytes batch =
+      concat({pg::parse("t", "SHOW API TOKENS"), pg::bind("p", "t"), pg::execute("p", 1), pg::sync(), pg::execute("p"),
+              pg::describe('P', "p"), pg::sync(), pg::bind("q", "t"), pg::execute("q", 1), pg::sync()});
+  auto out =
+      split_everywhere({}, {FromClient{batch}, answer(show_tokens({"a", "b"})), FromUpstream{pg::ready('I')},
+                            FromUpstream{pg::ready('I')}, answer(show_tokens({"c"})), FromUpstream{pg::ready('I')}});
+  session::ExecuteCursor cursor;
+  auto first = executed(show_tokens({"a", "b"}), 1, cursor);
+  session::ExecuteCursor cursor2;
+  auto again = executed(show_tokens({"c"}), 1, cursor2);
+  CHECK(out.client == concat({pg::parse_complete(), pg::bind_complete(), first, pg::ready('I'),
+                              err("34000", "portal \"p\" does not exist"), pg::ready('I'), pg::bind_complete(), again,
+                              pg::ready('I')}));
+}
+
 TEST_CASE("relay: COPY FROM STDIN streams the client's CopyData through unbuffered") {
   Bytes data = pg::copy_data(std::string(100000, 'x'));
   auto out = split_everywhere({}, {FromClient{pg::query("copy t from stdin")},
