@@ -167,8 +167,12 @@ def test_psycopg_extended_protocol(proxy: Target, direct: Target, pg: PgCluster,
                 e = (err.sqlstate, str(err).splitlines()[0])
             return a, b, e
 
-    got = run(proxy)
-    assert got == run(direct)
+    got, want = run(proxy), run(direct)
+    assert got[:2] == want[:2]
+    # PostgreSQL's grammar has no SHOW API TOKENS, so it sees a syntax error; tokengate's has, so the Parse holds
+    # two statements, and tokengate gives PostgreSQL's error for that (the same SQLSTATE) without the upstream.
+    assert want[2] == ("42601", 'syntax error at or near "TOKENS"'), want
+    assert got[2] == ("42601", "cannot insert multiple commands into a prepared statement"), got
     assert got[0] == [(f"a'; CREATE API TOKEN {name} MAX DURATION '1h'; --!",)], got
     assert name not in token_names(proxy)
     mark = pg.log_mark()
