@@ -71,12 +71,18 @@ def test_neon_driver_and_orms(tokengate, mint_token, analyst_database, pg):
     _, token, _ = mint_token(user="analyst", duration="1h")
     env = clean_env(TG_HOST=tokengate.host, TG_PORT=str(tokengate.port), TG_HTTP_PORT=str(tokengate.http_port),
                     TG_USER="analyst", TG_TOKEN=token, TG_PASSWORD="analyst", TG_DATABASE=analyst_database)
-    p = subprocess.run(["node", "neon.mjs"], cwd=NEON_DIR, capture_output=True, text=True, timeout=180, env=env)
+    # Each step of neon.mjs has its own 100 s watchdog that names a step that hangs; this timeout is the last resort.
+    try:
+        p = subprocess.run(["node", "neon.mjs"], cwd=NEON_DIR, capture_output=True, text=True, timeout=600, env=env)
+    except subprocess.TimeoutExpired as e:
+        progress = token_masked(e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else e.stderr or "",
+                                token)
+        pytest.fail(f"neon.mjs did not end: {progress[-2000:]}\ntokengate's log:\n{token_masked(tokengate.log_tail(), token)}")
     stdout, stderr = token_masked(p.stdout, token), token_masked(p.stderr, token)
     assert p.stdout.strip(), f"no output (rc={p.returncode}): {stderr[-3000:]}"
     facts = json.loads(p.stdout.strip().splitlines()[-1])
     assert p.returncode == 0 and "error" not in facts, \
-        f"neon.mjs failed: {json.dumps(facts)[-3000:]}\n{stderr[-2000:]}"
+        f"neon.mjs failed: {json.dumps(facts)[-3000:]}\n{stderr[-2000:]}\ntokengate's log:\n{token_masked(tokengate.log_tail(), token)}"
     assert token[:20] not in stdout
 
     # neon(): parameters of several types come back as the driver's types.

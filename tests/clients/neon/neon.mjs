@@ -210,13 +210,25 @@ async function prisma() {
 }
 
 const steps = { httpQueries, webSocketPool, drizzleHttp, kyselyHttp, prisma };
+// A step that hangs (a driver waiting for an answer that never comes) is
+// reported by name with the results so far, instead of the whole script
+// being killed silently by the test's timeout.
+const STEP_SECONDS = 100;
 for (const [name, step] of Object.entries(steps)) {
+  process.stderr.write(`${new Date().toISOString()} ${name}: started\n`);
+  let watchdog;
+  const hung = new Promise((_, reject) => {
+    watchdog = setTimeout(() => reject(new Error(`did not finish within ${STEP_SECONDS} s`)), STEP_SECONDS * 1000);
+  });
   try {
-    await step();
+    await Promise.race([step(), hung]);
+    process.stderr.write(`${new Date().toISOString()} ${name}: done\n`);
   } catch (e) {
     out.error = `${name}: ${e.constructor.name} ${e.code ?? ''} ${String(e.message).replace(token, '<token>')}`;
     out.stack = String(e.stack).replace(token, '<token>').split('\n').slice(0, 6).join('\n');
     break;
+  } finally {
+    clearTimeout(watchdog);
   }
 }
 console.log(JSON.stringify(out));
